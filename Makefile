@@ -1,0 +1,26 @@
+# The two commands of the README. Both create/refresh the virtual environment at .venv.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+PIP     := $(BIN)/pip --disable-pip-version-check -q
+
+.PHONY: demo test install install-dev bench
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+
+install: $(BIN)/python
+	$(PIP) install -r requirements/base.txt
+	$(PIP) install --no-deps -e .
+
+install-dev: $(BIN)/python
+	$(PIP) install -r requirements/dev.txt
+	$(PIP) install --no-deps -e .
+
+# Main job: animate the bundled example and print where the video went.
+demo: install
+	$(BIN)/kinemate animate --example -o out/demo.mp4
+
+# Whole test suite (what CI runs).
+test: install-dev
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q

@@ -1,0 +1,3 @@
+from kinemate.cli import entry
+
+entry()
