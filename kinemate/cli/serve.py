@@ -1,0 +1,117 @@
+"""``kinemate serve``: the HTTP service (API + web page), and its API keys.
+
+    kinemate serve [--host 127.0.0.1] [--port 8000] [--data-dir DIR] [--weights DIR]
+    kinemate serve keys create [--name NAME]     # prints a new key once
+    kinemate serve keys list
+    kinemate serve keys revoke KEY_ID_OR_NAME
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+from pathlib import Path
+
+from kinemate.errors import UsageError
+
+DEFAULT_DATA_DIR = "kinemate-data"
+
+
+def _data_dir(args) -> Path:
+    return Path(getattr(args, "data_dir", None) or os.environ.get("KINEMATE_DATA_DIR")
+                or DEFAULT_DATA_DIR)
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "serve", help="run the HTTP service (API, web page) or manage its API keys",
+        description="Run the HTTP service: a JSON API for animation jobs, a web page at /, "
+                    "OpenAPI docs at /docs. Jobs are kept in DATA_DIR (SQLite + files) and "
+                    "survive restarts. Create an API key first: 'kinemate serve keys create'.")
+    data_help = ("folder with the job database, uploads and results (default: "
+                 f"$KINEMATE_DATA_DIR or ./{DEFAULT_DATA_DIR})")
+    p.add_argument("--data-dir", help=data_help)
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only; use "
+                        "0.0.0.0 only behind a TLS-terminating proxy)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    p.add_argument("--weights", help="model folder (MagicAnimate release layout or kinemate "
+                                     "format; default: the bundled kinemate-tiny model)")
+    p.add_argument("--device", default="cpu", help="torch device for the worker (cpu, cuda, "
+                                                   "cuda:1, ...)")
+    p.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
+    p.add_argument("--max-jobs-per-key", type=int, default=None,
+                   help="queued + running jobs one key may have (default 4)")
+    p.add_argument("--max-upload-mb", type=float, default=None,
+                   help="largest request body in MiB (default 64)")
+    p.add_argument("--default-steps", type=int, default=25,
+                   help="denoising steps when a job does not say (default 25)")
+    p.set_defaults(func=run)
+
+    keys = p.add_subparsers(dest="serve_command", metavar="keys")
+    k = keys.add_parser("keys", help="create, list or revoke API keys")
+    ks = k.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    for name, helptext in (("create", "create a key and print it (shown only once)"),
+                           ("list", "list keys (ids and names, never the secrets)"),
+                           ("revoke", "revoke a key by id or name")):
+        kp = ks.add_parser(name, help=helptext)
+        kp.add_argument("--data-dir", default=argparse.SUPPRESS, help=data_help)
+        if name == "create":
+            kp.add_argument("--name", default="", help="a label for the key (who uses it)")
+        if name == "revoke":
+            kp.add_argument("key", help="key id (as in 'keys list') or name")
+        kp.set_defaults(func=run_keys)
+
+
+def run_keys(args) -> int:
+    from kinemate.service.config import ServiceConfig
+    from kinemate.service.store import SQLiteJobStore
+
+    config = ServiceConfig(data_dir=_data_dir(args))
+    store = SQLiteJobStore(config.db_path)
+    if args.keys_command == "create":
+        name = (args.name or "").strip()[:100]
+        record, secret = store.create_key(name or "key")
+        print(secret)
+        print(f"created key {record.id} ({record.name}) in {config.db_path} — store it now, "
+              "it is not shown again", file=sys.stderr)
+    elif args.keys_command == "list":
+        for key in store.list_keys():
+            state = "active" if key.active else "revoked"
+            print(f"{key.id}\t{state}\t{key.name}")
+    elif args.keys_command == "revoke":
+        n = store.revoke_key(args.key)
+        if n == 0:
+            raise UsageError(f"no active key with id or name {args.key!r} — see "
+                             "'kinemate serve keys list'")
+        print(f"revoked {n} key(s)")
+    return 0
+
+
+def run(args) -> int:
+    from kinemate.service.config import Limits, ServiceConfig
+    from kinemate.service.server import serve
+
+    if not 0 < args.port < 65536:
+        raise UsageError(f"--port {args.port} is not a TCP port — use 1-65535")
+    limits = Limits()
+    if args.max_jobs_per_key is not None:
+        if args.max_jobs_per_key < 1:
+            raise UsageError("--max-jobs-per-key must be at least 1")
+        limits = dataclasses.replace(limits, max_active_jobs_per_key=args.max_jobs_per_key)
+    if args.max_upload_mb is not None:
+        if args.max_upload_mb <= 0:
+            raise UsageError("--max-upload-mb must be positive")
+        limits = dataclasses.replace(limits, max_request_bytes=int(args.max_upload_mb * 2**20))
+    weights = Path(args.weights) if args.weights else None
+    if weights is not None and not weights.is_dir():
+        raise UsageError(f"--weights {weights} is not a folder — give the model folder")
+    config = ServiceConfig(data_dir=_data_dir(args), weights=weights, device=args.device,
+                           dtype=args.dtype, limits=limits, default_steps=args.default_steps)
+    print(f"kinemate: serving on http://{args.host}:{args.port}/ (API docs at /docs), data in "
+          f"{config.data_dir}", file=sys.stderr)
+    serve(config, host=args.host, port=args.port,
+          log_level="debug" if getattr(args, "verbose", False) else "info")
+    return 0

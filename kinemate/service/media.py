@@ -1,0 +1,245 @@
+"""Checking uploads: what a file really is (magic bytes, then decoding), and size limits.
+
+Nothing here trusts a client's file name or content type. A file is accepted only if its
+first bytes say it is a supported kind *and* it decodes completely within the limits. The
+kind decides the server-side file name (``reference.png``, ``driving.mp4``, ...).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import unicodedata
+from pathlib import Path
+
+from kinemate.errors import InputError
+from kinemate.service.config import Limits
+
+# kind -> suffix of the server-side file
+IMAGE_KINDS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp", "bmp": ".bmp"}
+VIDEO_KINDS = {"mp4": ".mp4", "matroska": ".mkv", "avi": ".avi", "gif": ".gif"}
+
+
+class UploadRejected(InputError):
+    """An upload cannot be used; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, message: str, status: int = 422):
+        super().__init__(message)
+        self.status = status
+
+
+def sniff(head: bytes) -> str | None:
+    """The kind of file from its first bytes (at least 16), or None when unknown."""
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+        return "avi"
+    if head.startswith(b"BM") and len(head) >= 14:
+        return "bmp"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "gif"
+    if head[4:8] == b"ftyp":
+        return "mp4"  # mp4, mov, m4v, 3gp: all ISO base media files
+    if head.startswith(b"\x1a\x45\xdf\xa3"):
+        return "matroska"  # mkv and webm
+    stripped = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if stripped[:1] in (b"{", b"["):
+        return "json"
+    return None
+
+
+def display_name(name: str | None, limit: int = 200) -> str:
+    """A client file name made safe to show (never used as a path): NFC, no control
+    characters or path parts, bounded length. Unicode letters and emoji stay."""
+    if not name:
+        return ""
+    name = unicodedata.normalize("NFC", str(name))
+    name = name.replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C")
+    return name.strip()[:limit]
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageInfo:
+    kind: str
+    width: int
+    height: int
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoInfo:
+    kind: str
+    width: int
+    height: int
+    fps: float
+    num_frames: int
+    duration_s: float
+
+
+@dataclasses.dataclass(frozen=True)
+class PoseInfo:
+    kind: str
+    num_frames: int
+    width: int
+    height: int
+    fps: float
+
+
+def _scrub(message: str, path: Path, what: str) -> str:
+    """Error messages from lower layers name the server-side path; show the role instead."""
+    return str(message).replace(str(path), what)
+
+
+def check_image(path: Path, kind: str | None, limits: Limits) -> ImageInfo:
+    """Accept ``path`` as the reference photo or raise :class:`UploadRejected`."""
+    from PIL import Image
+
+    from kinemate.io import read_image
+
+    if kind not in IMAGE_KINDS:
+        raise UploadRejected(
+            "the reference is not a PNG, JPEG, WebP or BMP image (judged from its content, not "
+            "its name) — upload a photo in one of those formats", 415)
+    try:
+        with Image.open(path) as im:
+            width, height = im.size
+    except Exception as exc:  # noqa: BLE001 - any decoder failure is the file's fault
+        raise UploadRejected(f"the reference image cannot be read ({type(exc).__name__}) — "
+                             "the file is damaged or truncated; export it again") from exc
+    if max(width, height) > limits.max_image_side or width * height > limits.max_image_pixels:
+        raise UploadRejected(
+            f"the reference image is {width}x{height}, above the limit of "
+            f"{limits.max_image_side} pixels per side and {limits.max_image_pixels / 1e6:.0f} "
+            "megapixels — downscale it first", 413)
+    try:
+        image = read_image(path, max_pixels=limits.max_image_pixels)
+    except InputError as exc:
+        raise UploadRejected(_scrub(str(exc), path, "the reference image")) from exc
+    except Exception as exc:  # noqa: BLE001
+        raise UploadRejected(f"the reference image cannot be decoded ({type(exc).__name__}) — "
+                             "it is damaged or truncated; export it again") from exc
+    if image.shape[0] < 8 or image.shape[1] < 8:
+        raise UploadRejected(f"the reference image is only {image.shape[1]}x{image.shape[0]} "
+                             "pixels — upload a photo at least 8x8 (ideally 512 or more)")
+    return ImageInfo(kind, int(image.shape[1]), int(image.shape[0]))
+
+
+def check_video(path: Path, kind: str | None, limits: Limits) -> VideoInfo:
+    """Accept ``path`` as a driving video: probe, check the limits, then decode every frame."""
+    from kinemate.io import open_video, probe_video
+
+    if kind not in VIDEO_KINDS:
+        raise UploadRejected(
+            "the driving file is not a video (MP4/MOV, WebM/MKV, AVI or GIF, judged from its "
+            "content) nor a pose JSON — upload one of those", 415)
+    what = "the driving video"
+    try:
+        info = probe_video(path)
+    except InputError as exc:
+        raise UploadRejected(_scrub(str(exc), path, what)) from exc
+    except Exception as exc:  # noqa: BLE001
+        raise UploadRejected(f"{what} cannot be read ({type(exc).__name__}) — it is damaged or "
+                             "truncated; export it again") from exc
+    width, height = int(info.width or 0), int(info.height or 0)
+    if width <= 0 or height <= 0:
+        raise UploadRejected(f"{what} has no picture — upload a video with frames")
+    if max(width, height) > limits.max_video_side:
+        raise UploadRejected(
+            f"{what} is {width}x{height}, above the limit of {limits.max_video_side} pixels per "
+            "side — downscale it first (e.g. ffmpeg -vf scale=512:-2)", 413)
+    fps = float(info.fps or 0.0)
+    declared = info.num_frames
+    if declared is not None and declared > limits.max_video_frames:
+        raise UploadRejected(
+            f"{what} has {declared} frames, above the limit of {limits.max_video_frames} — "
+            "trim it or lower its frame rate", 413)
+    duration = info.duration_s
+    if duration is not None and math.isfinite(duration) and duration > limits.max_video_seconds:
+        raise UploadRejected(
+            f"{what} lasts {duration:.1f} s, above the limit of {limits.max_video_seconds:.0f} s "
+            "— trim it first", 413)
+    count = 0
+    try:
+        with open_video(path) as reader:
+            for frame in reader:
+                if frame.shape[0] != height or frame.shape[1] != width:
+                    raise UploadRejected(f"{what} changes size mid-stream — re-encode it")
+                count += 1
+                if count > limits.max_video_frames:
+                    raise UploadRejected(
+                        f"{what} has more than {limits.max_video_frames} frames — trim it or "
+                        "lower its frame rate", 413)
+    except UploadRejected:
+        raise
+    except InputError as exc:
+        raise UploadRejected(_scrub(str(exc), path, what)) from exc
+    except Exception as exc:  # noqa: BLE001
+        raise UploadRejected(f"{what} cannot be decoded after {count} frames "
+                             f"({type(exc).__name__}) — it is damaged or truncated; export it "
+                             "again") from exc
+    if count == 0:
+        raise UploadRejected(f"{what} contains no decodable frame — it is empty or truncated; "
+                             "export it again")
+    if declared and count < declared * 0.9 and declared - count > 1:
+        raise UploadRejected(f"{what} declares {declared} frames but only {count} decode — it "
+                             "is truncated; upload the complete file")
+    if fps > 0 and count / fps > limits.max_video_seconds:
+        raise UploadRejected(
+            f"{what} lasts {count / fps:.1f} s, above the limit of "
+            f"{limits.max_video_seconds:.0f} s — trim it first", 413)
+    return VideoInfo(kind, width, height, fps or 25.0, count, count / fps if fps else 0.0)
+
+
+def check_pose_json(path: Path, limits: Limits) -> PoseInfo:
+    """Accept ``path`` as a pose track JSON (kinemate.pose format)."""
+    what = "the pose JSON"
+    raw = path.read_bytes()
+    try:
+        data = json.loads(raw.decode("utf-8-sig"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UploadRejected(f"{what} is not valid JSON ({exc}) — upload a file written by "
+                             "'kinemate pose' (PoseTrack JSON)") from exc
+    if not isinstance(data, dict):
+        raise UploadRejected(f"{what} must be a JSON object (a PoseTrack), not "
+                             f"{type(data).__name__} — upload a file written by 'kinemate pose'")
+    try:
+        from kinemate.pose import PoseTrack
+    except ImportError:  # pragma: no cover - pose layer not installed
+        raise UploadRejected(f"{what} cannot be used: pose tracks are not supported by this "
+                             "server — upload a video instead", 415) from None
+    try:
+        track = PoseTrack.load(path)
+    except InputError as exc:
+        raise UploadRejected(_scrub(str(exc), path, what)) from exc
+    except Exception as exc:  # noqa: BLE001
+        raise UploadRejected(f"{what} is not a valid PoseTrack ({type(exc).__name__}: "
+                             f"{str(exc)[:200]}) — upload a file written by 'kinemate pose'") from exc
+    frames = len(track)
+    if frames == 0:
+        raise UploadRejected(f"{what} has no frames — upload a track with at least one frame")
+    if frames > limits.max_video_frames:
+        raise UploadRejected(f"{what} has {frames} frames, above the limit of "
+                             f"{limits.max_video_frames} — trim it", 413)
+    width, height = _track_size(track)
+    fps = float(getattr(track, "fps", 25.0) or 25.0)
+    if frames / fps > limits.max_video_seconds:
+        raise UploadRejected(f"{what} lasts {frames / fps:.1f} s, above the limit of "
+                             f"{limits.max_video_seconds:.0f} s — trim it", 413)
+    return PoseInfo("json", frames, width, height, fps)
+
+
+def _track_size(track) -> tuple[int, int]:
+    for attr in ("size_wh", "image_size", "size"):
+        value = getattr(track, attr, None)
+        if value is not None and not callable(value):
+            try:
+                width, height = (int(v) for v in value)
+                return width, height
+            except (TypeError, ValueError):
+                pass
+    return int(getattr(track, "width", 0) or 0), int(getattr(track, "height", 0) or 0)

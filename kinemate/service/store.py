@@ -1,0 +1,400 @@
+"""Persistent job store: API keys and jobs.
+
+:class:`JobStore` is the small interface the rest of the service uses; :class:`SQLiteJobStore`
+is the embedded default (one file, WAL mode, durable commits). Every state change is a
+single atomic statement, written so that it maps one to one onto PostgreSQL for several
+workers on several machines:
+
+* claiming work — SQLite: ``UPDATE jobs SET state='running', worker=?, ... WHERE id =
+  (SELECT id FROM jobs WHERE state='queued' ORDER BY seq LIMIT 1) AND state='queued'
+  RETURNING *`` inside ``BEGIN IMMEDIATE``; PostgreSQL: the same UPDATE with the sub-select
+  ending in ``FOR UPDATE SKIP LOCKED`` (two workers never get the same job and never wait
+  on each other);
+* the per-key limit on active jobs — an ``INSERT ... SELECT ... WHERE (SELECT count(*) ...)
+  < limit`` in one transaction (PostgreSQL: the same in a transaction that first takes
+  ``pg_advisory_xact_lock(hashtext(owner))`` so two inserts of one key serialise);
+* crash recovery — a running job carries a lease (``lease_expires``) that its worker renews;
+  :meth:`JobStore.requeue_stale` puts jobs whose lease ran out, or whose worker process is
+  known to be dead, back into the queue (or fails them after ``max_attempts``).
+
+API keys are stored as SHA-256 digests of the secret (the secret is 256 random bits, so a
+slow password hash would add nothing); the secret is shown once, when it is created.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import json
+import secrets
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Protocol
+
+ACTIVE_STATES = ("queued", "running")
+FINAL_STATES = ("succeeded", "failed", "cancelled")
+KEY_PREFIX = "km_"
+
+
+class LimitReached(Exception):
+    """The key already has as many queued + running jobs as it may."""
+
+
+@dataclasses.dataclass(frozen=True)
+class KeyRecord:
+    id: str
+    name: str
+    created_at: float
+    revoked_at: float | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    id: str
+    owner: str
+    state: str
+    params: dict
+    inputs: dict
+    created_at: float
+    updated_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    worker: str | None = None
+    lease_expires: float | None = None
+    attempts: int = 0
+    cancel_requested: bool = False
+    progress: dict = dataclasses.field(default_factory=dict)
+    error: str | None = None
+    result: dict = dataclasses.field(default_factory=dict)
+    idempotency_key: str | None = None
+
+
+class JobStore(Protocol):
+    """What the service needs from a database. Implementations must make each method atomic."""
+
+    # keys
+    def create_key(self, name: str) -> tuple[KeyRecord, str]: ...
+    def list_keys(self) -> list[KeyRecord]: ...
+    def revoke_key(self, key_id_or_name: str) -> int: ...
+    def authenticate(self, secret: str) -> KeyRecord | None: ...
+
+    # jobs, API side
+    def create_job(
+        self, job_id: str, owner: str, params: dict, inputs: dict, *,
+        max_active: int, idempotency_key: str | None = None,
+    ) -> tuple[Job, bool]: ...
+    def get_job(self, job_id: str, owner: str | None = None) -> Job | None: ...
+    def list_jobs(self, owner: str, limit: int = 100) -> list[Job]: ...
+    def request_cancel(self, job_id: str, owner: str) -> Job | None: ...
+    def all_job_ids(self) -> set[str]: ...
+
+    # jobs, worker side
+    def claim_next(self, worker: str, lease_seconds: float) -> Job | None: ...
+    def renew_lease(self, job_id: str, worker: str, lease_seconds: float) -> bool: ...
+    def set_progress(self, job_id: str, worker: str, progress: dict) -> bool: ...
+    def finish(
+        self, job_id: str, worker: str, state: str, *, result: dict | None = None,
+        error: str | None = None,
+    ) -> bool: ...
+    def requeue_stale(
+        self, *, max_attempts: int, worker_is_dead: Callable[[str], bool] | None = None
+    ) -> list[str]: ...
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS api_keys (
+    id          TEXT PRIMARY KEY,
+    name        TEXT NOT NULL,
+    secret_hash TEXT NOT NULL,
+    created_at  REAL NOT NULL,
+    revoked_at  REAL
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    seq              INTEGER PRIMARY KEY AUTOINCREMENT,
+    id               TEXT NOT NULL UNIQUE,
+    owner            TEXT NOT NULL REFERENCES api_keys(id),
+    state            TEXT NOT NULL CHECK (state IN
+                         ('queued', 'running', 'succeeded', 'failed', 'cancelled')),
+    params           TEXT NOT NULL,
+    inputs           TEXT NOT NULL,
+    idempotency_key  TEXT,
+    created_at       REAL NOT NULL,
+    updated_at       REAL NOT NULL,
+    started_at       REAL,
+    finished_at      REAL,
+    worker           TEXT,
+    lease_expires    REAL,
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    progress         TEXT NOT NULL DEFAULT '{}',
+    error            TEXT,
+    result           TEXT NOT NULL DEFAULT '{}',
+    UNIQUE (owner, idempotency_key)
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, seq);
+CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, seq);
+"""
+
+
+class SQLiteJobStore:
+    """:class:`JobStore` on one SQLite file in WAL mode (safe across threads and processes)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._conn().executescript(_SCHEMA)
+
+    # -- connections -------------------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")  # an accepted job survives power loss
+            conn.execute("PRAGMA foreign_keys=ON")
+            self._local.conn = conn
+        return conn
+
+    class _Tx:
+        def __init__(self, conn: sqlite3.Connection, immediate: bool):
+            self.conn, self.immediate = conn, immediate
+
+        def __enter__(self) -> sqlite3.Connection:
+            self.conn.execute("BEGIN IMMEDIATE" if self.immediate else "BEGIN")
+            return self.conn
+
+        def __exit__(self, exc_type, exc, tb) -> None:
+            self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+
+    def _tx(self, immediate: bool = True) -> "SQLiteJobStore._Tx":
+        return self._Tx(self._conn(), immediate)
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    # -- keys --------------------------------------------------------------------------
+    @staticmethod
+    def _key(row: sqlite3.Row) -> KeyRecord:
+        return KeyRecord(row["id"], row["name"], row["created_at"], row["revoked_at"])
+
+    def create_key(self, name: str) -> tuple[KeyRecord, str]:
+        key_id = secrets.token_hex(6)
+        secret = f"{KEY_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
+        now = time.time()
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO api_keys (id, name, secret_hash, created_at) VALUES (?, ?, ?, ?)",
+                (key_id, name, hash_secret(secret), now),
+            )
+        return KeyRecord(key_id, name, now), secret
+
+    def list_keys(self) -> list[KeyRecord]:
+        rows = self._conn().execute("SELECT * FROM api_keys ORDER BY created_at").fetchall()
+        return [self._key(r) for r in rows]
+
+    def revoke_key(self, key_id_or_name: str) -> int:
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE api_keys SET revoked_at = ? WHERE (id = ? OR name = ?) "
+                "AND revoked_at IS NULL",
+                (time.time(), key_id_or_name, key_id_or_name),
+            )
+            return cur.rowcount
+
+    def authenticate(self, secret: str) -> KeyRecord | None:
+        # Format km_<id>_<random>; look the id up, then compare digests in constant time.
+        if not secret.startswith(KEY_PREFIX) or len(secret) > 200:
+            return None
+        key_id, _, rest = secret[len(KEY_PREFIX):].partition("_")
+        if not key_id or not rest:
+            return None
+        row = self._conn().execute("SELECT * FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+        if row is None or row["revoked_at"] is not None:
+            return None
+        if not hmac.compare_digest(row["secret_hash"], hash_secret(secret)):
+            return None
+        return self._key(row)
+
+    # -- jobs --------------------------------------------------------------------------
+    @staticmethod
+    def _job(row: sqlite3.Row) -> Job:
+        return Job(
+            id=row["id"], owner=row["owner"], state=row["state"],
+            params=json.loads(row["params"]), inputs=json.loads(row["inputs"]),
+            created_at=row["created_at"], updated_at=row["updated_at"],
+            started_at=row["started_at"], finished_at=row["finished_at"],
+            worker=row["worker"], lease_expires=row["lease_expires"],
+            attempts=row["attempts"], cancel_requested=bool(row["cancel_requested"]),
+            progress=json.loads(row["progress"]), error=row["error"],
+            result=json.loads(row["result"]), idempotency_key=row["idempotency_key"],
+        )
+
+    def create_job(
+        self, job_id: str, owner: str, params: dict, inputs: dict, *,
+        max_active: int, idempotency_key: str | None = None,
+    ) -> tuple[Job, bool]:
+        """Insert a queued job unless the owner is at its limit.
+
+        Returns ``(job, created)``; with an ``idempotency_key`` already used by this owner
+        the existing job comes back with ``created=False``. Raises :class:`LimitReached`.
+        """
+        now = time.time()
+        with self._tx() as db:
+            if idempotency_key is not None:
+                row = db.execute(
+                    "SELECT * FROM jobs WHERE owner = ? AND idempotency_key = ?",
+                    (owner, idempotency_key),
+                ).fetchone()
+                if row is not None:
+                    return self._job(row), False
+            cur = db.execute(
+                "INSERT INTO jobs (id, owner, state, params, inputs, idempotency_key, "
+                "created_at, updated_at) "
+                "SELECT ?, ?, 'queued', ?, ?, ?, ?, ? WHERE (SELECT count(*) FROM jobs "
+                "WHERE owner = ? AND state IN ('queued', 'running')) < ?",
+                (job_id, owner, json.dumps(params), json.dumps(inputs), idempotency_key,
+                 now, now, owner, max_active),
+            )
+            if cur.rowcount == 0:
+                raise LimitReached(owner)
+            row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return self._job(row), True
+
+    def get_job(self, job_id: str, owner: str | None = None) -> Job | None:
+        if owner is None:
+            row = self._conn().execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        else:
+            row = self._conn().execute(
+                "SELECT * FROM jobs WHERE id = ? AND owner = ?", (job_id, owner)
+            ).fetchone()
+        return None if row is None else self._job(row)
+
+    def list_jobs(self, owner: str, limit: int = 100) -> list[Job]:
+        rows = self._conn().execute(
+            "SELECT * FROM jobs WHERE owner = ? ORDER BY seq DESC LIMIT ?", (owner, limit)
+        ).fetchall()
+        return [self._job(r) for r in rows]
+
+    def all_job_ids(self) -> set[str]:
+        return {r[0] for r in self._conn().execute("SELECT id FROM jobs").fetchall()}
+
+    def request_cancel(self, job_id: str, owner: str) -> Job | None:
+        now = time.time()
+        with self._tx() as db:
+            db.execute(
+                "UPDATE jobs SET state = 'cancelled', finished_at = ?, updated_at = ? "
+                "WHERE id = ? AND owner = ? AND state = 'queued'",
+                (now, now, job_id, owner),
+            )
+            db.execute(
+                "UPDATE jobs SET cancel_requested = 1, updated_at = ? "
+                "WHERE id = ? AND owner = ? AND state = 'running'",
+                (now, job_id, owner),
+            )
+            row = db.execute(
+                "SELECT * FROM jobs WHERE id = ? AND owner = ?", (job_id, owner)
+            ).fetchone()
+        return None if row is None else self._job(row)
+
+    def claim_next(self, worker: str, lease_seconds: float) -> Job | None:
+        now = time.time()
+        with self._tx() as db:
+            row = db.execute(
+                "UPDATE jobs SET state = 'running', worker = ?, lease_expires = ?, "
+                "attempts = attempts + 1, started_at = coalesce(started_at, ?), "
+                "updated_at = ?, progress = '{}' "
+                "WHERE id = (SELECT id FROM jobs WHERE state = 'queued' ORDER BY seq LIMIT 1) "
+                "AND state = 'queued' RETURNING *",
+                (worker, now + lease_seconds, now, now),
+            ).fetchone()
+        return None if row is None else self._job(row)
+
+    def renew_lease(self, job_id: str, worker: str, lease_seconds: float) -> bool:
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE jobs SET lease_expires = ? WHERE id = ? AND worker = ? "
+                "AND state = 'running'",
+                (time.time() + lease_seconds, job_id, worker),
+            )
+            return cur.rowcount == 1
+
+    def set_progress(self, job_id: str, worker: str, progress: dict) -> bool:
+        """Record progress; returns True when the owner asked to cancel the job."""
+        with self._tx() as db:
+            row = db.execute(
+                "UPDATE jobs SET progress = ?, updated_at = ? WHERE id = ? AND worker = ? "
+                "AND state = 'running' RETURNING cancel_requested",
+                (json.dumps(progress), time.time(), job_id, worker),
+            ).fetchone()
+        # A job this worker no longer owns (requeued elsewhere) must stop as well.
+        return row is None or bool(row[0])
+
+    def finish(
+        self, job_id: str, worker: str, state: str, *, result: dict | None = None,
+        error: str | None = None,
+    ) -> bool:
+        if state not in FINAL_STATES:
+            raise ValueError(f"not a final state: {state}")
+        now = time.time()
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE jobs SET state = ?, result = ?, error = ?, finished_at = ?, "
+                "updated_at = ?, lease_expires = NULL WHERE id = ? AND worker = ? "
+                "AND state = 'running'",
+                (state, json.dumps(result or {}), error, now, now, job_id, worker),
+            )
+            return cur.rowcount == 1
+
+    def requeue_stale(
+        self, *, max_attempts: int, worker_is_dead: Callable[[str], bool] | None = None
+    ) -> list[str]:
+        now = time.time()
+        requeued = []
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT id, worker, lease_expires, attempts, cancel_requested FROM jobs "
+                "WHERE state = 'running'"
+            ).fetchall()
+            for r in rows:
+                expired = r["lease_expires"] is None or r["lease_expires"] < now
+                dead = worker_is_dead is not None and r["worker"] and worker_is_dead(r["worker"])
+                if not (expired or dead):
+                    continue
+                if r["cancel_requested"]:
+                    db.execute(
+                        "UPDATE jobs SET state = 'cancelled', finished_at = ?, updated_at = ?, "
+                        "worker = NULL, lease_expires = NULL WHERE id = ?",
+                        (now, now, r["id"]),
+                    )
+                elif r["attempts"] >= max_attempts:
+                    db.execute(
+                        "UPDATE jobs SET state = 'failed', finished_at = ?, updated_at = ?, "
+                        "worker = NULL, lease_expires = NULL, error = ? WHERE id = ?",
+                        (now, now, f"the job stopped its worker {r['attempts']} times "
+                         "(crash or out of memory); try fewer frames or a smaller size",
+                         r["id"]),
+                    )
+                else:
+                    db.execute(
+                        "UPDATE jobs SET state = 'queued', updated_at = ?, worker = NULL, "
+                        "lease_expires = NULL WHERE id = ?",
+                        (now, r["id"]),
+                    )
+                    requeued.append(r["id"])
+        return requeued

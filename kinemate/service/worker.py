@@ -1,0 +1,180 @@
+"""The worker: takes queued jobs one at a time and runs them on the device.
+
+A runner is any callable ``runner(job, job_dir, report) -> dict``: it reads the inputs in
+``job_dir``, writes its outputs there (atomically), calls ``report(progress_dict)`` as it
+goes (``report`` raises :class:`JobCancelled` when the owner cancelled the job) and returns
+the result record (file names relative to ``job_dir`` and facts worth showing). The default
+runner, :class:`PipelineRunner`, loads the animation pipeline once and calls
+:func:`kinemate.pipeline.animate_file`; tests and other deployments can inject their own.
+
+Leases: while a job runs, a heartbeat thread renews its lease every third of
+``lease_seconds``. If the process dies (crash, out of memory, SIGKILL), the lease runs out
+and any worker — or this one after a restart, at once, because it sees that the process
+named in the lease is gone — puts the job back in the queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Callable, Protocol
+
+from kinemate.errors import KinemateError
+from kinemate.service.config import ServiceConfig
+from kinemate.service.store import Job, JobStore
+
+log = logging.getLogger("kinemate.service")
+
+Report = Callable[[dict], None]
+
+
+class JobCancelled(Exception):
+    """Raised inside a running job when its owner cancelled it."""
+
+
+class Runner(Protocol):
+    def __call__(self, job: Job, job_dir: Path, report: Report) -> dict: ...
+
+
+def make_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def worker_is_dead(worker: str, *, me: str | None = None) -> bool:
+    """True when ``worker`` names a process on this host that no longer exists (or an
+    earlier incarnation of this process id). Workers on other hosts are judged by their
+    lease alone."""
+    try:
+        host, pid_text, _token = worker.rsplit(":", 2)
+        pid = int(pid_text)
+    except ValueError:
+        return False
+    if host != socket.gethostname():
+        return False
+    if me is not None and worker == me:
+        return False
+    if pid == os.getpid():
+        return True  # same process id, different token: a previous life of this id
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+class Worker:
+    """Runs jobs from ``store`` one at a time in a background thread."""
+
+    def __init__(self, store: JobStore, config: ServiceConfig, runner: Runner, *,
+                 prepare: Callable[[], dict] | None = None):
+        self.store = store
+        self.config = config
+        self.runner = runner
+        self.prepare = prepare
+        self.id = make_worker_id()
+        self.state = "starting"  # starting | loading | ready | error | stopped
+        self.error: str | None = None
+        self.info: dict = {}
+        self.current_job: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._main, name="kinemate-worker", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self.state = "stopped"
+
+    def recover(self) -> list[str]:
+        ids = self.store.requeue_stale(
+            max_attempts=self.config.max_attempts,
+            worker_is_dead=lambda w: worker_is_dead(w, me=self.id),
+        )
+        if ids:
+            log.warning("requeued %d job(s) left running by a dead worker: %s", len(ids), ids)
+        return ids
+
+    def _main(self) -> None:
+        self.recover()
+        if self.prepare is not None:
+            self.state = "loading"
+            try:
+                self.info = dict(self.prepare() or {})
+            except Exception as exc:  # noqa: BLE001 - reported through /health and logs
+                self.state = "error"
+                self.error = str(exc) if isinstance(exc, KinemateError) else repr(exc)
+                log.error("the worker cannot load the model: %s", self.error)
+                return
+        self.state = "ready"
+        last_recover = time.monotonic()
+        while not self._stop.is_set():
+            if time.monotonic() - last_recover > self.config.lease_seconds / 2:
+                self.recover()
+                last_recover = time.monotonic()
+            job = self.store.claim_next(self.id, self.config.lease_seconds)
+            if job is None:
+                self._stop.wait(self.config.poll_seconds)
+                continue
+            self.run_job(job)
+
+    # -- one job -----------------------------------------------------------------------
+    def run_job(self, job: Job) -> None:
+        self.current_job = job.id
+        job_dir = Path(self.config.jobs_dir) / job.id
+        stop_beat = threading.Event()
+        beat = threading.Thread(target=self._heartbeat, args=(job.id, stop_beat), daemon=True)
+        beat.start()
+        started = time.monotonic()
+        log.info("job %s: start (attempt %d)", job.id, job.attempts)
+
+        def report(progress: dict) -> None:
+            if self.store.set_progress(job.id, self.id, progress) or self._stop.is_set():
+                raise JobCancelled(job.id)
+
+        try:
+            report({"stage": "starting", "fraction": 0.0})
+            result = dict(self.runner(job, job_dir, report) or {})
+            result.setdefault("seconds", round(time.monotonic() - started, 3))
+            self.store.finish(job.id, self.id, "succeeded", result=result)
+            log.info("job %s: done in %.1f s", job.id, time.monotonic() - started)
+        except JobCancelled:
+            if self._stop.is_set() and not self.store.get_job(job.id).cancel_requested:
+                # Shutting down, not cancelled: leave it running; the lease makes it rerun.
+                log.info("job %s: interrupted by shutdown; it will rerun", job.id)
+            else:
+                self.store.finish(job.id, self.id, "cancelled", error="cancelled by its owner")
+                log.info("job %s: cancelled", job.id)
+        except KinemateError as exc:
+            self.store.finish(job.id, self.id, "failed", error=str(exc))
+            log.info("job %s: failed: %s", job.id, exc)
+        except Exception as exc:  # noqa: BLE001 - a bug; keep the worker alive, record it
+            log.error("job %s: internal error\n%s", job.id, traceback.format_exc())
+            self.store.finish(job.id, self.id, "failed",
+                              error=f"internal error ({type(exc).__name__}: {exc}); "
+                                    "the server log has details")
+        finally:
+            stop_beat.set()
+            beat.join(5)
+            self.current_job = None
+
+    def _heartbeat(self, job_id: str, stop: threading.Event) -> None:
+        interval = max(self.config.lease_seconds / 3, 0.2)
+        while not stop.wait(interval):
+            try:
+                if not self.store.renew_lease(job_id, self.id, self.config.lease_seconds):
+                    return
+            except Exception:  # noqa: BLE001 - a busy database must not kill the heartbeat
+                log.warning("could not renew the lease of job %s", job_id, exc_info=True)
