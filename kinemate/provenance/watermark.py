@@ -344,6 +344,9 @@ class Detector:
     TOP_K = 8
     REFINE = 4
 
+    #: frames used for the coarse geometry search (all kept frames are used after that)
+    COARSE_FRAMES = 6
+
     def __init__(self, keep_frames: int = 64) -> None:
         self._cands = _candidates()
         self._acc = np.zeros((len(self._cands), TILE, TILE))
@@ -375,8 +378,9 @@ class Detector:
             y = _luma(frame[..., :3])
         # Pre-shrink once to a working size (area filter), then resample per candidate.
         work = cv2.resize(y, (2 * LEVELS[0], 2 * LEVELS[0]), interpolation=cv2.INTER_AREA)
-        for i, cand in enumerate(self._cands):
-            self._acc[i] += self._fold_at(work, *cand)
+        if self.frames < self.COARSE_FRAMES:
+            for i, cand in enumerate(self._cands):
+                self._acc[i] += self._fold_at(work, *cand)
         if len(self._work) < self._keep:
             self._work.append(work)
         self.frames += 1
