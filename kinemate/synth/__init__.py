@@ -1,1 +1,38 @@
-"""kinemate.synth"""
+"""kinemate.synth — procedural people and motions with exact ground truth.
+
+Torch-free training/eval data and test fixtures::
+
+    from kinemate.synth import generate_clip, SyntheticClips
+    clip = generate_clip(seed=7, num_frames=16, size=(128, 128), motion="wave")
+    clip.frames     # (F, H, W, 3) uint8 RGB
+    clip.pose       # (F, 18, 3) float32 OpenPose COCO-18 (x, y, conf) in pixels
+    clip.skeleton   # (F, H, W, 3) uint8 OpenPose-style control maps
+    clip.densepose  # (F, H, W, 3) uint8 DensePose (viridis part index) control maps
+    clip.parts, clip.iuv, clip.mask, clip.background, clip.meta
+
+Seeds ``0 <= seed < 1_000_000`` are for training, ``seed >= 1_000_000`` are held out for
+evaluation (``SyntheticClips(split="train"|"eval")``). See docs/synth.md.
+"""
+
+from kinemate.synth.clip import (
+    DEFAULT_FPS,
+    EVAL_SEEDS,
+    TRAIN_SEEDS,
+    Clip,
+    SyntheticClips,
+    densepose_map,
+    generate_clip,
+    render_skeleton_maps,
+    split_seeds,
+    to_pose_track,
+)
+from kinemate.synth.motions import MOTIONS
+from kinemate.synth.render import PART_NAMES
+
+MOTION_NAMES: tuple[str, ...] = tuple(sorted(MOTIONS))
+
+__all__ = [
+    "Clip", "generate_clip", "SyntheticClips", "TRAIN_SEEDS", "EVAL_SEEDS", "DEFAULT_FPS",
+    "MOTION_NAMES", "PART_NAMES", "densepose_map", "render_skeleton_maps", "split_seeds",
+    "to_pose_track",
+]

@@ -1,0 +1,353 @@
+"""Synthetic clips: a procedural person performing a motion, with exact ground truth.
+
+``generate_clip(seed, num_frames, size)`` is a pure function of its arguments: the same
+arguments give bitwise identical arrays. The seed picks everything (body, appearance,
+background, motion, framing) through independent sub-streams, so asking for a specific
+``motion`` keeps the same person and scene.
+
+Seed ranges: training uses seeds ``0 <= seed < 1_000_000`` (:data:`TRAIN_SEEDS`); held-out
+evaluation uses seeds ``>= 1_000_000`` (:data:`EVAL_SEEDS`). :class:`SyntheticClips`
+enforces the split so evaluation people and motions are never seen in training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+import cv2
+import numpy as np
+
+from kinemate.errors import UsageError
+from kinemate.synth.appearance import render_background, sample_appearance
+from kinemate.synth.body import (
+    COCO18,
+    COCO18_FROM_JOINTS,
+    JOINTS,
+    BodyShape,
+    J,
+    forward_kinematics,
+    head_rotation,
+    hips_rotation,
+    torso_rotation,
+)
+from kinemate.synth.motions import MOTIONS, sample_motion
+from kinemate.synth.render import Canvas, person_prims, shadow
+
+TRAIN_SEEDS = range(0, 1_000_000)
+EVAL_SEEDS = range(1_000_000, 2_000_000)
+DEFAULT_FPS = 15.0
+
+
+@dataclass
+class Clip:
+    """One synthetic clip and its ground truth (F frames of W x H pixels).
+
+    * ``frames``   uint8 (F, H, W, 3) RGB
+    * ``pose``     float32 (F, 18, 3) OpenPose COCO-18 body keypoints ``(x, y, conf)`` in
+      pixels; conf is 1 for visible joints, 0 for joints outside the image and for face
+      points on the far side of the head (see :data:`kinemate.synth.body.COCO18`)
+    * ``skeleton`` uint8 (F, H, W, 3) OpenPose-style control maps of ``pose`` (None if not
+      requested)
+    * ``parts``    uint8 (F, H, W) DensePose part index per pixel: 0 background, 1..24
+      (:data:`kinemate.synth.render.PART_NAMES`)
+    * ``iuv``      uint8 (F, H, W, 3) DensePose IUV image: (I, U*255, V*255)
+    * ``densepose`` uint8 (F, H, W, 3) the DensePose control map MagicAnimate uses (part
+      index through the viridis colour map, background = viridis(0)); None if not requested
+    * ``mask``     bool (F, H, W) person mask
+    * ``background`` uint8 (H, W, 3) the empty scene (static over the clip)
+    * ``joints3d`` float32 (F, len(JOINTS), 3) 3D joints in pixels (x, y image; z towards
+      the camera) — the exact kinematic state; its bone lengths are constant
+    """
+
+    frames: np.ndarray
+    pose: np.ndarray
+    skeleton: np.ndarray | None
+    parts: np.ndarray
+    iuv: np.ndarray
+    densepose: np.ndarray | None
+    mask: np.ndarray
+    background: np.ndarray
+    joints3d: np.ndarray
+    fps: float
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.frames)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height)."""
+        return (self.frames.shape[2], self.frames.shape[1])
+
+    def pose_track(self):
+        """The pose as a :class:`kinemate.pose.PoseTrack` (body only)."""
+        return to_pose_track(self.pose, self.size, self.fps, self.meta)
+
+
+def to_pose_track(pose: np.ndarray, size_wh: tuple[int, int], fps: float, meta: dict | None = None):
+    """Wrap (F, 18, 3) COCO-18 keypoints as a kinemate PoseTrack (hands and face empty)."""
+    from kinemate.pose.track import PoseTrack
+
+    track = PoseTrack.empty(len(pose), size_wh[0], size_wh[1], fps)
+    track.body[:] = pose
+    track.confidence = track.present().astype(np.float32)
+    track.meta = {"source": "kinemate.synth", **({"seed": meta["seed"]} if meta else {})}
+    return track
+
+
+def _parse_size(size) -> tuple[int, int]:
+    if isinstance(size, int):
+        return size, size
+    if isinstance(size, str):
+        try:
+            w, h = (int(v) for v in size.lower().split("x"))
+        except ValueError:
+            raise UsageError(f"size {size!r} is not WxH (e.g. 128x128)") from None
+        return w, h
+    w, h = (int(v) for v in size)
+    if w < 16 or h < 16:
+        raise UsageError(f"size {w}x{h} is too small; use at least 16x16")
+    return w, h
+
+
+def render_skeleton_maps(pose: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
+    """OpenPose-style skeleton control maps (F, H, W, 3) for (F, 18, 3) keypoints."""
+    w, h = size_wh
+    out = np.zeros((len(pose), h, w, 3), np.uint8)
+    try:
+        from kinemate.pose.render import draw_body
+    except Exception:  # pragma: no cover - kinemate.pose always ships draw_body
+        draw_body = None
+    scale = min(w, h) / 512.0
+    for i, body in enumerate(pose):
+        if draw_body is not None:
+            draw_body(out[i], body, min_conf=0.5, scale=scale)
+        else:
+            _draw_body_fallback(out[i], body, scale)
+    return out
+
+
+def _draw_body_fallback(canvas: np.ndarray, body: np.ndarray, scale: float) -> None:
+    limbs = ((1, 2), (1, 5), (2, 3), (3, 4), (5, 6), (6, 7), (1, 8), (8, 9), (9, 10), (1, 11),
+             (11, 12), (12, 13), (1, 0), (0, 14), (14, 16), (0, 15), (15, 17))
+    colours = [(255, 0, 0), (255, 85, 0), (255, 170, 0), (255, 255, 0), (170, 255, 0),
+               (85, 255, 0), (0, 255, 0), (0, 255, 85), (0, 255, 170), (0, 255, 255),
+               (0, 170, 255), (0, 85, 255), (0, 0, 255), (85, 0, 255), (170, 0, 255),
+               (255, 0, 255), (255, 0, 170), (255, 0, 85)]
+    stick = max(1, int(round(4 * scale)))
+    ok = body[:, 2] > 0.5
+    for i, (a, b) in enumerate(limbs):
+        if ok[a] and ok[b]:
+            (xa, ya), (xb, yb) = body[a, :2], body[b, :2]
+            poly = cv2.ellipse2Poly((int((xa + xb) / 2), int((ya + yb) / 2)),
+                                    (int(np.hypot(xa - xb, ya - yb) / 2), stick),
+                                    int(np.degrees(np.arctan2(yb - ya, xb - xa))), 0, 360, 1)
+            cv2.fillConvexPoly(canvas, poly, [int(c * 0.6) for c in colours[i]])
+    for k in range(18):
+        if ok[k]:
+            cv2.circle(canvas, (int(body[k, 0]), int(body[k, 1])), stick, colours[k], -1)
+
+
+def densepose_map(parts: np.ndarray) -> np.ndarray:
+    """MagicAnimate-style DensePose control map(s) from part indices (..., H, W) -> (..., H, W, 3).
+
+    The part index I (0..24) is scaled by 255/24 and coloured with viridis, as DensePose's
+    fine-segmentation visualiser does; the background is viridis(0) (dark purple).
+    """
+    flat = (parts.reshape(-1, parts.shape[-1]).astype(np.float32) * (255.0 / 24.0)).astype(np.uint8)
+    rgb = cv2.applyColorMap(flat, cv2.COLORMAP_VIRIDIS)[..., ::-1]
+    return np.ascontiguousarray(rgb.reshape(parts.shape + (3,)))
+
+
+def _face_visibility(j3: np.ndarray, head_r: float) -> np.ndarray:
+    """(F, 18) bool: face keypoints on the visible side of the head."""
+    vis = np.ones(j3.shape[:1] + (len(COCO18),), bool)
+    hz = j3[:, J["head"], 2]
+    for name, thresh in (("nose", 0.3), ("r_eye", 0.25), ("l_eye", 0.25), ("r_ear", -0.35),
+                         ("l_ear", -0.35)):
+        vis[:, COCO18.index(name)] = (j3[:, J[name], 2] - hz) > thresh * head_r
+    return vis
+
+
+def generate_clip(seed: int, num_frames: int = 16, size=(128, 128), motion: str | None = None,
+                  *, fps: float = DEFAULT_FPS, skeleton: bool = True,
+                  densepose: bool = True) -> Clip:
+    """Generate one synthetic clip (see :class:`Clip`). ``size`` is (W, H), an int or "WxH".
+
+    ``motion``: one of :data:`kinemate.synth.motions.MOTIONS` (None: drawn from the seed).
+    ``skeleton`` / ``densepose``: also render those control maps (cheap; off saves time).
+    """
+    if num_frames < 1:
+        raise UsageError(f"num_frames must be at least 1, got {num_frames}")
+    w, h = _parse_size(size)
+    seed = int(seed)
+    if seed < 0:
+        raise UsageError(f"seed must be >= 0, got {seed}")
+    rng_body = np.random.default_rng([seed, 1])
+    rng_motion = np.random.default_rng([seed, 2])
+    rng_scene = np.random.default_rng([seed, 3])
+
+    shape = BodyShape.sample(rng_body)
+    app = sample_appearance(rng_body)
+    t = np.arange(num_frames, dtype=np.float64) / fps
+    motion_name, ang, mparams = sample_motion(motion, t, rng_motion)
+
+    # --- kinematics in body units; feet pinned to the floor (y = 0), jumps lift the body
+    j3 = forward_kinematics(shape, ang)  # (F, J, 3)
+    feet = j3[:, [J["r_ankle"], J["l_ankle"], J["r_toe"], J["l_toe"]], 1] + shape.r_foot * 1.1
+    lift = feet.max(axis=1) + ang["root_dy"]
+    j3[..., 1] -= lift[:, None]
+    j3[..., 0] += ang["root_x"][:, None]
+
+    # --- framing: scale and place the whole clip's extent inside the image
+    hair_vol = 1.4 if app.hair_style == "afro" else 1.1
+    top = (j3[:, J["head"], 1] - shape.head_r * hair_vol).min()
+    top = min(top, (j3[:, [J["r_hand"], J["l_hand"]], 1]).min() - shape.r_hand)
+    pad = max(shape.r_thigh, shape.r_upper_arm, shape.hip_hw) + 0.03
+    xmin = j3[..., 0].min() - pad
+    xmax = j3[..., 0].max() + pad
+    ext_h, ext_w = -top + 0.01, xmax - xmin
+    close_up = rng_scene.random() < 0.15
+    frac = rng_scene.uniform(1.15, 1.5) if close_up else rng_scene.uniform(0.55, 0.9)
+    s = frac * h / ext_h
+    s = min(s, 0.96 * w / ext_w)
+    margin = 0.02 * h
+    if close_up and ext_h * s > h - 2 * margin:
+        ground = margin + ext_h * s  # head at the top, legs leave the frame
+    else:
+        lo, hi = margin + ext_h * s, h - margin
+        ground = rng_scene.uniform(lo, hi) if hi > lo else 0.5 * (lo + hi)
+    lo, hi = 0.02 * w - xmin * s, 0.98 * w - xmax * s
+    ox = rng_scene.uniform(lo, hi) if hi > lo else 0.5 * (lo + hi)
+    jp = j3 * s
+    jp[..., 0] += ox
+    jp[..., 1] += ground
+
+    # --- background (static) and per-frame painting
+    bg, bg_meta = render_background(rng_scene, w, h, ground)
+    rot_head, rot_torso, rot_hips = head_rotation(ang), torso_rotation(ang), hips_rotation(ang)
+    frames = np.empty((num_frames, h, w, 3), np.uint8)
+    parts = np.empty((num_frames, h, w), np.uint8)
+    iuv = np.empty((num_frames, h, w, 3), np.uint8)
+    mask = np.empty((num_frames, h, w), bool)
+    shadow_strength = rng_scene.uniform(0.15, 0.4)
+    feet_ids = [J["r_ankle"], J["l_ankle"], J["r_toe"], J["l_toe"]]
+    for f in range(num_frames):
+        canvas = Canvas(bg)
+        fx = jp[f, feet_ids, 0]
+        air = ang["root_dy"][f]
+        shadow(canvas.rgb, float(fx.mean()), ground,
+               float(max(fx.max() - fx.min(), shape.hip_hw * 3 * s) * 0.7 + 2),
+               shadow_strength * max(0.0, 1.0 - 6.0 * air))
+        for prim in person_prims(jp[f, :, :2], jp[f, :, 2], s, shape, app, rot_head[f],
+                                 rot_torso[f], rot_hips[f]):
+            prim.paint(canvas)
+        frames[f] = np.clip(canvas.rgb * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        parts[f] = canvas.parts
+        mask[f] = canvas.parts > 0
+        iuv[f, ..., 0] = canvas.parts
+        iuv[f, ..., 1] = (canvas.u * 255.0 + 0.5).astype(np.uint8)
+        iuv[f, ..., 2] = (canvas.v * 255.0 + 0.5).astype(np.uint8)
+
+    # --- keypoints (COCO-18)
+    kp = np.zeros((num_frames, len(COCO18), 3), np.float32)
+    kp[..., :2] = jp[:, COCO18_FROM_JOINTS, :2]
+    inside = ((kp[..., 0] >= 0) & (kp[..., 0] <= w - 1) & (kp[..., 1] >= 0)
+              & (kp[..., 1] <= h - 1))
+    vis = inside & _face_visibility(jp / s, shape.head_r)
+    kp[..., 2] = vis.astype(np.float32)
+    kp[~vis, :2] = 0.0
+
+    meta = {
+        "seed": seed,
+        "generator": "kinemate.synth",
+        "motion": motion_name,
+        "motion_params": mparams,
+        "body": shape.to_dict(),
+        "appearance": app.to_dict(),
+        "background": bg_meta,
+        "scale_px": float(s),
+        "ground_y": float(ground),
+        "close_up": bool(close_up),
+        "fps": float(fps),
+    }
+    return Clip(
+        frames=frames,
+        pose=kp,
+        skeleton=render_skeleton_maps(kp, (w, h)) if skeleton else None,
+        parts=parts,
+        iuv=iuv,
+        densepose=densepose_map(parts) if densepose else None,
+        mask=mask,
+        background=np.clip(bg * 255.0 + 0.5, 0, 255).astype(np.uint8),
+        joints3d=jp.astype(np.float32),
+        fps=float(fps),
+        meta=meta,
+    )
+
+
+def split_seeds(split: str) -> range:
+    """The seed range of a split: "train" or "eval"."""
+    if split == "train":
+        return TRAIN_SEEDS
+    if split == "eval":
+        return EVAL_SEEDS
+    raise UsageError(f"unknown split {split!r}; use 'train' or 'eval'")
+
+
+class SyntheticClips(Sequence):
+    """A torch-free, map-style and iterable collection of synthetic clips.
+
+    Clip ``i`` is ``generate_clip(split_start + start + i, ...)``; the seeds stay inside the
+    split's range (:func:`split_seeds`), so train and eval never share a person.
+    ``num_clips`` None means the whole rest of the split's range.
+    """
+
+    def __init__(self, num_clips: int | None = None, *, split: str = "train", start: int = 0,
+                 num_frames: int = 16, size=(128, 128), fps: float = DEFAULT_FPS,
+                 motions: Sequence[str] | None = None, skeleton: bool = True,
+                 densepose: bool = True):
+        seeds = split_seeds(split)
+        if start < 0 or start >= len(seeds):
+            raise UsageError(f"start {start} is outside the {split} split (0..{len(seeds) - 1})")
+        avail = len(seeds) - start
+        if num_clips is not None and num_clips > avail:
+            raise UsageError(f"the {split} split has only {avail} seeds from start {start}")
+        for m in motions or ():
+            if m not in MOTIONS:
+                raise UsageError(f"unknown motion {m!r}; choose from {', '.join(sorted(MOTIONS))}")
+        self.split = split
+        self.first_seed = seeds.start + start
+        self.num_clips = avail if num_clips is None else int(num_clips)
+        self.kwargs = dict(num_frames=num_frames, size=_parse_size(size), fps=fps,
+                           skeleton=skeleton, densepose=densepose)
+        self.motions = list(motions) if motions else None
+
+    def seed(self, i: int) -> int:
+        return self.first_seed + i
+
+    def __len__(self) -> int:
+        return self.num_clips
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        seed = self.seed(i)
+        motion = self.motions[seed % len(self.motions)] if self.motions else None
+        return generate_clip(seed, motion=motion, **self.kwargs)
+
+    def __iter__(self) -> Iterator[Clip]:
+        for i in range(len(self)):
+            yield self[i]
+
+
+__all__ = [
+    "Clip", "generate_clip", "SyntheticClips", "TRAIN_SEEDS", "EVAL_SEEDS", "JOINTS",
+    "densepose_map", "render_skeleton_maps", "split_seeds", "to_pose_track",
+]

@@ -1,0 +1,107 @@
+"""Synthetic generator: determinism and ground-truth consistency."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kinemate.errors import UsageError
+from kinemate.synth import (
+    EVAL_SEEDS,
+    MOTION_NAMES,
+    TRAIN_SEEDS,
+    SyntheticClips,
+    densepose_map,
+    generate_clip,
+)
+from kinemate.synth.body import BONES, J
+
+FIELDS = ("frames", "pose", "skeleton", "parts", "iuv", "densepose", "mask", "joints3d")
+
+
+def test_same_seed_is_bitwise_identical():
+    a = generate_clip(123, 6, (96, 80))
+    b = generate_clip(123, 6, (96, 80))
+    for name in FIELDS:
+        assert np.array_equal(getattr(a, name), getattr(b, name)), name
+    assert a.meta == b.meta
+
+
+def test_different_seeds_differ():
+    a = generate_clip(1, 4, 64)
+    b = generate_clip(2, 4, 64)
+    assert not np.array_equal(a.frames, b.frames)
+    assert a.meta["appearance"] != b.meta["appearance"]
+
+
+def test_shapes_and_dtypes():
+    c = generate_clip(7, 5, (96, 64), motion="wave")
+    assert c.frames.shape == (5, 64, 96, 3) and c.frames.dtype == np.uint8
+    assert c.pose.shape == (5, 18, 3) and c.pose.dtype == np.float32
+    assert c.skeleton.shape == (5, 64, 96, 3) and c.skeleton.any()
+    assert c.parts.shape == (5, 64, 96) and c.parts.max() <= 24
+    assert c.mask.shape == (5, 64, 96) and c.mask.dtype == bool
+    assert c.densepose.shape == (5, 64, 96, 3)
+    assert c.size == (96, 64) and c.meta["motion"] == "wave"
+
+
+def test_seed_splits_do_not_overlap():
+    assert TRAIN_SEEDS.stop <= EVAL_SEEDS.start
+    train = SyntheticClips(3, split="train", num_frames=2, size=32)
+    ev = SyntheticClips(3, split="eval", num_frames=2, size=32)
+    assert {train.seed(i) for i in range(3)}.isdisjoint(ev.seed(i) for i in range(3))
+    assert all(ev.seed(i) >= 1_000_000 for i in range(3))
+    with pytest.raises(UsageError):
+        SyntheticClips(2, split="train", start=len(TRAIN_SEEDS) - 1)
+    clips = list(train)
+    assert len(clips) == 3 and clips[1].meta["seed"] == train.seed(1)
+
+
+@pytest.mark.parametrize("seed", [3, 11, 40, 77])
+def test_ground_truth_is_consistent(seed):
+    c = generate_clip(seed, 8, (128, 112))
+    h, w = c.mask.shape[1:]
+    # every visible keypoint lands on the person
+    for f in range(c.num_frames):
+        for x, y, conf in c.pose[f]:
+            if conf > 0:
+                xi, yi = int(round(x)), int(round(y))
+                assert 0 <= xi < w and 0 <= yi < h
+                assert c.mask[f, yi, xi], (seed, f, x, y)
+    # the part map and the mask agree, and the person is coloured over the background
+    assert np.array_equal(c.parts > 0, c.mask)
+    assert np.array_equal(c.iuv[..., 0], c.parts)
+    assert np.array_equal(c.densepose, densepose_map(c.parts))
+    diff = np.abs(c.frames.astype(int) - c.background.astype(int)).sum(-1)
+    assert (diff[~c.mask] < 60).mean() > 0.97  # off the person only a faint shadow
+    # 3D bone lengths are constant over the clip; 2D keypoints are their projection
+    for a, b in BONES:
+        lengths = np.linalg.norm(c.joints3d[:, J[a]] - c.joints3d[:, J[b]], axis=-1)
+        assert np.allclose(lengths, lengths[0], rtol=1e-4), (a, b)
+
+
+def test_at_least_eight_motions_and_all_move_in_frame():
+    assert len(MOTION_NAMES) >= 8
+    for k, name in enumerate(MOTION_NAMES):
+        c = generate_clip(500 + k, 12, 96, motion=name)
+        vis = c.pose[..., 2] > 0
+        body = vis.all(axis=0)  # keypoints visible in every frame (close-ups crop the legs)
+        assert body[1:8].all(), name  # neck and arms always in view
+        xy = c.pose[:, body, :2]
+        motion = np.abs(xy - xy[0]).max()
+        assert motion > 2.0, f"{name} barely moves ({motion:.2f} px)"
+        j = c.joints3d[..., :2]
+        assert j[..., 0].min() > -5 and j[..., 0].max() < 96 + 5, name
+        assert j[..., 1].min() > -5, name  # heads and hands stay inside the top edge
+
+
+def test_densepose_background_is_viridis_zero():
+    dp = densepose_map(np.zeros((2, 4, 4), np.uint8))
+    assert tuple(dp[0, 0, 0]) == (68, 1, 84)
+
+
+def test_bad_arguments_are_usage_errors():
+    with pytest.raises(UsageError):
+        generate_clip(0, 2, 64, motion="moonwalk")
+    with pytest.raises(UsageError):
+        generate_clip(-1, 2, 64)
