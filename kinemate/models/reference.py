@@ -1,0 +1,186 @@
+"""Reference attention: the appearance encoder "writes" features, the video UNet "reads" them.
+
+No forward is ever replaced. Both networks carry :class:`ReferenceAttnProcessor` on their
+attention modules (an ordinary diffusers attention processor); the processors of the fused
+blocks (mid + up, "midup") know their slot number. What to do with a slot is decided by a
+:class:`ReferenceBank` passed in ``cross_attention_kwargs={"reference": bank}`` for one call,
+so the feature bank lives in an object the pipeline creates for one sampling call — no
+global state, nothing left behind between calls.
+
+Semantics (SPEC §3):
+* write: the processor's input is ``norm1(x)`` of the transformer block; it is stored as
+  ``bank.features[slot]`` (``(B_ref, L_ref, C)``), then ordinary self-attention runs.
+* read (video UNet, hidden states ``(B*F, L, C)``, the first ``uncond_batches*F`` rows are the
+  unconditional CFG half): the conditional rows attend to ``[own tokens; reference tokens]``
+  (keys/values projected by the block's own ``to_k``/``to_v``, queries from the frame only);
+  the unconditional rows do plain self-attention.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange, repeat
+from torch import nn
+
+
+def attention(attn, query_states: torch.Tensor, kv_states: torch.Tensor,
+              key: torch.Tensor | None = None, value: torch.Tensor | None = None) -> torch.Tensor:
+    """Multi-head attention of a diffusers ``Attention`` module through SDPA.
+
+    ``query_states`` (N, Lq, C) and ``kv_states`` (N, Lk, C) are projected with ``to_q`` and
+    ``to_k``/``to_v``; precomputed ``key``/``value`` (N, Lk', inner) are appended after them.
+    """
+    q = attn.to_q(query_states)
+    k = attn.to_k(kv_states)
+    v = attn.to_v(kv_states)
+    if key is not None:
+        k = torch.cat([k, key], dim=1)
+        v = torch.cat([v, value], dim=1)
+    q, k, v = (rearrange(t, "n l (h d) -> n h l d", h=attn.heads) for t in (q, k, v))
+    out = F.scaled_dot_product_attention(q, k, v, dropout_p=0.0, is_causal=False)
+    out = rearrange(out, "n h l d -> n l (h d)").to(q.dtype)
+    out = attn.to_out[0](out)
+    return attn.to_out[1](out)
+
+
+@dataclass
+class ReferenceBank:
+    """Reference features of one sampling call (created by the pipeline, discarded after).
+
+    ``mode`` is ``"write"`` while the appearance encoder runs and ``"read"`` while the video
+    UNet runs. ``bank_dtype`` emulates the official fp16 rounding of the features
+    (``torch.float16``) or keeps them (``None``). ``lean`` selects the exact lean path:
+    reference attention only for conditional rows, reference keys/values projected once per
+    written bank instead of once per frame; ``lean=False`` computes what the official code
+    computes (reference attention on every row, unconditional rows recomputed).
+    """
+
+    bank_dtype: torch.dtype | None = torch.float16
+    lean: bool = True
+    mode: str = "write"
+    num_frames: int = 1
+    uncond_batches: int = 0
+    features: dict[int, torch.Tensor] = field(default_factory=dict)
+    _kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+
+    def clear(self) -> None:
+        self.features.clear()
+        self._kv.clear()
+
+    def start_write(self) -> None:
+        self.clear()
+        self.mode = "write"
+
+    def start_read(self, num_frames: int, uncond_batches: int) -> None:
+        self.mode = "read"
+        self.num_frames = num_frames
+        self.uncond_batches = uncond_batches
+
+    # -- the two operations -------------------------------------------------------------
+    def write(self, slot: int, attn, normed: torch.Tensor) -> torch.Tensor:
+        self.features[slot] = normed.detach().clone()
+        self._kv.pop(slot, None)
+        return attention(attn, normed, normed)
+
+    def _reference(self, slot: int, like: torch.Tensor) -> torch.Tensor:
+        if slot not in self.features:
+            raise RuntimeError(f"reference slot {slot} was never written (appearance encoder "
+                               "and video UNet must have the same transformer layout)")
+        feat = self.features[slot]
+        if self.bank_dtype is not None:
+            feat = feat.to(self.bank_dtype)
+        return feat.to(like.dtype)
+
+    def read(self, slot: int, attn, normed: torch.Tensor) -> torch.Tensor:
+        rows = normed.shape[0]
+        uncond_rows = self.uncond_batches * self.num_frames
+        ref = self._reference(slot, normed)  # (B_ref, L_ref, C)
+        if not self.lean:
+            # official: every row attends to [own; reference row repeated per frame], then
+            # the unconditional rows are recomputed as plain self-attention
+            per_row = repeat(ref, "b l c -> (b f) l c", f=self.num_frames)[:rows]
+            out = attention(attn, normed, torch.cat([normed, per_row], dim=1))
+            if uncond_rows:
+                out = out.clone()
+                out[:uncond_rows] = attention(attn, normed[:uncond_rows], normed[:uncond_rows])
+            return out
+        # lean: the last written reference row is the conditional one (batch 1 or [uc, c])
+        if slot not in self._kv:
+            last = ref[-1:]
+            self._kv[slot] = (attn.to_k(last), attn.to_v(last))
+        k_ref, v_ref = self._kv[slot]
+        cond = normed[uncond_rows:]
+        n_cond = cond.shape[0]
+        out_c = attention(attn, cond, cond, k_ref.expand(n_cond, -1, -1),
+                          v_ref.expand(n_cond, -1, -1))
+        if not uncond_rows:
+            return out_c
+        out_u = attention(attn, normed[:uncond_rows], normed[:uncond_rows])
+        return torch.cat([out_u, out_c], dim=0)
+
+
+class ReferenceAttnProcessor:
+    """SDPA attention processor; with a ``slot`` it also writes/reads reference features.
+
+    Accepts a ``reference`` keyword (a :class:`ReferenceBank` or None) through diffusers'
+    ``cross_attention_kwargs``; without one it is plain attention.
+    """
+
+    def __init__(self, slot: int | None = None):
+        self.slot = slot
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None,
+                 temb=None, reference: ReferenceBank | None = None):
+        if attention_mask is not None:
+            raise NotImplementedError("attention masks are not used by kinemate models")
+        if self.slot is None or reference is None or encoder_hidden_states is not None:
+            context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+            return attention(attn, hidden_states, context)
+        if reference.mode == "write":
+            return reference.write(self.slot, attn, hidden_states)
+        return reference.read(self.slot, attn, hidden_states)
+
+
+def fusion_blocks(model: nn.Module, which: str = "midup") -> list[nn.Module]:
+    """The transformer blocks whose self-attention exchanges reference features, in pairing
+    order: a pre-order walk of ``mid_block`` then ``up_blocks`` ("midup") or of the whole
+    model ("full"), stably sorted by channel width, descending (as the official code)."""
+    from diffusers.models.attention import BasicTransformerBlock
+
+    roots = [model.mid_block, model.up_blocks] if which == "midup" else [model]
+    found = []
+    for root in roots:
+        for module in root.modules():
+            if isinstance(module, (BasicTransformerBlock, ReferenceOnlyBlock)):
+                found.append(module)
+    return sorted(found, key=lambda m: -m.norm1.normalized_shape[0])
+
+
+class ReferenceOnlyBlock(nn.Module):
+    """What is left of the appearance encoder's very last transformer block: only ``norm1``,
+    whose output is the last reference feature (its attention/FF are absent in the release)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=True)
+        self.slot: int | None = None
+
+
+def install_reference_processors(model: nn.Module, which: str = "midup") -> int:
+    """Give every attention of ``model`` a :class:`ReferenceAttnProcessor`; the self-attention
+    of each fusion block gets its slot number. Returns the number of slots."""
+    from diffusers.models.attention_processor import Attention
+
+    for module in model.modules():
+        if isinstance(module, Attention):
+            module.set_processor(ReferenceAttnProcessor())
+    blocks = fusion_blocks(model, which)
+    for slot, block in enumerate(blocks):
+        if isinstance(block, ReferenceOnlyBlock):
+            block.slot = slot
+        else:
+            block.attn1.set_processor(ReferenceAttnProcessor(slot))
+    return len(blocks)
