@@ -1,0 +1,174 @@
+"""Pose extraction: a video, an image folder or a photo -> :class:`PoseTrack`.
+
+Frames stream through a backend (MediaPipe by default, see :mod:`kinemate.pose.backends`);
+per frame every person found is a candidate, and one person is chosen and followed (see
+:mod:`kinemate.pose.people`). The raw track is then cleaned up (confidence gating, short-gap
+filling, One-Euro smoothing; :mod:`kinemate.pose.temporal`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from kinemate.errors import InputError, NoPersonError
+from kinemate.pose.backends import PoseBackend, get_backend
+from kinemate.pose.people import Candidate, follow_person, rank_candidates, track_from_candidates
+from kinemate.pose.temporal import DEFAULT_MIN_CONF, gate_confidence, smooth_track
+from kinemate.pose.track import PoseTrack
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+
+
+def _is_image_file(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def iter_candidates(
+    frames: Iterable[np.ndarray],
+    backend: PoseBackend,
+    *,
+    total: int | None = None,
+    progress: bool = True,
+    desc: str = "pose",
+) -> Iterator[list[Candidate]]:
+    """Run ``backend`` over uint8 (H, W, 3) RGB frames, yielding the people found in each."""
+    with tqdm(total=total, disable=not progress, desc=desc, unit="frame", file=sys.stderr, leave=False) as bar:
+        for frame in frames:
+            yield backend.detect(frame)
+            bar.update(1)
+
+
+def extract_pose(
+    source: str | os.PathLike[str] | np.ndarray,
+    *,
+    backend: str | PoseBackend = "mediapipe",
+    select: str | int = "largest",
+    max_people: int = 2,
+    max_frames: int | None = None,
+    smooth: bool = True,
+    min_conf: float = DEFAULT_MIN_CONF,
+    max_gap: int = 5,
+    fps: float | None = None,
+    progress: bool = True,
+    require_person: bool = True,
+) -> PoseTrack:
+    """Extract one person's pose track from a video file, an image folder, an image file, or
+    frames in memory (uint8 (H, W, 3) or (F, H, W, 3) RGB).
+
+    ``select``: which person when several are seen — "largest", "central" or n (n-th from the
+    left), then followed over time. ``max_people``: how many people the MediaPipe backend looks
+    for per frame (1 is fastest). ``smooth``: One-Euro smoothing (gating and gap filling always
+    run). Raises :class:`NoPersonError` if ``require_person`` and nobody is found in any frame.
+    """
+    own = isinstance(backend, str)
+    if own:
+        is_still = isinstance(source, np.ndarray) and source.ndim == 3 or (
+            not isinstance(source, np.ndarray) and _is_image_file(Path(source))
+        )
+        be = get_backend(backend, max_people=max_people, video=not is_still)
+    else:
+        be = backend
+        be.reset()
+    try:
+        frames, width, height, rate, total, name = _open_frames(source, fps=fps, max_frames=max_frames)
+        cands = list(iter_candidates(frames, be, total=total, progress=progress))
+    finally:
+        if own:
+            be.close()
+    if not cands:
+        raise InputError(f"{name} has no frames; pass a video with at least one frame")
+    chosen = follow_person(cands, (width, height), select)
+    track = track_from_candidates(chosen, width, height, rate, source=name, backend=be.name, select=select)
+    if require_person and not track.present(min_conf).any():
+        raise NoPersonError(
+            f"no person was found in {name} ({len(track)} frame(s)); use a video/photo where one "
+            "person is clearly visible (whole upper body, not too small)"
+        )
+    return smooth_track(track, min_conf=min_conf, max_gap=max_gap, smooth=smooth)
+
+
+def _open_frames(
+    source: str | os.PathLike[str] | np.ndarray, *, fps: float | None, max_frames: int | None
+) -> tuple[Iterable[np.ndarray], int, int, float, int | None, str]:
+    """(frames iterator, width, height, fps, frame count or None, name) for any source."""
+    if isinstance(source, np.ndarray):
+        arr = source[None] if source.ndim == 3 else source
+        if arr.ndim != 4 or arr.shape[-1] < 3 or arr.dtype != np.uint8:
+            raise InputError(f"frames must be uint8 (F, H, W, 3), got {arr.dtype} {arr.shape}")
+        arr = arr[:max_frames] if max_frames else arr
+        return iter(arr), arr.shape[2], arr.shape[1], float(fps or 25.0), len(arr), "frames"
+    path = Path(source)
+    if _is_image_file(path):
+        from kinemate.io import read_image
+
+        img = read_image(path)
+        return iter([img]), img.shape[1], img.shape[0], float(fps or 25.0), 1, str(path)
+    from kinemate.io import open_video
+
+    reader = open_video(path, fps=fps)
+    total = reader.num_frames
+    if max_frames:
+        total = min(total, max_frames) if total else max_frames
+
+    def gen() -> Iterator[np.ndarray]:
+        with reader:
+            for i, frame in enumerate(reader):
+                if max_frames and i >= max_frames:
+                    break
+                yield frame
+
+    return gen(), reader.width, reader.height, float(reader.fps), total, str(path)
+
+
+def detect_reference_pose(
+    image: np.ndarray,
+    *,
+    backend: str | PoseBackend = "mediapipe",
+    select: str | int = "largest",
+    min_conf: float = DEFAULT_MIN_CONF,
+    what: str = "the reference photo",
+) -> PoseTrack:
+    """The pose of the person in one uint8 (H, W, 3) RGB photo, as a 1-frame track.
+
+    Raises :class:`NoPersonError` if nobody (or only a fragment: fewer than 3 joints including
+    the neck) is found.
+    """
+    own = isinstance(backend, str)
+    be: PoseBackend = get_backend(backend, max_people=2, video=False) if own else backend  # type: ignore[arg-type]
+    try:
+        be.reset()
+        cands = be.detect(np.ascontiguousarray(image[..., :3]))
+    finally:
+        if own:
+            be.close()
+    h, w = image.shape[:2]
+    order = rank_candidates(cands, (w, h), select) if cands else []
+    chosen: list[Candidate | None] = [cands[order[0]] if order else None]
+    track = gate_confidence(track_from_candidates(chosen, w, h, 25.0, backend=be.name), min_conf)
+    body = track.body[0]
+    if not (body[1, 2] > 0 and (body[:, 2] > 0).sum() >= 3):
+        raise NoPersonError(
+            f"no person was found in {what}; use a photo where one person is clearly visible "
+            "(at least head and shoulders, facing the camera), or pass --no-retarget"
+        )
+    return track
+
+
+def describe(track: PoseTrack) -> dict[str, Any]:
+    """A short summary for logs and the CLI."""
+    present = track.present()
+    return {
+        "frames": len(track),
+        "frames_with_person": int(present.sum()),
+        "size": f"{track.width}x{track.height}",
+        "fps": round(track.fps, 3),
+        "hands": int(((track.hand_left[..., 2] > 0).any(axis=1) | (track.hand_right[..., 2] > 0).any(axis=1)).sum()),
+        "faces": int((track.face[..., 2] > 0).any(axis=1).sum()),
+    }

@@ -1,0 +1,162 @@
+"""Temporal clean-up of a pose track: confidence gating, gap filling, holding, smoothing.
+
+All functions take a :class:`PoseTrack` and return a new one (the input is not changed). Every
+part (body, hands, face) is processed keypoint by keypoint; a keypoint is *valid* in a frame
+when its confidence is at least ``min_conf``.
+
+* :func:`gate_confidence` — keypoints below ``min_conf`` become missing (confidence 0), so
+  occluded or guessed joints are not drawn and do not steer retargeting.
+* :func:`fill_gaps` — a keypoint missing for at most ``max_gap`` frames *between* two valid
+  frames is linearly interpolated (confidence: the smaller of the two ends).
+* :func:`hold_person` — frames where the whole person is missing (left the picture, not found)
+  repeat the nearest earlier frame with a person (or, before the first one, the first one), so
+  a control video never goes blank; ``max_hold`` limits how long.
+* :func:`one_euro` — the One-Euro filter (Casiez, Roussel, Vogel, CHI 2012): a low-pass filter
+  whose cut-off frequency rises with speed, removing jitter at rest without lag in fast motion.
+  Coordinates are filtered in units of the image height, so the parameters do not depend on
+  resolution. The filter restarts after a keypoint has been missing.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from kinemate.pose.track import PARTS, PoseTrack
+
+DEFAULT_MIN_CONF = 0.25
+
+
+def gate_confidence(track: PoseTrack, min_conf: float = DEFAULT_MIN_CONF) -> PoseTrack:
+    out = track.copy()
+    for name in PARTS:
+        arr = getattr(out, name)
+        low = arr[..., 2] < min_conf
+        arr[low] = 0.0
+    return out
+
+
+def _fill_series(arr: np.ndarray, max_gap: int, min_conf: float) -> None:
+    """In place on one keypoint's series (F, 3)."""
+    valid = arr[:, 2] >= min_conf
+    idx = np.flatnonzero(valid)
+    if len(idx) < 2:
+        return
+    for a, b in zip(idx[:-1], idx[1:]):
+        gap = b - a - 1
+        if 0 < gap <= max_gap:
+            t = (np.arange(1, gap + 1, dtype=np.float32) / (gap + 1))[:, None]
+            arr[a + 1 : b, :2] = arr[a, :2] * (1 - t) + arr[b, :2] * t
+            arr[a + 1 : b, 2] = min(arr[a, 2], arr[b, 2])
+
+
+def fill_gaps(track: PoseTrack, max_gap: int = 5, min_conf: float = DEFAULT_MIN_CONF) -> PoseTrack:
+    out = track.copy()
+    if max_gap <= 0 or len(out) < 3:
+        return out
+    before = out.present()
+    for name in PARTS:
+        arr = getattr(out, name)
+        for k in range(arr.shape[1]):
+            _fill_series(arr[:, k], max_gap, min_conf)
+    after = out.present()
+    # frames that gained a person get the mean confidence of their keypoints
+    gained = after & ~before
+    if gained.any():
+        out.confidence[gained] = out.body[gained, :, 2].mean(axis=1)  # type: ignore[index]
+    return out
+
+
+def hold_person(track: PoseTrack, max_hold: int | None = None) -> PoseTrack:
+    """Fill frames without a person by repeating the nearest earlier (else later) person frame.
+
+    ``max_hold`` = None holds without limit. Held frames keep the keypoints' confidences but the
+    per-frame ``confidence`` is halved, marking them as guesses. Raises nothing: a track with
+    nobody at all is returned unchanged (callers decide; see :func:`require_person`).
+    """
+    out = track.copy()
+    present = out.present()
+    if present.all() or not present.any():
+        return out
+    limit = len(out) if max_hold is None else max_hold
+    idx = np.flatnonzero(present)
+    for i in np.flatnonzero(~present):
+        earlier = idx[idx < i]
+        src = int(earlier[-1]) if len(earlier) else int(idx[0])
+        if abs(i - src) > limit:
+            continue
+        for name in PARTS:
+            getattr(out, name)[i] = getattr(out, name)[src]
+        out.confidence[i] = 0.5 * float(out.confidence[src])  # type: ignore[index]
+    return out
+
+
+def _alpha(cutoff: np.ndarray | float, dt: float) -> np.ndarray:
+    tau = 1.0 / (2.0 * math.pi * np.asarray(cutoff, np.float64))
+    return 1.0 / (1.0 + tau / dt)
+
+
+def one_euro(
+    track: PoseTrack,
+    *,
+    min_cutoff: float = 1.0,
+    beta: float = 1.5,
+    d_cutoff: float = 1.0,
+    min_conf: float = DEFAULT_MIN_CONF,
+) -> PoseTrack:
+    """One-Euro filter each valid keypoint over time (see the module docstring).
+
+    ``min_cutoff`` (Hz): cut-off at rest — lower removes more jitter. ``beta``: how fast the
+    cut-off grows with speed (speed in image heights per second) — higher reduces lag.
+    """
+    out = track.copy()
+    dt = 1.0 / max(out.fps, 1e-3)
+    unit = float(max(out.height, 1))
+    a_d = _alpha(d_cutoff, dt)
+    for name in PARTS:
+        arr = getattr(out, name)  # (F, K, 3)
+        k = arr.shape[1]
+        x_prev = np.zeros((k, 2))
+        dx_prev = np.zeros((k, 2))
+        alive = np.zeros(k, bool)
+        for t in range(len(arr)):
+            valid = arr[t, :, 2] >= min_conf
+            x = arr[t, :, :2].astype(np.float64) / unit
+            start = valid & ~alive
+            x_prev[start] = x[start]
+            dx_prev[start] = 0.0
+            run = valid & alive
+            if run.any():
+                dx = (x[run] - x_prev[run]) / dt
+                dx_hat = a_d * dx + (1 - a_d) * dx_prev[run]
+                cutoff = min_cutoff + beta * np.linalg.norm(dx_hat, axis=1)
+                a = _alpha(cutoff, dt)[:, None]
+                x_hat = a * x[run] + (1 - a) * x_prev[run]
+                x_prev[run] = x_hat
+                dx_prev[run] = dx_hat
+                arr[t, run, :2] = (x_hat * unit).astype(np.float32)
+            alive = valid
+    return out
+
+
+def smooth_track(
+    track: PoseTrack,
+    *,
+    min_conf: float = DEFAULT_MIN_CONF,
+    max_gap: int = 5,
+    smooth: bool = True,
+    min_cutoff: float = 1.0,
+    beta: float = 1.5,
+) -> PoseTrack:
+    """The default clean-up: gate low confidences, fill short gaps, then One-Euro smoothing."""
+    out = gate_confidence(track, min_conf)
+    out = fill_gaps(out, max_gap, min_conf)
+    if smooth and len(out) > 1:
+        out = one_euro(out, min_cutoff=min_cutoff, beta=beta, min_conf=min_conf)
+    out.meta["processing"] = {
+        "min_conf": min_conf,
+        "max_gap": max_gap,
+        "one_euro": {"min_cutoff": min_cutoff, "beta": beta} if smooth else None,
+    }
+    return out
