@@ -210,7 +210,7 @@ def generate_clip(seed: int, num_frames: int = 16, size=(128, 128), motion: str 
     xmax = j3[..., 0].max() + pad
     ext_h, ext_w = -top + 0.01, xmax - xmin
     close_up = rng_scene.random() < 0.15
-    frac = rng_scene.uniform(1.15, 1.5) if close_up else rng_scene.uniform(0.55, 0.9)
+    frac = rng_scene.uniform(1.15, 1.5) if close_up else rng_scene.uniform(0.6, 0.92)
     s = frac * h / ext_h
     s = min(s, 0.96 * w / ext_w)
     margin = 0.02 * h

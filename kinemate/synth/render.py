@@ -402,19 +402,20 @@ def person_prims(j2: np.ndarray, jz: np.ndarray, scale: float, shape: BodyShape,
 
     # legs
     legs_front = 0 if facing else 1
+    leg_bias = -0.14 if app.bottom_kind == "skirt" else -0.06  # legs stay under a skirt
     for side in "rl":
         hip, kn, an, toe = (j2[J[f"{side}_{n}"]] for n in ("hip", "knee", "ankle", "toe"))
         thigh_m = app.bottom if app.bottom_kind in ("pants", "shorts") else skin
         shin_m = app.bottom if app.bottom_kind == "pants" else skin
-        prims.append(Prim(zof(f"{side}_hip", f"{side}_knee", bias=-0.06),
+        prims.append(Prim(zof(f"{side}_hip", f"{side}_knee", bias=leg_bias),
                           lambda c, hip=hip, kn=kn, side=side, m=thigh_m: capsule(
                               c, hip, kn, shape.r_thigh * s, shape.r_shin * 1.1 * s, m,
                               _UPPER_LEG[side][legs_front], s)))
-        prims.append(Prim(zof(f"{side}_knee", f"{side}_ankle", bias=-0.061),
+        prims.append(Prim(zof(f"{side}_knee", f"{side}_ankle", bias=leg_bias - 0.001),
                           lambda c, kn=kn, an=an, side=side, m=shin_m: capsule(
                               c, kn, an, shape.r_shin * 1.05 * s, shape.r_shin * 0.7 * s, m,
                               _LOWER_LEG[side][legs_front], s)))
-        prims.append(Prim(zof(f"{side}_ankle", f"{side}_toe", bias=-0.062),
+        prims.append(Prim(zof(f"{side}_ankle", f"{side}_toe", bias=leg_bias - 0.002),
                           lambda c, an=an, toe=toe, side=side: capsule(
                               c, an, toe, shape.r_foot * 1.1 * s, shape.r_foot * s, shoes,
                               _FOOT[side], s)))
