@@ -37,6 +37,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kinemate import __version__
 from kinemate.service import media
@@ -240,6 +241,17 @@ def create_app(config: ServiceConfig, *, store: JobStore | None = None,
     @app.exception_handler(BodyTooLarge)
     async def _body_too_large(request: Request, exc: BodyTooLarge):
         return JSONResponse({"detail": _too_large(config.limits.max_request_bytes)}, 413)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        detail = exc.detail
+        if exc.status_code == 404 and detail == "Not Found":
+            detail = (f"nothing at {request.url.path[:100]!r} — the API is under /api/v1 "
+                      "(see /docs), the web page at /")
+        elif exc.status_code == 405 and detail == "Method Not Allowed":
+            detail = (f"{request.method} is not allowed on {request.url.path[:100]!r} — see "
+                      "/docs for the methods of each route")
+        return JSONResponse({"detail": detail}, exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):

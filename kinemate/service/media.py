@@ -53,6 +53,10 @@ def sniff(head: bytes) -> str | None:
     return None
 
 
+# Bidirectional overrides/isolates can disguise a name ("x\u202egnp.exe" shows as "xexe.png").
+_BIDI_CONTROLS = set("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
 def display_name(name: str | None, limit: int = 200) -> str:
     """A client file name made safe to show (never used as a path): NFC, no control
     characters or path parts, bounded length. Unicode letters and emoji stay."""
@@ -60,7 +64,8 @@ def display_name(name: str | None, limit: int = 200) -> str:
         return ""
     name = unicodedata.normalize("NFC", str(name))
     name = name.replace("\\", "/").rsplit("/", 1)[-1]
-    name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C")
+    name = "".join(ch for ch in name if unicodedata.category(ch) not in ("Cc", "Cs", "Co", "Cn")
+                   and ch not in _BIDI_CONTROLS)
     return name.strip()[:limit]
 
 
@@ -108,6 +113,10 @@ def check_image(path: Path, kind: str | None, limits: Limits) -> ImageInfo:
     try:
         with Image.open(path) as im:
             width, height = im.size
+    except Image.DecompressionBombError:
+        raise UploadRejected(
+            "the reference image declares an enormous size (a decompression bomb?) — upload a "
+            f"photo of at most {limits.max_image_side} pixels per side", 413) from None
     except Exception as exc:  # noqa: BLE001 - any decoder failure is the file's fault
         raise UploadRejected(f"the reference image cannot be read ({type(exc).__name__}) — "
                              "the file is damaged or truncated; export it again") from exc
@@ -138,6 +147,9 @@ def check_video(path: Path, kind: str | None, limits: Limits) -> VideoInfo:
             "the driving file is not a video (MP4/MOV, WebM/MKV, AVI or GIF, judged from its "
             "content) nor a pose JSON — upload one of those", 415)
     what = "the driving video"
+    problem = container_problem(path, kind)
+    if problem:
+        raise UploadRejected(f"{what} is {problem} — upload the complete file (export it again)")
     try:
         info = probe_video(path)
     except InputError as exc:
@@ -195,23 +207,57 @@ def check_video(path: Path, kind: str | None, limits: Limits) -> VideoInfo:
     return VideoInfo(kind, width, height, fps or 25.0, count, count / fps if fps else 0.0)
 
 
+def container_problem(path: Path, kind: str) -> str | None:
+    """Structural check of a container's framing (decoders often forgive truncation):
+    ISO media boxes must tile the file exactly, a RIFF file must hold its declared size, a
+    GIF must end with its trailer. Returns a description of the problem or None."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        if kind == "mp4":
+            pos = 0
+            while pos < size:
+                f.seek(pos)
+                header = f.read(16)
+                if len(header) < 8:
+                    return "truncated (a partial box header at the end)"
+                box = int.from_bytes(header[:4], "big")
+                if box == 1:
+                    if len(header) < 16:
+                        return "truncated (a partial box header at the end)"
+                    box = int.from_bytes(header[8:16], "big")
+                elif box == 0:
+                    box = size - pos  # extends to the end of the file
+                if box < 8:
+                    return "damaged (an invalid box size)"
+                pos += box
+            if pos != size:
+                return "truncated (its last box is cut off)"
+        elif kind == "avi":
+            f.seek(4)
+            declared = int.from_bytes(f.read(4), "little") + 8
+            if declared > size:
+                return f"truncated ({size} of {declared} bytes)"
+        elif kind == "gif":
+            f.seek(max(0, size - 1))
+            if f.read(1) != b";":
+                return "truncated (the GIF trailer is missing)"
+    return None
+
+
 def check_pose_json(path: Path, limits: Limits) -> PoseInfo:
     """Accept ``path`` as a pose track JSON (kinemate.pose format)."""
     what = "the pose JSON"
     raw = path.read_bytes()
     try:
         data = json.loads(raw.decode("utf-8-sig"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UploadRejected(f"{what} is not valid JSON ({exc}) — upload a file written by "
-                             "'kinemate pose' (PoseTrack JSON)") from exc
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, nesting
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
+        raise UploadRejected(f"{what} is not valid JSON ({reason}) — upload a file written by "
+                             "'kinemate pose' (PoseTrack JSON)") from None
     if not isinstance(data, dict):
         raise UploadRejected(f"{what} must be a JSON object (a PoseTrack), not "
                              f"{type(data).__name__} — upload a file written by 'kinemate pose'")
-    try:
-        from kinemate.pose import PoseTrack
-    except ImportError:  # pragma: no cover - pose layer not installed
-        raise UploadRejected(f"{what} cannot be used: pose tracks are not supported by this "
-                             "server — upload a video instead", 415) from None
+    from kinemate.pose.track import PoseTrack
     try:
         track = PoseTrack.load(path)
     except InputError as exc:

@@ -1,0 +1,53 @@
+"""Fixtures of the service tests: tiny inputs, a real `kinemate serve` on loopback, keys.
+
+The server is a subprocess (`python -m kinemate serve ...`) on a free port, running the real
+pipeline with a tiny model (the golden MagicAnimate-layout weights, or the bundled
+kinemate-tiny model when the golden set is missing) at tiny sizes and 1-2 steps.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from service_helpers import Client, Server
+
+# -- inputs ---------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def tiny_inputs(tmp_path_factory, demo_inputs) -> dict[str, Path]:
+    """A small reference PNG and short DensePose driving clips made from the demo inputs."""
+    from kinemate.io import fit_image, open_video, read_image, write_image, write_video
+
+    out = tmp_path_factory.mktemp("service-inputs")
+    ref = fit_image(read_image(demo_inputs / "monalisa.png"), (96, 96), "crop")
+    write_image(out / "reference.png", ref)
+    frames = []
+    with open_video(demo_inputs / "running.mp4") as reader:
+        for i, frame in enumerate(reader):
+            if i % 2 == 0:
+                frames.append(fit_image(frame, (64, 64), "crop"))
+            if len(frames) == 16:
+                break
+    write_video(out / "driving.mp4", frames[:4], 25)
+    write_video(out / "driving16.mp4", frames, 25)
+    return {"reference": out / "reference.png", "driving": out / "driving.mp4",
+            "driving16": out / "driving16.mp4"}
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    """One real server for the API, bad-input and browser tests."""
+    srv = Server(tmp_path_factory.mktemp("service-data"), ["--max-upload-mb", "8"]).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def client(server) -> Client:
+    return server.client
+
+
+@pytest.fixture()
+def key(server) -> str:
+    return server.new_key()
+

@@ -1,0 +1,194 @@
+"""Helpers of the service tests: a stdlib HTTP client and a real `kinemate serve` subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from kinemate.service.store import SQLiteJobStore
+
+REPO = Path(__file__).resolve().parents[2]
+GOLDEN_WEIGHTS = REPO.parent / "shared" / "reference" / "magicanimate" / "golden" / "weights"
+TINY_SIZE = "64x64"  # output size used by the tests (multiple of 8, tiny)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def weights_dir() -> Path | None:
+    if GOLDEN_WEIGHTS.is_dir():
+        return GOLDEN_WEIGHTS
+    return None  # the bundled kinemate-tiny model
+
+
+# -- a minimal HTTP client (stdlib only, so malformed requests are possible too) ----------
+class Response:
+    def __init__(self, status: int, headers: dict, body: bytes):
+        self.status, self.headers, self.body = status, headers, body
+
+    def json(self):
+        return json.loads(self.body.decode("utf-8"))
+
+    @property
+    def detail(self) -> str:
+        try:
+            return str(self.json().get("detail", ""))
+        except Exception:  # noqa: BLE001
+            return self.body[:200].decode("utf-8", "replace")
+
+
+def multipart(fields: list[tuple]) -> tuple[bytes, str]:
+    """fields: (name, value) for text, (name, filename, bytes[, content_type]) for files."""
+    boundary = "----kinemate" + uuid.uuid4().hex
+    out = bytearray()
+    for item in fields:
+        out += f"--{boundary}\r\n".encode()
+        if len(item) == 2:
+            name, value = item
+            out += f'Content-Disposition: form-data; name="{name}"\r\n\r\n'.encode()
+            out += value.encode("utf-8") if isinstance(value, str) else value
+        else:
+            name, filename, data = item[:3]
+            ctype = item[3] if len(item) > 3 else "application/octet-stream"
+            fn = filename.replace('"', "%22").replace("\r", "").replace("\n", "")
+            out += (f'Content-Disposition: form-data; name="{name}"; filename="{fn}"\r\n'
+                    f"Content-Type: {ctype}\r\n\r\n").encode("utf-8")
+            out += data
+        out += b"\r\n"
+    out += f"--{boundary}--\r\n".encode()
+    return bytes(out), f"multipart/form-data; boundary={boundary}"
+
+
+class Client:
+    def __init__(self, base: str):
+        self.base = base
+        self.host, port = base.split("//")[1].split(":")
+        self.port = int(port)
+
+    def request(self, method: str, path: str, *, key: str | None = None, body: bytes | None = None,
+                headers: dict | None = None, fields: list | None = None,
+                timeout: float = 60.0) -> Response:
+        import http.client
+
+        hdrs = dict(headers or {})
+        if fields is not None:
+            body, ctype = multipart(fields)
+            hdrs.setdefault("Content-Type", ctype)
+        if key is not None:
+            hdrs.setdefault("Authorization", f"Bearer {key}")
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        try:
+            conn.request(method, path, body=body, headers=hdrs)
+            res = conn.getresponse()
+            return Response(res.status, {k.lower(): v for k, v in res.getheaders()}, res.read())
+        finally:
+            conn.close()
+
+    def get(self, path, **kw):
+        return self.request("GET", path, **kw)
+
+    def post(self, path, **kw):
+        return self.request("POST", path, **kw)
+
+    def submit(self, key: str, reference: bytes, driving: bytes, *, ref_name="photo.png",
+               drv_name="dance.mp4", params: dict | None = None, headers=None) -> Response:
+        params = {"steps": "1", "size": TINY_SIZE, **(params or {})}
+        fields = [("reference", ref_name, reference, "image/png"),
+                  ("driving", drv_name, driving, "video/mp4")]
+        fields += [(k, str(v)) for k, v in params.items()]
+        return self.post("/api/v1/jobs", key=key, fields=fields, headers=headers)
+
+    def wait(self, key: str, job_id: str, *, states=("succeeded", "failed", "cancelled"),
+             timeout: float = 120.0, predicate=None) -> dict:
+        deadline = time.monotonic() + timeout
+        job = None
+        while time.monotonic() < deadline:
+            res = self.get(f"/api/v1/jobs/{job_id}", key=key)
+            assert res.status == 200, res.body
+            job = res.json()
+            if job["state"] in states or (predicate is not None and predicate(job)):
+                return job
+            time.sleep(0.2)
+        raise AssertionError(f"job {job_id} did not reach {states} in {timeout} s: {job}")
+
+
+# -- the server ---------------------------------------------------------------------------
+class Server:
+    def __init__(self, data_dir: Path, extra_args: list[str] | None = None):
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.client = Client(self.url)
+        self.extra_args = extra_args or []
+        self.proc: subprocess.Popen | None = None
+        self.log_path = data_dir / f"server-{self.port}.log"
+
+    def start(self, timeout: float = 120.0) -> "Server":
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, *os.environ.get("KM_DEV_SERVE", "-m kinemate").split(), "serve", "--host", "127.0.0.1",
+               "--port", str(self.port), "--data-dir", str(self.data_dir)]
+        weights = weights_dir()
+        if weights is not None:
+            cmd += ["--weights", str(weights)]
+        cmd += self.extra_args
+        env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+                   OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env,
+                                     cwd=REPO)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                health = self.client.get("/api/v1/health", timeout=2).json()
+                state = health["worker"]["state"]
+                if state == "ready":
+                    return self
+                if state == "error":
+                    raise AssertionError(f"worker failed to load: {health}\n{self.log()}")
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.25)
+        raise AssertionError(f"server not ready in {timeout} s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-6000:]
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        if getattr(self, "_log", None):
+            self._log.close()
+
+    def new_key(self, name: str = "test") -> str:
+        store = SQLiteJobStore(self.data_dir / "kinemate.db")
+        try:
+            return store.create_key(name)[1]
+        finally:
+            store.close()
+
+
+def artifacts_dir() -> Path:
+    path = Path(os.environ.get("KINEMATE_ARTIFACTS", REPO / "tests" / "artifacts"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -1,0 +1,171 @@
+"""The HTTP API against a real `kinemate serve` on loopback running the tiny model."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+
+
+from kinemate.io import probe_video, read_video
+
+
+def test_job_runs_to_a_video_with_progress_and_downloads(server, client, key, tiny_inputs, tmp_path):
+    ref = tiny_inputs["reference"].read_bytes()
+    drv = tiny_inputs["driving"].read_bytes()
+    res = client.submit(key, ref, drv, params={"steps": "2", "seed": "7"})
+    assert res.status == 201, res.body
+    job = res.json()
+    assert job["state"] == "queued" and res.headers["location"] == f"/api/v1/jobs/{job['id']}"
+    assert job["params"]["steps"] == 2 and job["params"]["seed"] == 7
+    assert job["inputs"]["driving"]["frames"] == 4
+    assert job["inputs"]["reference"]["width"] == 96
+
+    seen = []
+    done = client.wait(key, job["id"], predicate=lambda j: seen.append(j["progress"]) and False)
+    assert done["state"] == "succeeded", done
+    assert done["progress"]["fraction"] == 1.0
+    assert any(p.get("total_steps") for p in seen + [done["progress"]]), seen
+
+    res = client.get(f"/api/v1/jobs/{job['id']}/result", key=key)
+    assert res.status == 200 and res.headers["content-type"] == "video/mp4"
+    assert "attachment" in res.headers["content-disposition"]
+    out = tmp_path / "result.mp4"
+    out.write_bytes(res.body)
+    frames, _fps = read_video(out)
+    assert frames.shape == (4, 64, 64, 3)
+    assert frames.std() > 1.0  # a picture, not a constant
+
+    res = client.get(f"/api/v1/jobs/{job['id']}/grid", key=key)
+    assert res.status == 200
+    (tmp_path / "grid.mp4").write_bytes(res.body)
+    info = probe_video(tmp_path / "grid.mp4")
+    assert info.width > info.height  # panels side by side
+
+    res = client.get(f"/api/v1/jobs/{job['id']}/preview", key=key)
+    assert res.status == 200 and res.body.startswith(b"\x89PNG")
+
+    listed = client.get("/api/v1/jobs", key=key).json()["jobs"]
+    assert [j["id"] for j in listed] == [job["id"]]
+
+
+def test_openapi_docs_and_limits(client):
+    res = client.get("/docs")
+    assert res.status == 200 and b"swagger" in res.body.lower()
+    spec = client.get("/openapi.json").json()
+    for path in ("/api/v1/jobs", "/api/v1/jobs/{job_id}", "/api/v1/jobs/{job_id}/result",
+                 "/api/v1/jobs/{job_id}/cancel", "/api/v1/jobs/{job_id}/grid"):
+        assert path in spec["paths"], path
+    body = spec["paths"]["/api/v1/jobs"]["post"]["requestBody"]["content"]["multipart/form-data"]
+    assert {"reference", "driving", "steps", "seed"} <= set(body["schema"]["properties"])
+    limits = client.get("/api/v1/limits").json()
+    assert limits["max_request_bytes"] == 8 * 2**20
+
+
+def test_cancel_queued_and_running_jobs(server, client, key, tiny_inputs):
+    ref = tiny_inputs["reference"].read_bytes()
+    long = client.submit(key, ref, tiny_inputs["driving16"].read_bytes(),
+                         params={"steps": "3"}).json()
+    queued = client.submit(key, ref, tiny_inputs["driving"].read_bytes()).json()
+    res = client.post(f"/api/v1/jobs/{queued['id']}/cancel", key=key)
+    assert res.status == 200
+    assert res.json()["state"] == "cancelled"  # queued jobs stop at once
+    client.wait(key, long["id"], states=("running",))
+    res = client.post(f"/api/v1/jobs/{long['id']}/cancel", key=key)
+    assert res.status == 200 and res.json()["cancel_requested"]
+    final = client.wait(key, long["id"])
+    assert final["state"] in ("cancelled", "succeeded")  # cancelled unless it was already done
+    res = client.get(f"/api/v1/jobs/{queued['id']}/result", key=key)
+    assert res.status == 409 and "cancelled" in res.detail
+
+
+def test_jobs_are_private_to_their_key(server, client, key, tiny_inputs):
+    other = server.new_key("other")
+    job = client.submit(key, tiny_inputs["reference"].read_bytes(),
+                        tiny_inputs["driving"].read_bytes()).json()
+    for path in ("", "/result", "/grid", "/preview"):
+        res = client.get(f"/api/v1/jobs/{job['id']}{path}", key=other)
+        assert res.status == 404, (path, res.status)
+    assert client.post(f"/api/v1/jobs/{job['id']}/cancel", key=other).status == 404
+    assert client.get("/api/v1/jobs", key=other).json()["jobs"] == []
+    assert client.get(f"/api/v1/jobs/{job['id']}", key=key).status == 200
+    client.wait(key, job["id"])
+
+
+def test_key_commands_create_list_revoke(server, client):
+    def kinemate(*args):
+        return subprocess.run([sys.executable, "-m", "kinemate", "serve", *args,
+                               "--data-dir", str(server.data_dir)],
+                              capture_output=True, text=True, timeout=60)
+
+    made = kinemate("keys", "create", "--name", "alice")
+    assert made.returncode == 0, made.stderr
+    secret = made.stdout.strip()
+    assert secret.startswith("km_") and len(secret) > 40
+    assert client.get("/api/v1/jobs", key=secret).status == 200
+    listed = kinemate("keys", "list")
+    assert "alice" in listed.stdout and secret not in listed.stdout
+    db = (server.data_dir / "kinemate.db").read_bytes()
+    assert secret.encode() not in db  # stored hashed only
+    assert kinemate("keys", "revoke", "alice").returncode == 0
+    res = client.get("/api/v1/jobs", key=secret)
+    assert res.status == 401 and "revoked" in res.detail
+    assert kinemate("keys", "revoke", "alice").returncode == 2  # nothing left to revoke
+
+
+def test_per_key_limit_and_idempotent_duplicates(server, client, tiny_inputs):
+    key = server.new_key("limits")
+    ref = tiny_inputs["reference"].read_bytes()
+    drv = tiny_inputs["driving"].read_bytes()
+    # Concurrent duplicate submissions with one Idempotency-Key make exactly one job.
+    results = []
+
+    def submit():
+        results.append(client.submit(key, ref, drv, headers={"Idempotency-Key": "same-1"}))
+
+    threads = [threading.Thread(target=submit) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(r.status for r in results)[-1] == 201
+    assert [r.status for r in results].count(201) == 1, [r.status for r in results]
+    assert all(r.status in (200, 201) for r in results)
+    assert len({r.json()["id"] for r in results}) == 1
+    # Up to 4 queued + running jobs per key (the default), then 429.
+    statuses = [client.submit(key, ref, drv, params={"steps": "1"}).status for _ in range(5)]
+    assert statuses.count(429) >= 1 and statuses[:3] == [201, 201, 201], statuses
+    res = client.submit(key, ref, drv)
+    if res.status == 429:
+        assert "limit" in res.detail
+    for job in client.get("/api/v1/jobs", key=key).json()["jobs"]:
+        client.post(f"/api/v1/jobs/{job['id']}/cancel", key=key)
+
+
+def test_odd_file_names_are_kept_for_display_only(server, client, key, tiny_inputs):
+    names = ["../../../etc/passwd", "..\\..\\boot.ini", "фото 🧍‍♀️.png", "x\u202egnp.exe",
+             "a" * 600 + ".png", "con", "\u0000nul.png"]
+    ids = []
+    for name in names:
+        res = client.submit(key, tiny_inputs["reference"].read_bytes(),
+                            tiny_inputs["driving"].read_bytes(), ref_name=name,
+                            drv_name=name + ".mp4")
+        assert res.status == 201, (name, res.body)
+        job = res.json()
+        ids.append(job["id"])
+        shown = job["inputs"]["reference"]["name"]
+        assert "/" not in shown and "\\" not in shown and "\x00" not in shown
+        assert len(shown) <= 200
+        client.post(f"/api/v1/jobs/{job['id']}/cancel", key=key)
+        files = sorted(p.name for p in (server.data_dir / "jobs" / job["id"]).iterdir())
+        assert files == ["driving.mp4", "reference.png"], files
+    assert "фото 🧍‍♀️.png" in [j["inputs"]["reference"]["name"] for j in
+                                client.get("/api/v1/jobs", key=key).json()["jobs"]]
+    assert not (server.data_dir / "etc").exists()
+
+
+def test_defaults_bind_to_loopback():
+    from kinemate.cli import build_parser
+
+    args = build_parser().parse_args(["serve"])
+    assert args.host == "127.0.0.1" and args.port == 8000
