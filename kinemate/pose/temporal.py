@@ -101,7 +101,7 @@ def one_euro(
     track: PoseTrack,
     *,
     min_cutoff: float = 1.0,
-    beta: float = 1.5,
+    beta: float = 20.0,
     d_cutoff: float = 1.0,
     min_conf: float = DEFAULT_MIN_CONF,
 ) -> PoseTrack:
@@ -147,7 +147,7 @@ def smooth_track(
     max_gap: int = 5,
     smooth: bool = True,
     min_cutoff: float = 1.0,
-    beta: float = 1.5,
+    beta: float = 20.0,
 ) -> PoseTrack:
     """The default clean-up: gate low confidences, fill short gaps, then One-Euro smoothing."""
     out = gate_confidence(track, min_conf)

@@ -1,0 +1,143 @@
+"""``kinemate pose`` — extract a pose track from a video/photo (or convert a pose file).
+
+    kinemate pose dance.mp4 -o dance.pose.json --preview overlay.mp4
+    kinemate pose dance.mp4 -o retargeted.pose.json --reference photo.png --preview on_photo.mp4
+    kinemate pose dance.pose.json -o openpose_frames/ --format openpose
+    kinemate pose dance.mp4 -o dance.pose.json --reference photo.png --controls controls.mp4 --size 512x768
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from kinemate.errors import UsageError
+
+log = logging.getLogger("kinemate.pose")
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must look like 512x768, got {text!r}") from None
+    if w <= 0 or h <= 0:
+        raise argparse.ArgumentTypeError(f"size must be positive, got {text!r}")
+    return w, h
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "pose",
+        help="extract a pose track from a video or photo (MediaPipe, offline)",
+        description=(
+            "Extract the pose of one person from a video, a folder of frames or a photo, clean it "
+            "up (gap filling, One-Euro smoothing) and save it as kinemate pose JSON or OpenPose "
+            "JSON. With --reference, the motion is retargeted to the person in that photo. An "
+            "input that is already a pose JSON (kinemate or OpenPose) is converted."
+        ),
+    )
+    p.add_argument("input", help="video file, folder of frames, photo, or pose JSON file/folder")
+    p.add_argument("-o", "--output", required=True,
+                   help="pose file to write (.json), or a folder for per-frame OpenPose files")  # fmt: skip
+    p.add_argument("--format", choices=("kinemate", "openpose", "openpose-body25"), default=None,
+                   help="output format (default: kinemate for a .json file, openpose for a folder)")  # fmt: skip
+    p.add_argument("--preview", metavar="PATH",
+                   help="also write the skeleton drawn over the input video (or over the reference "
+                        "photo with --reference): .mp4/.gif, a folder, or an image")  # fmt: skip
+    p.add_argument("--reference", metavar="PHOTO", help="retarget the motion to the person in this photo")
+    p.add_argument("--no-retarget", action="store_true",
+                   help="with --reference: do not retarget (previews/controls only get the reference framing)")  # fmt: skip
+    p.add_argument("--controls", metavar="PATH", help="also write the OpenPose control maps (.mp4, .gif or folder)")
+    p.add_argument("--size", type=_size, metavar="WxH",
+                   help="size of the control maps (default: the reference photo's or the video's size)")  # fmt: skip
+    p.add_argument("--fit", choices=("crop", "letterbox"), default="crop",
+                   help="aspect-preserving fit of the control maps (default: crop)")  # fmt: skip
+    p.add_argument("--person", default="largest",
+                   help="which person to follow when several are seen: largest, central, or N (N-th from the left)")  # fmt: skip
+    p.add_argument("--max-people", type=int, default=2,
+                   help="people to look for per frame (MediaPipe finds one per pass; default 2)")  # fmt: skip
+    p.add_argument("--backend", default="mediapipe", help="pose estimator: mediapipe (bundled) or dwpose")
+    p.add_argument("--no-smooth", action="store_true", help="no One-Euro smoothing")
+    p.add_argument("--max-frames", type=int, default=None, help="only the first N frames")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from kinemate import pose as kp
+    from kinemate.pose.people import parse_select
+
+    select = parse_select(args.person)
+    if args.max_people < 1:
+        raise UsageError("--max-people must be at least 1")
+    inp = Path(args.input)
+    if not inp.exists():
+        raise UsageError(f"input {inp} does not exist; give a video, a folder of frames, a photo or a pose JSON")
+    is_pose = kp.is_pose_file(inp)
+    if is_pose:
+        track = kp.load_driving_track(inp, select=select, smooth=not args.no_smooth, max_frames=args.max_frames)
+    else:
+        backend = kp.get_backend(args.backend, max_people=args.max_people, video=True)
+        try:
+            track = kp.extract_pose(inp, backend=backend, select=select, smooth=not args.no_smooth,
+                                    max_frames=args.max_frames, progress=not args.quiet)  # fmt: skip
+        finally:
+            backend.close()
+
+    reference = None
+    out_track = track
+    if args.reference:
+        from kinemate.io import read_image
+
+        reference = read_image(args.reference)
+        out_track = kp.control.prepare_controls_track(
+            track, reference, retarget=not args.no_retarget, backend=args.backend
+        )
+
+    _save(out_track, Path(args.output), args.format)
+    if args.preview:
+        if reference is not None and not args.no_retarget:
+            kp.write_reference_preview(reference, out_track, args.preview)
+        elif is_pose:
+            from kinemate.io import write_video
+
+            write_video(args.preview, list(kp.render_openpose(track)), track.fps)
+        else:
+            kp.write_overlay_video(inp, track, args.preview)
+    if args.controls:
+        from kinemate.io import VideoWriter
+
+        if reference is not None:
+            size = args.size or (reference.shape[1], reference.shape[0])
+            frames, fps, _ = kp.control_frames_from_driving(
+                out_track, reference, size, fit=args.fit, retarget=False
+                if args.no_retarget else True, progress=False)  # fmt: skip
+        else:
+            size = args.size or track.size
+            frames, fps = kp.render_openpose(track, size, fit=args.fit), track.fps
+        with VideoWriter(args.controls, fps) as writer:
+            for frame in frames:
+                writer.write(frame)
+    info = kp.extract.describe(out_track)
+    print(
+        f"{args.output}: {info['frames']} frames ({info['frames_with_person']} with a person, "
+        f"{info['hands']} with hands, {info['faces']} with a face), {info['size']} @ {info['fps']} fps"
+        + (", retargeted" if out_track.meta.get("retargeted") else "")
+    )
+    return 0
+
+
+def _save(track, out: Path, fmt: str | None) -> None:  # type: ignore[no-untyped-def]
+    from kinemate.pose import save_openpose
+
+    if fmt is None:
+        fmt = "kinemate" if out.suffix.lower() == ".json" else "openpose"
+    if fmt == "kinemate":
+        if out.suffix.lower() != ".json":
+            raise UsageError(f"kinemate pose JSON needs a .json output path, got {out}")
+        track.save(out)
+    else:
+        save_openpose(track, out, body_format="body25" if fmt == "openpose-body25" else "coco18",
+                      name=out.stem if out.suffix.lower() != ".json" else None)  # fmt: skip
