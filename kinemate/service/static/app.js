@@ -120,7 +120,8 @@ function render(job) {
   $("state").textContent = job.state;
   $("state").className = "state-" + job.state;
   const p = job.progress || {};
-  $("stage").textContent = p.stage ? `(${p.stage})` : "";
+  const active = job.state === "queued" || job.state === "running";
+  $("stage").textContent = active && p.stage ? `(${p.stage})` : "";
   const frac = job.state === "succeeded" ? 1 : (typeof p.fraction === "number" ? p.fraction : 0);
   $("progress").value = frac;
   const parts = [];
@@ -129,7 +130,7 @@ function render(job) {
   parts.push(Math.round(frac * 100) + " %");
   if (job.attempts > 1) parts.push(`attempt ${job.attempts}`);
   $("progress-text").textContent = parts.join(" · ");
-  $("cancel").disabled = !(job.state === "queued" || job.state === "running");
+  $("cancel").disabled = !active;
   if (job.error) showError($("job-error"), job.error);
 }
 

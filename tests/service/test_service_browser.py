@@ -1,0 +1,82 @@
+"""The web page in headless Chromium (Debian's chromium, driven by pip playwright): enter a
+key, upload a photo and a video, see the pose preview, watch progress, play the result."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from service_helpers import artifacts_dir
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    playwright = pytest.importorskip("playwright.sync_api")
+    if not shutil.which("chromium"):
+        pytest.fail("chromium is not installed (apt-get install chromium chromium-driver; "
+                    ".ci/run does this)")
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+def test_web_page_uploads_shows_preview_progress_and_plays_result(server, browser, tiny_inputs):
+    key = server.new_key("browser")
+    page = browser.new_page(viewport={"width": 1100, "height": 1300})
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(server.url + "/")
+    assert page.title() == "kinemate"
+    page.wait_for_function("document.getElementById('health').textContent.includes('ready')")
+
+    # A wrong key is refused with the server's message.
+    page.fill("#api-key", "km_wrong_key")
+    page.set_input_files("#reference", str(tiny_inputs["reference"]))
+    page.set_input_files("#driving", str(tiny_inputs["driving"]))
+    page.click("#submit")
+    page.wait_for_selector("#error:not([hidden])")
+    assert "not valid" in page.inner_text("#error")
+
+    page.fill("#api-key", key)
+    page.click("summary")
+    page.fill("#steps", "2")
+    page.fill("#size", "64x64")
+    page.fill("#seed", "3")
+    page.click("#submit")
+    page.wait_for_selector("#job-card:not([hidden])")
+    # Progress is shown while it runs, then the result plays.
+    page.wait_for_function(
+        "['running','succeeded'].includes(document.getElementById('state').textContent)",
+        timeout=60_000)
+    page.wait_for_selector("#pose-preview:not([hidden])", timeout=60_000)
+    page.wait_for_selector("#result:not([hidden])", timeout=120_000)
+    assert page.inner_text("#state") == "succeeded"
+    assert page.eval_on_selector("#progress", "el => el.value") == 1
+    page.wait_for_function(
+        "(() => { const v = document.getElementById('result-video');"
+        " return v.readyState >= 2 && v.videoWidth > 0 && v.currentTime > 0; })()",
+        timeout=30_000)
+    video = page.eval_on_selector(
+        "#result-video", "v => ({src: v.currentSrc, w: v.videoWidth, h: v.videoHeight, "
+                         "d: v.duration, paused: v.paused})")
+    assert video["src"].startswith("blob:") and video["w"] == 64 and video["h"] == 64
+    assert video["d"] > 0 and not video["paused"]
+    preview = page.eval_on_selector("#pose-preview", "img => [img.naturalWidth, img.complete]")
+    assert preview[0] > 0 and preview[1]
+    href = page.get_attribute("#download", "href")
+    assert href and href.startswith("blob:")
+    with page.expect_download() as download:
+        page.click("#download")
+    assert download.value.suggested_filename.endswith(".mp4")
+    # The job list shows the job with its (user-given) file names, as text.
+    page.click("#refresh")
+    page.wait_for_selector("#jobs tbody tr")
+    assert "succeeded" in page.inner_text("#jobs tbody")
+    page.screenshot(path=str(artifacts_dir() / "service_web_page.png"), full_page=True)
+    assert errors == []
+    page.close()
