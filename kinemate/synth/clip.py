@@ -98,17 +98,18 @@ def to_pose_track(pose: np.ndarray, size_wh: tuple[int, int], fps: float, meta: 
 
 
 def _parse_size(size) -> tuple[int, int]:
-    if isinstance(size, int):
-        return size, size
-    if isinstance(size, str):
-        try:
+    """(W, H) from an int (square), "WxH" or a pair."""
+    try:
+        if isinstance(size, (int, np.integer)):
+            w, h = int(size), int(size)
+        elif isinstance(size, str):
             w, h = (int(v) for v in size.lower().split("x"))
-        except ValueError:
-            raise UsageError(f"size {size!r} is not WxH (e.g. 128x128)") from None
-        return w, h
-    w, h = (int(v) for v in size)
-    if w < 16 or h < 16:
-        raise UsageError(f"size {w}x{h} is too small; use at least 16x16")
+        else:
+            w, h = (int(v) for v in size)
+    except (TypeError, ValueError):
+        raise UsageError(f"size {size!r} is not WxH (e.g. 128x128)") from None
+    if w < 16 or h < 16 or w > 4096 or h > 4096:
+        raise UsageError(f"size {w}x{h} is out of range; use 16x16 to 4096x4096")
     return w, h
 
 
@@ -181,6 +182,8 @@ def generate_clip(seed: int, num_frames: int = 16, size=(128, 128), motion: str 
     """
     if num_frames < 1:
         raise UsageError(f"num_frames must be at least 1, got {num_frames}")
+    if not fps > 0:
+        raise UsageError(f"fps must be positive, got {fps}")
     w, h = _parse_size(size)
     seed = int(seed)
     if seed < 0:

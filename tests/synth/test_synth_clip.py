@@ -111,3 +111,6 @@ def test_bad_arguments_are_usage_errors():
         generate_clip(0, 2, 64, motion="moonwalk")
     with pytest.raises(UsageError):
         generate_clip(-1, 2, 64)
+    for size in (8, "12x64", "abc", (64,)):
+        with pytest.raises(UsageError):
+            generate_clip(0, 2, size)
