@@ -1,0 +1,86 @@
+"""Pose extraction speed on CPU: frames per second for a 512x512 video (MediaPipe Holistic).
+
+    .venv/bin/python benchmarks/bench_pose.py [--frames 60] [--size 512] [--threads N]
+
+The driving video is real: scikit-image's astronaut photo, panned and zoomed over the frames
+and encoded to H.264 with ffmpeg (kinemate.io). Reports, end to end (decode + MediaPipe +
+person following + gap filling + One-Euro smoothing):
+
+* ``max_people=1`` — one MediaPipe pass per frame (fastest);
+* ``max_people=2`` — the default: a second pass on the frame with the first person blanked
+  out, to notice a second person;
+
+and the rendering speed of OpenPose control maps at the same size, and the time to retarget
+the track. Numbers depend on the CPU and on how many cores are free.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def make_clip(path: Path, frames: int, size: int) -> Path:
+    from skimage import data
+
+    from kinemate.io import resize, write_video
+
+    photo = data.astronaut()
+    out = []
+    for i in range(frames):
+        zoom = 1.0 + 0.3 * (i / max(frames - 1, 1))
+        crop = int(512 / zoom)
+        x0 = int((512 - crop) * 0.5 * (1 + np.sin(i / 8)) / 2)
+        y0 = (512 - crop) // 3
+        out.append(resize(np.ascontiguousarray(photo[y0 : y0 + crop, x0 : x0 + crop]), (size, size)))
+    return write_video(path, out, 25)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--frames", type=int, default=60)
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--threads", type=int, default=None, help="limit OMP/TFLite threads (default: all)")
+    args = ap.parse_args()
+    if args.threads:
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)
+
+    from kinemate.pose import detect_reference_pose, extract_pose, render_openpose, retarget
+    from kinemate.pose.backends import MediaPipeBackend
+
+    with tempfile.TemporaryDirectory() as tmp:
+        clip = make_clip(Path(tmp) / "clip.mp4", args.frames, args.size)
+        print(f"video: {args.frames} frames {args.size}x{args.size}, cpu count {os.cpu_count()}")
+        warm = MediaPipeBackend(max_people=1)
+        extract_pose(clip, backend=warm, max_frames=3, progress=False)  # load the models once
+        warm.close()
+        track = None
+        for people in (1, 2):
+            be = MediaPipeBackend(max_people=people)
+            t0 = time.perf_counter()
+            track = extract_pose(clip, backend=be, progress=False)
+            dt = time.perf_counter() - t0
+            be.close()
+            print(f"extract (max_people={people}): {args.frames / dt:6.1f} frames/s "
+                  f"({1000 * dt / args.frames:.0f} ms/frame, {int(track.present().sum())} frames with a person)")  # fmt: skip
+        assert track is not None
+        from skimage import data
+
+        ref = detect_reference_pose(data.astronaut())
+        t0 = time.perf_counter()
+        rt = retarget(track, ref)
+        dt = time.perf_counter() - t0
+        print(f"retarget: {args.frames / dt:8.0f} frames/s")
+        t0 = time.perf_counter()
+        n = sum(1 for _ in render_openpose(rt, (args.size, args.size)))
+        dt = time.perf_counter() - t0
+        print(f"render {args.size}x{args.size} control maps: {n / dt:6.0f} frames/s")
+
+
+if __name__ == "__main__":
+    main()
