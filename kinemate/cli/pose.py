@@ -59,6 +59,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-people", type=int, default=2,
                    help="people to look for per frame (MediaPipe finds one per pass; default 2)")  # fmt: skip
     p.add_argument("--backend", default="mediapipe", help="pose estimator: mediapipe (bundled) or dwpose")
+    p.add_argument("--pose-model-dir", metavar="DIR",
+                   help="folder of the user-supplied model files of a non-bundled backend (dwpose)")  # fmt: skip
     p.add_argument("--no-smooth", action="store_true", help="no One-Euro smoothing")
     p.add_argument("--max-frames", type=int, default=None, help="only the first N frames")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -79,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
     if is_pose:
         track = kp.load_driving_track(inp, select=select, smooth=not args.no_smooth, max_frames=args.max_frames)
     else:
-        backend = kp.get_backend(args.backend, max_people=args.max_people, video=True)
+        options = {"model_dir": args.pose_model_dir} if args.pose_model_dir else {}
+        backend = kp.get_backend(args.backend, max_people=args.max_people, video=True, **options)
         try:
             track = kp.extract_pose(inp, backend=backend, select=select, smooth=not args.no_smooth,
                                     max_frames=args.max_frames, progress=not args.quiet)  # fmt: skip

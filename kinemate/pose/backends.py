@@ -139,6 +139,7 @@ class MediaPipeBackend:
         hands: bool = True,
         face: bool = True,
         min_detection_confidence: float = 0.5,
+        model_dir: object = None,  # unused: the MediaPipe models are bundled in the wheel
     ) -> None:
         try:
             import mediapipe as mp  # noqa: F401

@@ -178,9 +178,13 @@ def write_overlay_video(video_path: str | os.PathLike[str], track: PoseTrack, ou
     src = Path(video_path)
     out = Path(out_path)
     if src.is_file() and src.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp", ".bmp"):
-        from kinemate.io import write_image
+        from kinemate.io import write_image, write_video
 
-        write_image(out, overlay(read_image(src), frame_parts(track, 0)))
+        picture = overlay(read_image(src), frame_parts(track, 0))
+        if out.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp", ".bmp"):
+            write_image(out, picture)
+        else:
+            write_video(out, [picture], track.fps)
         return out
     with open_video(src) as reader, VideoWriter(out, reader.fps) as writer:
         for i, frame in enumerate(reader):

@@ -89,7 +89,8 @@ def extract_pose(
     if require_person and not track.present(min_conf).any():
         raise NoPersonError(
             f"no person was found in {name} ({len(track)} frame(s)); use a video/photo where one "
-            "person is clearly visible (whole upper body, not too small)"
+            "person is clearly visible (whole upper body, not too small); a DensePose rendering "
+            "is not a person video — animate with it using --control densepose"
         )
     return smooth_track(track, min_conf=min_conf, max_gap=max_gap, smooth=smooth)
 

@@ -118,6 +118,17 @@ def test_two_people_choose_by_rule(backend, demo_inputs):
     assert left.body[0, NECK, 0] < image.shape[1] / 2 < right.body[0, NECK, 0]
 
 
+def test_two_people_in_a_video_are_followed_by_rule(backend, demo_inputs, tmp_path):
+    image = resize(read_image(demo_inputs / "multi1_source.png"), (256, 256))
+    clip = np.stack([np.roll(image, 4 * i, axis=1) for i in range(3)])
+    path = write_video(tmp_path / "two.mp4", clip, 10)
+    left = extract_pose(path, backend=backend, select=0, smooth=False, progress=False)
+    right = extract_pose(path, backend=backend, select=1, smooth=False, progress=False)
+    assert left.present().all() and right.present().all()
+    assert (left.body[:, NECK, 0] < 128).all() and (right.body[:, NECK, 0] > 128).all()
+    assert (np.diff(left.body[:, NECK, 0]) > 0).all() and (np.diff(right.body[:, NECK, 0]) > 0).all()
+
+
 def test_video_track_follows_the_motion(backend, astronaut, tmp_path):
     clip = _shifted_clip(astronaut, 6, 8)
     path = write_video(tmp_path / "moving.mp4", clip, 10)
