@@ -1,10 +1,14 @@
 """Frames per second of the synthetic generator (kinemate.synth.generate_clip), one CPU core.
 
-    .venv/bin/python benchmarks/bench_synth.py [--clips 12] [--frames 16]
+    .venv/bin/python benchmarks/bench_synth.py [--clips 12] [--frames 16] [--realism 40]
 
 Reports, per size, the rate with all ground truth (frames, pose, skeleton and DensePose
 control maps, part/IUV maps, masks) and the rate of the minimum a training step needs
 (frames, pose, masks, part maps; no control-map rendering).
+
+``--realism N`` also runs a real pose estimator (MediaPipe, via kinemate.pose) on N clips of
+4 frames at 256x256 and reports how often it finds the person and PCK@0.1 (share of
+keypoints within 10 % of the body height of the ground truth).
 """
 
 from __future__ import annotations
@@ -23,17 +27,44 @@ def bench(size: int, clips: int, frames: int, **kw) -> float:
     return clips * frames / (time.perf_counter() - t0)
 
 
+def realism(n: int) -> None:
+    import numpy as np
+
+    from kinemate.pose.extract import extract_pose
+
+    hits = total = detected = frames = 0
+    for seed in range(n):
+        clip = generate_clip(20_000 + seed, 4, 256, skeleton=False, densepose=False)
+        track = extract_pose(clip.frames, smooth=False, progress=False, require_person=False,
+                             max_people=1)
+        gt, pred = clip.pose, track.body
+        body_h = np.ptp(gt[..., 1][gt[..., 2] > 0])
+        found = (pred[..., 2] > 0.3).sum(-1) >= 6
+        detected += int(found.sum())
+        frames += len(found)
+        both = (gt[..., 2] > 0) & (pred[..., 2] > 0.3) & found[:, None]
+        dist = np.linalg.norm(gt[..., :2] - pred[..., :2], axis=-1)
+        hits += int((dist[both] < 0.1 * body_h).sum())
+        total += int(both.sum())
+    print(f"MediaPipe on {n} clips x 4 frames (256x256): person found in "
+          f"{detected}/{frames} frames ({100 * detected / frames:.0f} %), "
+          f"PCK@0.1 = {100 * hits / max(total, 1):.1f} % of {total} keypoints")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clips", type=int, default=12)
     ap.add_argument("--frames", type=int, default=16)
     ap.add_argument("--sizes", default="64,128,256")
+    ap.add_argument("--realism", type=int, default=0, metavar="N")
     args = ap.parse_args()
     print(f"{'size':>9} | {'fps, all ground truth':>22} | {'fps, no control maps':>21}")
     for s in (int(v) for v in args.sizes.split(",")):
         full = bench(s, args.clips, args.frames)
         lean = bench(s, args.clips, args.frames, skeleton=False, densepose=False)
         print(f"{s:>4}x{s:<4} | {full:>22.0f} | {lean:>21.0f}")
+    if args.realism:
+        realism(args.realism)
 
 
 if __name__ == "__main__":
