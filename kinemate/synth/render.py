@@ -65,7 +65,8 @@ class Canvas:
         x0, y0, x1, y1 = box
         a = alpha[..., None]
         sl = (slice(y0, y1), slice(x0, x1))
-        self.rgb[sl] = self.rgb[sl] * (1.0 - a) + colour * a
+        region = self.rgb[sl]
+        region += (colour - region) * a
         np.maximum(self.cover[sl], alpha, out=self.cover[sl])
         on = alpha > 0.5
         if np.isscalar(label):
@@ -73,8 +74,13 @@ class Canvas:
         else:
             self.parts[sl][on] = label[on]
         if u is not None:
-            self.u[sl][on] = np.clip(u, 0, 1)[on]
-            self.v[sl][on] = np.clip(v, 0, 1)[on]
+            self.u[sl][on] = _clip(u, 0, 1)[on]
+            self.v[sl][on] = _clip(v, 0, 1)[on]
+
+
+def _clip(x, lo, hi):
+    """np.clip without its Python overhead (a hot path: called ~100 times per frame)."""
+    return np.minimum(np.maximum(x, lo), hi)
 
 
 def _grid(box):
@@ -85,7 +91,7 @@ def _grid(box):
 
 def _coverage(sdf: np.ndarray) -> np.ndarray:
     """Analytic anti-aliasing: a one-pixel ramp across the edge."""
-    return np.clip(0.5 - sdf, 0.0, 1.0)
+    return _clip(0.5 - sdf, 0.0, 1.0)
 
 
 def _pattern(m: Material, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -97,12 +103,12 @@ def _pattern(m: Material, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     ca, sa = np.cos(m.angle), np.sin(m.angle)
     p, q = (a * ca + b * sa) / m.period, (b * ca - a * sa) / m.period
     if m.pattern == "stripes":
-        t = np.clip(np.sin(2 * np.pi * p) * 3.0 + 0.5, 0, 1)
+        t = _clip(np.sin(2 * np.pi * p) * 3.0 + 0.5, 0, 1)
     elif m.pattern == "checks":
-        t = np.clip(np.sin(2 * np.pi * p) * np.sin(2 * np.pi * q) * 4.0 + 0.5, 0, 1)
+        t = _clip(np.sin(2 * np.pi * p) * np.sin(2 * np.pi * q) * 4.0 + 0.5, 0, 1)
     else:  # dots
         d = np.hypot(p - np.round(p), q - np.round(q))
-        t = np.clip((0.28 - d) * 8.0 + 0.5, 0, 1)
+        t = _clip((0.28 - d) * 8.0 + 0.5, 0, 1)
     t = t[..., None].astype(np.float32)
     return c1 * (1 - t) + c2 * t
 
@@ -135,7 +141,7 @@ def capsule(canvas: Canvas, p0, p1, r0: float, r1: float, material: Material, la
     L = max(np.sqrt(L2), 1e-6)
     dx, dy = X - p0[0], Y - p0[1]
     t_raw = (dx * ex + dy * ey) / max(L2, 1e-6)
-    t = np.clip(t_raw, 0.0, 1.0)
+    t = _clip(t_raw, 0.0, 1.0)
     qx, qy = dx - t * ex, dy - t * ey
     r = r0 + (r1 - r0) * t
     sdf = np.sqrt(qx * qx + qy * qy) - r
@@ -143,7 +149,7 @@ def capsule(canvas: Canvas, p0, p1, r0: float, r1: float, material: Material, la
     if not alpha.any():
         return
     perp = (dx * ey - dy * ex) / L
-    v = np.clip(perp / np.maximum(r, 1e-3), -1, 1)
+    v = _clip(perp / np.maximum(r, 1e-3), -1, 1)
     col = _pattern(material, t_raw * L / scale, perp / scale)
     if shade:
         col = col * (0.72 + 0.28 * np.sqrt(1 - v * v))[..., None]
@@ -182,7 +188,7 @@ def polygon(canvas: Canvas, pts: np.ndarray, radius: float, axis0, axis1, materi
         ex, ey = float(b[0] - a[0]), float(b[1] - a[1])
         dx, dy = X - a[0], Y - a[1]
         L2 = max(ex * ex + ey * ey, 1e-6)
-        t = np.clip((dx * ex + dy * ey) / L2, 0, 1)
+        t = _clip((dx * ex + dy * ey) / L2, 0, 1)
         d = np.hypot(dx - t * ex, dy - t * ey)
         cross = ex * dy - ey * dx >= 0  # hull is counter-clockwise in image coordinates
         dmin = d if dmin is None else np.minimum(dmin, d)
@@ -198,13 +204,13 @@ def polygon(canvas: Canvas, pts: np.ndarray, radius: float, axis0, axis1, materi
     across = (dx * ay - dy * ax) / L
     col = _pattern(material, along / scale, across / scale)
     halfw = max(float(np.abs((hull - a0) @ np.array([ay, -ax]) / L).max()), 1.0) + radius
-    vv = np.clip(across / halfw, -1, 1)
+    vv = _clip(across / halfw, -1, 1)
     if lower is not None:
         frac, mat2 = lower
         below = (along / L > frac)[..., None]
         col = np.where(below, _pattern(mat2, along / scale, across / scale), col)
     col = col * (0.8 + 0.2 * np.sqrt(1 - vv * vv))[..., None]
-    canvas.paint(box, alpha, col, label, np.clip(along / L, 0, 1), 0.5 + 0.5 * vv)
+    canvas.paint(box, alpha, col, label, _clip(along / L, 0, 1), 0.5 + 0.5 * vv)
 
 
 def _convex_hull(pts: np.ndarray) -> np.ndarray:
@@ -261,7 +267,7 @@ def head(canvas: Canvas, centre, radius: float, rot: np.ndarray, app: Appearance
 
     def normals(rad):
         xn, yn = dx / rad, dy / rad
-        zn = np.sqrt(np.clip(1.0 - xn * xn - yn * yn, 0, None))
+        zn = np.sqrt(np.maximum(1.0 - xn * xn - yn * yn, 0))
         # camera-space normal -> head-frame normal
         return (rt[0, 0] * xn + rt[0, 1] * yn + rt[0, 2] * zn,
                 rt[1, 0] * xn + rt[1, 1] * yn + rt[1, 2] * zn,
@@ -276,14 +282,14 @@ def head(canvas: Canvas, centre, radius: float, rot: np.ndarray, app: Appearance
     eye_r = 0.13
     for sx in (-1.0, 1.0):
         dot = (n[0] * sx * abs(ex) + n[1] * ey + n[2] * ez) / en
-        eye = np.clip((dot - np.cos(eye_r)) * 400.0, 0, 1)[..., None]
+        eye = _clip((dot - np.cos(eye_r)) * 400.0, 0, 1)[..., None]
         col = col * (1 - eye) + np.asarray(app.eyes, np.float32) * eye
         brow = (n[1] + 0.33) ** 2 / 0.004 + ((n[0] - sx * 0.36) ** 2) / 0.03
-        browm = np.clip(1.0 - brow, 0, 1)[..., None] * (n[2] > 0)[..., None]
+        browm = _clip(1.0 - brow, 0, 1)[..., None] * (n[2] > 0)[..., None]
         col = col * (1 - browm) + np.asarray(app.hair, np.float32) * 0.8 * browm
     mouth = ((n[1] - 0.5) ** 2 / 0.0045 + n[0] ** 2 / 0.045 < 1.0) & (n[2] > 0)
     col[mouth] = app.lips
-    nose = np.clip(1.0 - ((n[0]) ** 2 + (n[1] - 0.22) ** 2) / 0.012, 0, 1)[..., None] * (
+    nose = _clip(1.0 - ((n[0]) ** 2 + (n[1] - 0.22) ** 2) / 0.012, 0, 1)[..., None] * (
         n[2] > 0)[..., None]
     col = col * (1 - 0.18 * nose)
     col = col * (0.7 + 0.3 * zn)[..., None]
@@ -447,5 +453,5 @@ def shadow(rgb: np.ndarray, centre_x: float, ground_y: float, width: float, stre
     X = np.arange(x0, x1, dtype=np.float32)[None, :]
     Y = np.arange(y0, y1, dtype=np.float32)[:, None]
     d = ((X - centre_x) / width) ** 2 + ((Y - ground_y) / hh) ** 2
-    k = 1.0 - strength * np.clip(1.0 - d, 0, 1) ** 1.5
+    k = 1.0 - strength * _clip(1.0 - d, 0, 1) ** 1.5
     rgb[y0:y1, x0:x1] *= k[..., None]
