@@ -20,7 +20,7 @@ from kinemate.errors import NoPersonError
 from kinemate.pose.backends import PoseBackend
 from kinemate.pose.extract import detect_reference_pose, extract_pose
 from kinemate.pose.openpose_json import is_pose_file, load_pose
-from kinemate.pose.render import frame_parts, map_parts, overlay, render_openpose
+from kinemate.pose.render import ControlFrames, frame_parts, map_parts, overlay
 from kinemate.pose.retarget import retarget as retarget_track
 from kinemate.pose.temporal import DEFAULT_MIN_CONF, fill_gaps, gate_confidence, hold_person, smooth_track
 from kinemate.pose.track import PoseTrack
@@ -104,7 +104,8 @@ def control_frames_from_driving(
 
     ``driving_path``: a video file, a folder of frames, a pose JSON (kinemate or OpenPose; a
     folder of OpenPose files), or a :class:`PoseTrack`. Returns ``(frames, fps, num_frames)``
-    where ``frames`` yields uint8 (dst_h, dst_w, 3) OpenPose maps lazily.
+    where ``frames`` is a :class:`~kinemate.pose.render.ControlFrames`: uint8 (dst_h, dst_w, 3)
+    OpenPose maps rendered lazily, usable as an iterator or as a sequence (``len``, ``[i]``).
 
     With ``retarget`` (default) the motion is fitted to the reference person and drawn through
     ``framing`` — the :class:`kinemate.io.Framing` applied to the reference photo (default
@@ -132,7 +133,7 @@ def control_frames_from_driving(
             framing = Framing.compute(ref_wh, dst, fit)  # type: ignore[arg-type]
     else:
         framing = Framing.compute(controls.size, dst, fit)  # type: ignore[arg-type]
-    frames = render_openpose(controls, dst, framing=framing, hands=hands, face=face, min_conf=min_conf)
+    frames = ControlFrames(controls, dst, framing=framing, hands=hands, face=face, min_conf=min_conf)
     return frames, controls.fps, len(controls)
 
 

@@ -146,16 +146,52 @@ def render_openpose(
     "letterbox") — the same fit used for the reference photo. ``size_wh`` None: the track's size.
     """
     dst = tuple(size_wh) if size_wh is not None else track.size
-    if framing is None and dst != track.size:
-        from kinemate.io import Framing
+    yield from ControlFrames(track, dst, framing=framing, fit=fit, hands=hands, face=face,  # type: ignore[arg-type]
+                             min_conf=min_conf, scale=scale)  # fmt: skip
 
-        framing = Framing.compute(track.size, dst, fit)  # type: ignore[arg-type]
-    w, h = int(dst[0]), int(dst[1])
-    for i in range(len(track)):
+
+class ControlFrames:
+    """Lazily rendered control maps of a track: a sequence (``len``, ``frames[i]``, slices give
+    lists) that renders a frame when asked (bounded memory for long videos), and also an
+    iterator (``next(frames)`` walks it once), so it can be used wherever either is expected."""
+
+    def __init__(self, track: PoseTrack, size_wh: tuple[int, int], framing: object | None = None,
+                 **draw: object) -> None:  # fmt: skip
+        self.track = track
+        self.size_wh = (int(size_wh[0]), int(size_wh[1]))
+        if framing is None and self.size_wh != track.size:
+            from kinemate.io import Framing
+
+            framing = Framing.compute(track.size, self.size_wh, str(draw.pop("fit", "crop")))  # type: ignore[arg-type]
+        draw.pop("fit", None)
+        self.framing = framing
+        self.draw = draw
+        self._cursor = 0
+
+    def __len__(self) -> int:
+        return len(self.track)
+
+    def __getitem__(self, index: int | slice) -> np.ndarray | list[np.ndarray]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]  # type: ignore[misc]
+        i = int(index)
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(f"control frame {index} out of range (0..{len(self) - 1})")
+        w, h = self.size_wh
         canvas = np.zeros((h, w, 3), np.uint8)
-        draw_pose(canvas, map_parts(frame_parts(track, i), framing), hands=hands, face=face,
-                  min_conf=min_conf, scale=scale)  # fmt: skip
-        yield canvas
+        return draw_pose(canvas, map_parts(frame_parts(self.track, i), self.framing), **self.draw)  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for i in range(len(self)):
+            yield self[i]  # type: ignore[misc]
+
+    def __next__(self) -> np.ndarray:
+        if self._cursor >= len(self):
+            raise StopIteration
+        self._cursor += 1
+        return self[self._cursor - 1]  # type: ignore[return-value]
 
 
 def overlay(image: np.ndarray, parts: dict[str, np.ndarray], *, min_conf: float = DEFAULT_MIN_CONF) -> np.ndarray:

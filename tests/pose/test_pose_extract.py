@@ -152,6 +152,13 @@ def test_one_frame_video_and_photo_input(backend, astronaut, tmp_path):
     frames, fps, n = control_frames_from_driving(photo, astronaut, (128, 128), backend=backend, progress=False)
     frames = list(frames)
     assert n == 1 and len(frames) == 1 and frames[0].shape == (128, 128, 3) and frames[0].any()
+    # a folder of frames is a video too
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, frame in enumerate(_shifted_clip(astronaut, 2, 8)):
+        write_image(folder / f"{i:03d}.png", frame)
+    track = extract_pose(folder, backend=backend, progress=False, fps=12)
+    assert len(track) == 2 and track.fps == 12 and track.present().all()
 
 
 def test_no_person_in_video_or_reference(backend, tmp_path):

@@ -111,3 +111,21 @@ def test_sizes_scale_with_resolution():
     # nonzero area scales with the square of the resolution (within drawing rounding)
     ratio = (big.any(-1).sum()) / (small.any(-1).sum())
     assert 3.3 < ratio < 4.7
+
+
+def test_control_frames_sequence_and_iterator():
+    from kinemate.pose.render import ControlFrames
+
+    t = track_of([skeleton(lengths(), neck=(200 + 10 * i, 150)) for i in range(3)])
+    frames = ControlFrames(t, (256, 320), fit="letterbox")
+    listed = list(render_openpose(t, (256, 320), fit="letterbox"))
+    assert len(frames) == 3
+    for i in range(3):
+        np.testing.assert_array_equal(frames[i], listed[i])
+    np.testing.assert_array_equal(frames[-1], listed[2])
+    assert len(frames[0:2]) == 2
+    np.testing.assert_array_equal(next(frames), listed[0])
+    np.testing.assert_array_equal(next(frames), listed[1])
+    assert not np.array_equal(listed[0], listed[1])
+    with pytest.raises(IndexError):
+        frames[3]
