@@ -9,6 +9,7 @@ person following + gap filling + One-Euro smoothing):
 * ``max_people=1`` — one MediaPipe pass per frame (fastest);
 * ``max_people=2`` — the default: a second pass on the frame with the first person blanked
   out, to notice a second person;
+* body only (``--body-only``: MediaPipe's Pose graph instead of Holistic, no hands or face);
 
 and the rendering speed of OpenPose control maps at the same size, and the time to retarget
 the track. Numbers depend on the CPU and on how many cores are free.
@@ -60,14 +61,16 @@ def main() -> None:
         extract_pose(clip, backend=warm, max_frames=3, progress=False)  # load the models once
         warm.close()
         track = None
-        for people in (1, 2):
-            be = MediaPipeBackend(max_people=people)
+        for people, full in ((1, True), (2, True), (1, False)):
+            be = MediaPipeBackend(max_people=people, hands=full, face=full)
             t0 = time.perf_counter()
-            track = extract_pose(clip, backend=be, progress=False)
+            track_i = extract_pose(clip, backend=be, progress=False)
             dt = time.perf_counter() - t0
             be.close()
-            print(f"extract (max_people={people}): {args.frames / dt:6.1f} frames/s "
-                  f"({1000 * dt / args.frames:.0f} ms/frame, {int(track.present().sum())} frames with a person)")  # fmt: skip
+            track = track_i if full else track
+            what = "holistic" if full else "body only"
+            print(f"extract {what} (max_people={people}): {args.frames / dt:6.1f} frames/s "
+                  f"({1000 * dt / args.frames:.0f} ms/frame, {int(track_i.present().sum())} frames with a person)")  # fmt: skip
         assert track is not None
         from skimage import data
 

@@ -61,6 +61,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", default="mediapipe", help="pose estimator: mediapipe (bundled) or dwpose")
     p.add_argument("--pose-model-dir", metavar="DIR",
                    help="folder of the user-supplied model files of a non-bundled backend (dwpose)")  # fmt: skip
+    p.add_argument("--body-only", action="store_true", help="no hands and face (faster extraction)")
     p.add_argument("--no-smooth", action="store_true", help="no One-Euro smoothing")
     p.add_argument("--max-frames", type=int, default=None, help="only the first N frames")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -82,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
         track = kp.load_driving_track(inp, select=select, smooth=not args.no_smooth, max_frames=args.max_frames)
     else:
         options = {"model_dir": args.pose_model_dir} if args.pose_model_dir else {}
+        if args.body_only:
+            options.update(hands=False, face=False)
         backend = kp.get_backend(args.backend, max_people=args.max_people, video=True, **options)
         try:
             track = kp.extract_pose(inp, backend=backend, select=select, smooth=not args.no_smooth,

@@ -58,13 +58,16 @@ def extract_pose(
     fps: float | None = None,
     progress: bool = True,
     require_person: bool = True,
+    hands: bool = True,
+    face: bool = True,
 ) -> PoseTrack:
     """Extract one person's pose track from a video file, an image folder, an image file, or
     frames in memory (uint8 (H, W, 3) or (F, H, W, 3) RGB).
 
     ``select``: which person when several are seen — "largest", "central" or n (n-th from the
     left), then followed over time. ``max_people``: how many people the MediaPipe backend looks
-    for per frame (1 is fastest). ``smooth``: One-Euro smoothing (gating and gap filling always
+    for per frame (1 is fastest). ``hands``/``face``: also extract them (both False: body
+    only, faster; applies to a backend built here from its name). ``smooth``: One-Euro smoothing (gating and gap filling always
     run). Raises :class:`NoPersonError` if ``require_person`` and nobody is found in any frame.
     """
     own = isinstance(backend, str)
@@ -72,7 +75,7 @@ def extract_pose(
         is_still = isinstance(source, np.ndarray) and source.ndim == 3 or (
             not isinstance(source, np.ndarray) and _is_image_file(Path(source))
         )
-        be = get_backend(backend, max_people=max_people, video=not is_still)
+        be = get_backend(backend, max_people=max_people, video=not is_still, hands=hands, face=face)
     else:
         be = backend
         be.reset()

@@ -143,6 +143,16 @@ def test_video_track_follows_the_motion(backend, astronaut, tmp_path):
         _check_plausible(track.body[t], 256, 256)
 
 
+def test_body_only_backend(astronaut):
+    be = MediaPipeBackend(max_people=1, video=False, hands=False, face=False)
+    try:
+        track = extract_pose(astronaut, backend=be, progress=False)
+    finally:
+        be.close()
+    _check_plausible(track.body[0], 512, 512)
+    assert not (track.face[..., 2] > 0).any() and not (track.hand_left[..., 2] > 0).any()
+
+
 def test_one_frame_video_and_photo_input(backend, astronaut, tmp_path):
     clip = _shifted_clip(astronaut, 1, 0)
     path = write_video(tmp_path / "one.mp4", clip, 25)
