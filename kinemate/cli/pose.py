@@ -48,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "photo with --reference): .mp4/.gif, a folder, or an image")  # fmt: skip
     p.add_argument("--reference", metavar="PHOTO", help="retarget the motion to the person in this photo")
     p.add_argument("--no-retarget", action="store_true",
-                   help="with --reference: do not retarget (previews/controls only get the reference framing)")  # fmt: skip
+                   help="with --reference: keep the driving pose's own proportions and position")  # fmt: skip
     p.add_argument("--controls", metavar="PATH", help="also write the OpenPose control maps (.mp4, .gif or folder)")
     p.add_argument("--size", type=_size, metavar="WxH",
                    help="size of the control maps (default: the reference photo's or the video's size)")  # fmt: skip
