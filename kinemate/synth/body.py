@@ -227,3 +227,79 @@ def torso_rotation(ang: dict[str, np.ndarray]) -> np.ndarray:
 def hips_rotation(ang: dict[str, np.ndarray]) -> np.ndarray:
     """Rotation (F, 3, 3) of the pelvis frame into camera space."""
     return _rot_y(ang["yaw"]) @ _rot_z(ang["lean"])
+
+
+# ---------------------------------------------------------------------------------------
+# Hands (OpenPose hand-21) and face (OpenPose face-70) keypoints
+
+# Face landmarks (iBUG 68 + right and left pupil) as (x, y) on the unit head sphere seen from the
+# front (x = person's left, y down; z = sqrt(1 - x^2 - y^2)). Point 0 is on the person's right.
+def _face_template() -> np.ndarray:
+    pts: list[tuple[float, float]] = []
+    for i in range(17):  # jaw, right ear -> chin -> left ear
+        a = np.pi * i / 16
+        pts.append((-0.8 * np.cos(a), -0.02 + 0.74 * np.sin(a) ** 1.2))
+    for x in np.linspace(-0.6, -0.16, 5):  # right brow
+        pts.append((x, -0.3 - 0.06 * np.sin(np.pi * (x + 0.6) / 0.44)))
+    for x in np.linspace(0.16, 0.6, 5):  # left brow
+        pts.append((x, -0.3 - 0.06 * np.sin(np.pi * (x - 0.16) / 0.44)))
+    for y in np.linspace(-0.18, 0.16, 4):  # nose bridge
+        pts.append((0.0, y))
+    for x in np.linspace(-0.14, 0.14, 5):  # nostrils
+        pts.append((x, 0.27 - 0.02 * (1 - abs(x) / 0.14)))
+    for cx, outer_first in ((-0.386, True), (0.386, False)):  # eyes, iBUG order
+        hw, hh = 0.11, 0.045
+        if outer_first:  # right eye: outer corner, upper outer, upper inner, inner, lower ...
+            ring = [(-hw, 0), (-hw / 2, -hh), (hw / 2, -hh), (hw, 0), (hw / 2, hh), (-hw / 2, hh)]
+        else:  # left eye: inner corner, upper inner, upper outer, outer, lower ...
+            ring = [(-hw, 0), (-hw / 2, -hh), (hw / 2, -hh), (hw, 0), (hw / 2, hh), (-hw / 2, hh)]
+        pts.extend((cx + dx, -0.054 + dy) for dx, dy in ring)
+    outer = [(-0.2, 0.5), (-0.13, 0.46), (-0.06, 0.445), (0.0, 0.455), (0.06, 0.445),
+             (0.13, 0.46), (0.2, 0.5), (0.13, 0.54), (0.06, 0.56), (0.0, 0.565), (-0.06, 0.56),
+             (-0.13, 0.54)]
+    inner = [(-0.15, 0.5), (-0.06, 0.49), (0.0, 0.49), (0.06, 0.49), (0.15, 0.5), (0.06, 0.51),
+             (0.0, 0.515), (-0.06, 0.51)]
+    pts.extend(outer + inner)
+    pts.extend([(-0.386, -0.054), (0.386, -0.054)])  # pupils
+    xy = np.array(pts)
+    z = np.sqrt(np.clip(1.0 - (xy ** 2).sum(-1), 0.0, None))
+    return np.concatenate([xy, z[:, None]], -1)
+
+
+FACE70 = _face_template()  # (70, 3) unit-sphere points in the head frame
+
+
+def face_points(head: np.ndarray, rot_head: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """Face-70 keypoints (F, 70, 3) in the units of ``head`` (F, 3), and (F, 70) visibility
+    (the landmark's surface faces the camera)."""
+    n = np.einsum("fij,kj->fki", rot_head, FACE70)
+    return head[:, None, :] + n * radius, n[..., 2] > 0.2
+
+
+def hand_points(wrist: np.ndarray, elbow: np.ndarray, forward: np.ndarray, length: float,
+                width: float) -> np.ndarray:
+    """Hand-21 keypoints (F, 21, 3) of a mitten-like hand: ``wrist``/``elbow`` (F, 3), the
+    torso's forward axis ``forward`` (F, 3) (the thumb side when the palm faces the thigh),
+    hand ``length`` and half ``width`` in the same units."""
+    fa = wrist - elbow
+    fa /= np.maximum(np.linalg.norm(fa, axis=-1, keepdims=True), 1e-9)
+    lat = forward - (forward * fa).sum(-1, keepdims=True) * fa
+    ln = np.linalg.norm(lat, axis=-1, keepdims=True)
+    fallback = np.cross(fa, np.array([0.0, 0.0, 1.0]))
+    lat = np.where(ln > 1e-3, lat / np.maximum(ln, 1e-9), fallback)
+    lat /= np.maximum(np.linalg.norm(lat, axis=-1, keepdims=True), 1e-9)
+    out = np.zeros(wrist.shape[:1] + (21, 3))
+    out[:, 0] = wrist
+
+    def at(along, across):
+        return wrist + fa * (along * length) + lat * (across * width)
+
+    # thumb: CMC, MCP, IP, tip
+    for k, (a, c) in enumerate(((0.12, 0.6), (0.3, 0.95), (0.48, 1.15), (0.64, 1.25))):
+        out[:, 1 + k] = at(a, c)
+    # fingers: index, middle, ring, pinky; MCP, PIP, DIP, tip
+    for f, (spread, reach) in enumerate(((0.55, 1.0), (0.18, 1.06), (-0.18, 1.0), (-0.55, 0.9))):
+        for k, t in enumerate((0.0, 0.38, 0.7, 1.0)):
+            along = 0.45 + (reach - 0.45) * t
+            out[:, 5 + 4 * f + k] = at(along, spread * (1.0 + 0.25 * t))
+    return out

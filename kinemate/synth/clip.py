@@ -26,7 +26,9 @@ from kinemate.synth.body import (
     JOINTS,
     BodyShape,
     J,
+    face_points,
     forward_kinematics,
+    hand_points,
     head_rotation,
     hips_rotation,
     torso_rotation,
@@ -47,7 +49,11 @@ class Clip:
     * ``pose``     float32 (F, 18, 3) OpenPose COCO-18 body keypoints ``(x, y, conf)`` in
       pixels; conf is 1 for visible joints, 0 for joints outside the image and for face
       points on the far side of the head (see :data:`kinemate.synth.body.COCO18`)
-    * ``skeleton`` uint8 (F, H, W, 3) OpenPose-style control maps of ``pose`` (None if not
+    * ``hand_left``, ``hand_right`` float32 (F, 21, 3) OpenPose hand-21 keypoints of the
+      person's left / right hand; ``face`` float32 (F, 70, 3) OpenPose face-70 keypoints
+      (conf 0 where the face turns away or outside the image)
+    * ``skeleton`` uint8 (F, H, W, 3) OpenPose control maps of the body, hands and face,
+      drawn by :mod:`kinemate.pose.render` exactly as for driving videos (None if not
       requested)
     * ``parts``    uint8 (F, H, W) DensePose part index per pixel: 0 background, 1..24
       (:data:`kinemate.synth.render.PART_NAMES`)
@@ -71,6 +77,9 @@ class Clip:
     joints3d: np.ndarray
     fps: float
     meta: dict = field(default_factory=dict)
+    hand_left: np.ndarray | None = None
+    hand_right: np.ndarray | None = None
+    face: np.ndarray | None = None
 
     @property
     def num_frames(self) -> int:
@@ -82,16 +91,23 @@ class Clip:
         return (self.frames.shape[2], self.frames.shape[1])
 
     def pose_track(self):
-        """The pose as a :class:`kinemate.pose.PoseTrack` (body only)."""
-        return to_pose_track(self.pose, self.size, self.fps, self.meta)
+        """The pose as a :class:`kinemate.pose.PoseTrack` (body, hands, face)."""
+        return to_pose_track(self.pose, self.size, self.fps, self.meta,
+                             hand_left=self.hand_left, hand_right=self.hand_right,
+                             face=self.face)
 
 
-def to_pose_track(pose: np.ndarray, size_wh: tuple[int, int], fps: float, meta: dict | None = None):
-    """Wrap (F, 18, 3) COCO-18 keypoints as a kinemate PoseTrack (hands and face empty)."""
+def to_pose_track(pose: np.ndarray, size_wh: tuple[int, int], fps: float, meta: dict | None = None,
+                  *, hand_left=None, hand_right=None, face=None):
+    """Wrap (F, 18, 3) COCO-18 keypoints (and optionally (F, 21, 3) hands, (F, 70, 3) face)
+    as a kinemate PoseTrack."""
     from kinemate.pose.track import PoseTrack
 
     track = PoseTrack.empty(len(pose), size_wh[0], size_wh[1], fps)
     track.body[:] = pose
+    for name, arr in (("hand_left", hand_left), ("hand_right", hand_right), ("face", face)):
+        if arr is not None:
+            getattr(track, name)[:] = arr
     track.confidence = track.present().astype(np.float32)
     track.meta = {"source": "kinemate.synth", **({"seed": meta["seed"]} if meta else {})}
     return track
@@ -113,20 +129,26 @@ def _parse_size(size) -> tuple[int, int]:
     return w, h
 
 
-def render_skeleton_maps(pose: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
-    """OpenPose-style skeleton control maps (F, H, W, 3) for (F, 18, 3) keypoints."""
+def render_skeleton_maps(pose: np.ndarray, size_wh: tuple[int, int], *, hand_left=None,
+                         hand_right=None, face=None) -> np.ndarray:
+    """OpenPose control maps (F, H, W, 3) for (F, 18, 3) body keypoints, plus hands (F, 21, 3)
+    and face (F, 70, 3) when given — drawn by :func:`kinemate.pose.render.draw_pose`, the
+    renderer used for driving videos, at its default line widths for this size."""
     w, h = size_wh
     out = np.zeros((len(pose), h, w, 3), np.uint8)
     try:
-        from kinemate.pose.render import draw_body
-    except Exception:  # pragma: no cover - kinemate.pose always ships draw_body
-        draw_body = None
-    scale = min(w, h) / 512.0
+        from kinemate.pose.render import draw_pose
+    except Exception:  # pragma: no cover - kinemate.pose always ships draw_pose
+        draw_pose = None
     for i, body in enumerate(pose):
-        if draw_body is not None:
-            draw_body(out[i], body, min_conf=0.5, scale=scale)
-        else:
-            _draw_body_fallback(out[i], body, scale)
+        if draw_pose is None:
+            _draw_body_fallback(out[i], body, min(w, h) / 512.0)
+            continue
+        parts = {"body": body}
+        for name, arr in (("hand_left", hand_left), ("hand_right", hand_right), ("face", face)):
+            if arr is not None:
+                parts[name] = arr[i]
+        draw_pose(out[i], parts)
     return out
 
 
@@ -174,11 +196,14 @@ def _face_visibility(j3: np.ndarray, head_r: float) -> np.ndarray:
 
 def generate_clip(seed: int, num_frames: int = 16, size=(128, 128), motion: str | None = None,
                   *, fps: float = DEFAULT_FPS, skeleton: bool = True,
-                  densepose: bool = True) -> Clip:
+                  densepose: bool = True, skeleton_hands: bool = True,
+                  skeleton_face: bool = True) -> Clip:
     """Generate one synthetic clip (see :class:`Clip`). ``size`` is (W, H), an int or "WxH".
 
     ``motion``: one of :data:`kinemate.synth.motions.MOTIONS` (None: drawn from the seed).
     ``skeleton`` / ``densepose``: also render those control maps (cheap; off saves time).
+    ``skeleton_hands`` / ``skeleton_face``: draw hands / face into the skeleton maps (as the
+    driving-video renderer does by default); the keypoints are in the clip either way.
     """
     if num_frames < 1:
         raise UsageError(f"num_frames must be at least 1, got {num_frames}")
@@ -228,9 +253,17 @@ def generate_clip(seed: int, num_frames: int = 16, size=(128, 128), motion: str 
     jp[..., 0] += ox
     jp[..., 1] += ground
 
+    # --- hands and face keypoints (3D, pixels)
+    rot_head, rot_torso, rot_hips = head_rotation(ang), torso_rotation(ang), hips_rotation(ang)
+    hands = {
+        side: hand_points(jp[:, J[f"{side}_wrist"]], jp[:, J[f"{side}_elbow"]],
+                          rot_torso[:, :, 2], shape.hand * s, shape.r_hand * s)
+        for side in "rl"
+    }
+    face3, face_vis = face_points(jp[:, J["head"]], rot_head, shape.head_r * s)
+
     # --- background (static) and per-frame painting
     bg, bg_meta = render_background(rng_scene, w, h, ground)
-    rot_head, rot_torso, rot_hips = head_rotation(ang), torso_rotation(ang), hips_rotation(ang)
     frames = np.empty((num_frames, h, w, 3), np.uint8)
     parts = np.empty((num_frames, h, w), np.uint8)
     iuv = np.empty((num_frames, h, w, 3), np.uint8)
@@ -244,8 +277,9 @@ def generate_clip(seed: int, num_frames: int = 16, size=(128, 128), motion: str 
         shadow(canvas.rgb, float(fx.mean()), ground,
                float(max(fx.max() - fx.min(), shape.hip_hw * 3 * s) * 0.7 + 2),
                shadow_strength * max(0.0, 1.0 - 6.0 * air))
+        thumbs = {side: (hands[side][f, 1], hands[side][f, 4]) for side in "rl"}
         for prim in person_prims(jp[f, :, :2], jp[f, :, 2], s, shape, app, rot_head[f],
-                                 rot_torso[f], rot_hips[f]):
+                                 rot_torso[f], rot_hips[f], thumbs=thumbs):
             prim.paint(canvas)
         frames[f] = np.clip(canvas.rgb * 255.0 + 0.5, 0, 255).astype(np.uint8)
         parts[f] = canvas.parts
@@ -263,6 +297,20 @@ def generate_clip(seed: int, num_frames: int = 16, size=(128, 128), motion: str 
     kp[..., 2] = vis.astype(np.float32)
     kp[~vis, :2] = 0.0
 
+    def keypoints(p3: np.ndarray, visible: np.ndarray | None = None) -> np.ndarray:
+        out = np.zeros(p3.shape[:2] + (3,), np.float32)
+        out[..., :2] = p3[..., :2]
+        ok = ((out[..., 0] >= 0) & (out[..., 0] <= w - 1) & (out[..., 1] >= 0)
+              & (out[..., 1] <= h - 1))
+        if visible is not None:
+            ok &= visible
+        out[..., 2] = ok
+        out[~ok, :2] = 0.0
+        return out
+
+    hand_r, hand_l = keypoints(hands["r"]), keypoints(hands["l"])
+    face_kp = keypoints(face3, face_vis)
+
     meta = {
         "seed": seed,
         "generator": "kinemate.synth",
@@ -279,7 +327,10 @@ def generate_clip(seed: int, num_frames: int = 16, size=(128, 128), motion: str 
     return Clip(
         frames=frames,
         pose=kp,
-        skeleton=render_skeleton_maps(kp, (w, h)) if skeleton else None,
+        skeleton=render_skeleton_maps(
+            kp, (w, h), hand_left=hand_l if skeleton_hands else None,
+            hand_right=hand_r if skeleton_hands else None,
+            face=face_kp if skeleton_face else None) if skeleton else None,
         parts=parts,
         iuv=iuv,
         densepose=densepose_map(parts) if densepose else None,
@@ -288,6 +339,9 @@ def generate_clip(seed: int, num_frames: int = 16, size=(128, 128), motion: str 
         joints3d=jp.astype(np.float32),
         fps=float(fps),
         meta=meta,
+        hand_left=hand_l,
+        hand_right=hand_r,
+        face=face_kp,
     )
 
 

@@ -153,11 +153,13 @@ class VideoItem:
 
     # --- training view ------------------------------------------------------------------
     def load(self, size=None, control: str = "openpose", *, indices: Sequence[int] | None = None,
-             fit: str = "crop") -> tuple[np.ndarray, np.ndarray]:
+             fit: str = "crop", hands: bool = True, face: bool = True,
+             ) -> tuple[np.ndarray, np.ndarray]:
         """``(frames, controls)`` uint8 (F, H, W, 3), framed onto ``size`` = (W, H) (None: as is).
 
-        ``control="openpose"`` renders skeleton maps from ``pose.json`` at the target size
-        (keypoints carried through the same framing as the frames); ``"densepose"`` frames the
+        ``control="openpose"`` renders skeleton maps (body, plus ``hands`` and ``face`` where the
+        track has them) from ``pose.json`` at the target size, keypoints carried through the
+        same framing as the frames — the same drawing as for driving videos; ``"densepose"`` frames the
         DensePose maps with nearest-neighbour resampling.
         """
         frames = self.read_frames(indices)
@@ -174,16 +176,20 @@ class VideoItem:
             if track is None:
                 raise InputError(f"video {self.name} in {self.path.parent} has no pose.json; run "
                                  "'kinemate pose' on it or train with control 'densepose'")
-            body = track.body if indices is None else track.body[list(indices)]
-            body = body.copy()
-            if (track.width, track.height) != src:  # pose of another resolution: rescale
-                body[..., 0] *= src[0] / track.width
-                body[..., 1] *= src[1] / track.height
-            if framing is not None:
-                body[..., :2] = framing.map_points(body[..., :2])
+            sel = slice(None) if indices is None else list(indices)
+            pts = {name: arr[sel].copy() for name, arr in track.parts().items()}
+            for arr in pts.values():
+                if (track.width, track.height) != src:  # pose of another resolution: rescale
+                    arr[..., 0] *= src[0] / track.width
+                    arr[..., 1] *= src[1] / track.height
+                if framing is not None:
+                    arr[..., :2] = framing.map_points(arr[..., :2])
             from kinemate.synth.clip import render_skeleton_maps
 
-            controls = render_skeleton_maps(body, dst)
+            controls = render_skeleton_maps(
+                pts["body"], dst, hand_left=pts["hand_left"] if hands else None,
+                hand_right=pts["hand_right"] if hands else None,
+                face=pts["face"] if face else None)
         elif control == "densepose":
             dp = self.read_densepose(indices)
             if dp is None:

@@ -314,12 +314,13 @@ def head(canvas: Canvas, centre, radius: float, rot: np.ndarray, app: Appearance
 
 def person_prims(j2: np.ndarray, jz: np.ndarray, scale: float, shape: BodyShape,
                  app: Appearance, rot_head: np.ndarray, rot_torso: np.ndarray,
-                 rot_hips: np.ndarray) -> list[Prim]:
+                 rot_hips: np.ndarray, thumbs: dict | None = None) -> list[Prim]:
     """The paintable parts of one person in one frame, sorted back to front.
 
     ``j2`` (J, 2) joint pixel positions, ``jz`` (J,) depths in pixels (towards the camera
     positive), ``scale`` pixels per body height, the rotations (3, 3) map the head / torso
-    / pelvis frames into camera space (for profile widths and facing).
+    / pelvis frames into camera space (for profile widths and facing). ``thumbs`` maps
+    "r"/"l" to the (base, tip) 3D pixel positions of each thumb.
     """
     s = scale
     prims: list[Prim] = []
@@ -405,6 +406,12 @@ def person_prims(j2: np.ndarray, jz: np.ndarray, scale: float, shape: BodyShape,
                           lambda c, wr=wr, hd=hd, side=side: capsule(
                               c, wr, hd, shape.r_hand * s, shape.r_hand * 1.1 * s, skin,
                               _HAND[side], s)))
+        if thumbs is not None:
+            t0, t1 = thumbs[side]
+            prims.append(Prim(float(0.5 * (t0[2] + t1[2])) + 0.0141 * s,
+                              lambda c, t0=t0, t1=t1, side=side: capsule(
+                                  c, t0[:2], t1[:2], shape.r_hand * 0.45 * s,
+                                  shape.r_hand * 0.4 * s, skin, _HAND[side], s)))
 
     # legs
     legs_front = 0 if facing else 1

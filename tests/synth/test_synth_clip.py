@@ -44,6 +44,21 @@ def test_shapes_and_dtypes():
     assert c.mask.shape == (5, 64, 96) and c.mask.dtype == bool
     assert c.densepose.shape == (5, 64, 96, 3)
     assert c.size == (96, 64) and c.meta["motion"] == "wave"
+    assert c.hand_left.shape == c.hand_right.shape == (5, 21, 3) and c.face.shape == (5, 70, 3)
+    track = c.pose_track()
+    assert np.array_equal(track.body, c.pose) and np.array_equal(track.face, c.face)
+    assert np.array_equal(track.hand_left, c.hand_left)
+
+
+def test_face_turns_away_and_hands_follow_wrists():
+    c = generate_clip(34, 24, 160, motion="turn")
+    facing = c.face[..., 2].mean(axis=1)
+    assert facing.max() > 0.8 and facing.min() < 0.1  # seen from the front and from behind
+    for hand, wrist in ((c.hand_left, 7), (c.hand_right, 4)):
+        assert np.allclose(hand[:, 0, :2], c.pose[:, wrist, :2], atol=1e-3)
+    body_only = generate_clip(34, 2, 160, motion="turn", skeleton_hands=False,
+                              skeleton_face=False)
+    assert (c.skeleton[:2] != body_only.skeleton).any()
 
 
 def test_seed_splits_do_not_overlap():
@@ -74,6 +89,12 @@ def test_ground_truth_is_consistent(seed, size):
                 assert 0 <= xi < w and 0 <= yi < h
                 face = k == 0 or k >= 14
                 assert (near if face else c.mask)[f, yi, xi], (seed, f, k, x, y)
+    # hands and face keypoints lie on the person too (within a pixel: outlines)
+    for f in range(c.num_frames):
+        for pts in (c.hand_left[f], c.hand_right[f], c.face[f]):
+            for x, y, conf in pts:
+                if conf > 0:
+                    assert near[f, int(round(y)), int(round(x))], (seed, f, x, y)
     # the part map and the mask agree, and the person is coloured over the background
     assert np.array_equal(c.parts > 0, c.mask)
     assert np.array_equal(c.iuv[..., 0], c.parts)

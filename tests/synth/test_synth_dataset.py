@@ -36,8 +36,11 @@ def test_cli_writes_dataset_that_reads_back(tmp_path):
         track = item.read_pose()
         assert track.size == (80, 64) and len(track) == 4
         assert np.allclose(track.body, clip.pose, atol=2e-3)
+        assert np.allclose(track.face, clip.face, atol=2e-3)
         frames, controls = item.load(size=(64, 64), control="openpose")
         assert frames.shape == controls.shape == (4, 64, 64, 3) and controls.any()
+        _, same = item.load(control="openpose")  # native size: the clip's own skeleton maps
+        assert np.array_equal(same, clip.skeleton)
         frames, controls = item.load(control="densepose", indices=[1, 3])
         assert np.array_equal(controls, clip.densepose[[1, 3]])
 
