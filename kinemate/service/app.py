@@ -361,6 +361,10 @@ def create_app(config: ServiceConfig, *, store: JobStore | None = None,
             job_dir.mkdir(parents=True)
             try:
                 inputs = await run_in_threadpool(_store_inputs, files, job_dir, config)
+                if inputs["driving"]["kind"] == "pose" and params.control == "densepose":
+                    raise HTTPException(422, "control 'densepose' needs a DensePose video, but "
+                                        "the driving file is a pose JSON — use control 'pose' "
+                                        "or 'auto'")
                 job, created = store.create_job(
                     job_id, key.id, params.model_dump(), inputs,
                     max_active=config.limits.max_active_jobs_per_key,

@@ -245,7 +245,7 @@ def container_problem(path: Path, kind: str) -> str | None:
 
 
 def check_pose_json(path: Path, limits: Limits) -> PoseInfo:
-    """Accept ``path`` as a pose track JSON (kinemate.pose format)."""
+    """Accept ``path`` as a pose track: kinemate pose JSON or OpenPose JSON."""
     what = "the pose JSON"
     raw = path.read_bytes()
     try:
@@ -254,38 +254,31 @@ def check_pose_json(path: Path, limits: Limits) -> PoseInfo:
         reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
         raise UploadRejected(f"{what} is not valid JSON ({reason}) — upload a file written by "
                              "'kinemate pose' (PoseTrack JSON)") from None
-    if not isinstance(data, dict):
-        raise UploadRejected(f"{what} must be a JSON object (a PoseTrack), not "
-                             f"{type(data).__name__} — upload a file written by 'kinemate pose'")
-    from kinemate.pose.track import PoseTrack
+    if not isinstance(data, (dict, list)):
+        raise UploadRejected(f"{what} must be a kinemate pose file or OpenPose JSON, not a "
+                             f"JSON {type(data).__name__} — upload a file written by "
+                             "'kinemate pose'")
+    del data
+    from kinemate.pose import load_pose
+
     try:
-        track = PoseTrack.load(path)
+        track = load_pose(path)
     except InputError as exc:
         raise UploadRejected(_scrub(str(exc), path, what)) from exc
     except Exception as exc:  # noqa: BLE001
         raise UploadRejected(f"{what} is not a valid PoseTrack ({type(exc).__name__}: "
-                             f"{str(exc)[:200]}) — upload a file written by 'kinemate pose'") from exc
+                             f"{_scrub(str(exc), path, what)[:200]}) — upload a file written by "
+                             "'kinemate pose' "
+                             "or an OpenPose JSON") from exc
     frames = len(track)
     if frames == 0:
         raise UploadRejected(f"{what} has no frames — upload a track with at least one frame")
     if frames > limits.max_video_frames:
         raise UploadRejected(f"{what} has {frames} frames, above the limit of "
                              f"{limits.max_video_frames} — trim it", 413)
-    width, height = _track_size(track)
+    width, height = int(track.width), int(track.height)
     fps = float(getattr(track, "fps", 25.0) or 25.0)
     if frames / fps > limits.max_video_seconds:
         raise UploadRejected(f"{what} lasts {frames / fps:.1f} s, above the limit of "
                              f"{limits.max_video_seconds:.0f} s — trim it", 413)
     return PoseInfo("json", frames, width, height, fps)
-
-
-def _track_size(track) -> tuple[int, int]:
-    for attr in ("size_wh", "image_size", "size"):
-        value = getattr(track, attr, None)
-        if value is not None and not callable(value):
-            try:
-                width, height = (int(v) for v in value)
-                return width, height
-            except (TypeError, ValueError):
-                pass
-    return int(getattr(track, "width", 0) or 0), int(getattr(track, "height", 0) or 0)

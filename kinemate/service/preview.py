@@ -1,8 +1,10 @@
 """Preview of a job's control: the first driving frame as the model will see it.
 
-DensePose control: the first frame of the (already rendered IUV) driving video. Pose
-control: the pose extracted from the first frame (or the first frame of a pose JSON),
-rendered as an OpenPose skeleton. Cached as ``preview.png`` in the job folder.
+DensePose control: the first frame of the (already rendered IUV) driving video, framed like
+the output. Pose control: the pose of the first frame (extracted from the video, or read
+from the pose JSON), retargeted to the reference person and rendered as the OpenPose map the
+model receives (:func:`kinemate.pose.control_frames_from_driving`). Cached as
+``preview.png`` in the job folder.
 """
 
 from __future__ import annotations
@@ -31,53 +33,33 @@ def resolve_control(job: Job, worker_info: dict) -> str:
     return control
 
 
-def _first_frame(path: Path) -> np.ndarray:
-    from kinemate.io import open_video
-
-    with open_video(path) as reader:
-        for frame in reader:
-            return frame
-    raise UploadRejected("the driving video has no frame to preview")
-
-
-def _shrink(image: np.ndarray) -> np.ndarray:
-    from kinemate.io import resize
-
-    h, w = image.shape[:2]
-    scale = MAX_SIDE / max(h, w)
-    if scale >= 1:
-        return image
-    return resize(image, (max(1, round(w * scale)), max(1, round(h * scale))))
+def _size(job: Job, worker_info: dict) -> tuple[int, int]:
+    if job.params.get("size"):
+        w, h = (int(x) for x in job.params["size"].split("x"))
+    else:
+        w, h = (int(x) for x in worker_info.get("default_size", (512, 512)))
+    scale = min(1.0, MAX_SIDE / max(w, h))
+    return max(8, round(w * scale)), max(8, round(h * scale))
 
 
 def render_preview(job: Job, job_dir: Path, worker_info: dict) -> np.ndarray:
-    """uint8 (H, W, 3) RGB preview of the first control frame."""
-    driving = job_dir / job.inputs["driving"]["file"]
-    control = resolve_control(job, worker_info)
-    if control == "densepose":
-        return _shrink(_first_frame(driving))
+    """uint8 (H, W, 3) RGB control map of the first frame, framed like the output."""
     from kinemate import pose
+    from kinemate.io import read_image
 
-    if job.inputs["driving"]["kind"] == "pose":
-        track = pose.PoseTrack.load(driving).subset([0])
+    driving = job_dir / job.inputs["driving"]["file"]
+    size = _size(job, worker_info)
+    fit = job.params.get("fit", "crop")
+    if resolve_control(job, worker_info) == "densepose":
+        frames, _fps, _n = pose.densepose_frames(driving, size, fit=fit, max_frames=1)
     else:
-        frame = _shrink(_first_frame(driving))
+        reference = read_image(job_dir / job.inputs["reference"]["file"])
         with _lock:
-            track = pose.extract_pose(frame)
-    width, height = track.size
-    scale = min(1.0, MAX_SIDE / max(width, height, 1))
-    size = (max(8, round(width * scale)), max(8, round(height * scale)))
-    if scale < 1.0:
-        track = _scaled(track, scale)
-    return next(iter(pose.render_openpose(track, size)))
-
-
-def _scaled(track, scale: float):
-    out = track.copy()
-    for name, arr in out.parts().items():
-        arr[..., :2] *= scale
-    out.width, out.height = round(track.width * scale), round(track.height * scale)
-    return out
+            frames, _fps, _n = pose.control_frames_from_driving(
+                driving, reference, size, fit=fit, max_frames=1, progress=False)
+    for frame in frames:
+        return frame
+    raise UploadRejected("the driving input has no frame to preview")
 
 
 def preview_png(job: Job, job_dir: Path, worker_info: dict) -> Path:

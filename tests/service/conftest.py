@@ -2,7 +2,7 @@
 
 The server is a subprocess (`python -m kinemate serve ...`) on a free port, running the real
 pipeline with a tiny model (the golden MagicAnimate-layout weights, or the bundled
-kinemate-tiny model when the golden set is missing) at tiny sizes and 1-2 steps.
+kinemate-tiny model when the golden set is missing) at 64x64 and 1-4 steps.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from service_helpers import Client, Server
+from service_helpers import Client, Server, prepare_model
 
 # -- inputs ---------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
@@ -35,9 +35,15 @@ def tiny_inputs(tmp_path_factory, demo_inputs) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory):
-    """One real server for the API, bad-input and browser tests."""
-    srv = Server(tmp_path_factory.mktemp("service-data"), ["--max-upload-mb", "8"]).start()
+def model_dir(tmp_path_factory) -> Path | None:
+    return prepare_model(tmp_path_factory.mktemp("service-model"))
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory, model_dir):
+    """One real server for all service tests (the crash test kills and restarts it)."""
+    srv = Server(tmp_path_factory.mktemp("service-data"), model_dir,
+                 ["--max-upload-mb", "8"]).start()
     yield srv
     srv.stop()
 

@@ -25,10 +25,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def weights_dir() -> Path | None:
-    if GOLDEN_WEIGHTS.is_dir():
-        return GOLDEN_WEIGHTS
-    return None  # the bundled kinemate-tiny model
+def prepare_model(tmp_dir: Path) -> Path | None:
+    """The tiny model the test server runs: the golden MagicAnimate-layout weights, saved in
+    kinemate format together with the golden text embeddings (the golden set ships no CLIP);
+    without the golden set, the bundled kinemate-tiny model (None = the server's default)."""
+    if not GOLDEN_WEIGHTS.is_dir():
+        return None
+    from safetensors.torch import load_file
+
+    from kinemate.pipeline import load_pipeline
+
+    pipe = load_pipeline(GOLDEN_WEIGHTS)
+    if pipe.text_embeds_cond is None:
+        inputs = load_file(str(GOLDEN_WEIGHTS.parent / "inputs.safetensors"))
+        pipe.text_embeds_uncond = inputs["text_embeds_uncond"]
+        pipe.text_embeds_cond = inputs["text_embeds_cond"]
+    return Path(pipe.save_pretrained(tmp_dir / "golden-tiny"))
 
 
 # -- a minimal HTTP client (stdlib only, so malformed requests are possible too) ----------
@@ -124,8 +136,10 @@ class Client:
 
 # -- the server ---------------------------------------------------------------------------
 class Server:
-    def __init__(self, data_dir: Path, extra_args: list[str] | None = None):
+    def __init__(self, data_dir: Path, weights: Path | None = None,
+                 extra_args: list[str] | None = None):
         self.data_dir = data_dir
+        self.weights = weights
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.client = Client(self.url)
@@ -137,9 +151,8 @@ class Server:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, *os.environ.get("KM_DEV_SERVE", "-m kinemate").split(), "serve", "--host", "127.0.0.1",
                "--port", str(self.port), "--data-dir", str(self.data_dir)]
-        weights = weights_dir()
-        if weights is not None:
-            cmd += ["--weights", str(weights)]
+        if self.weights is not None:
+            cmd += ["--weights", str(self.weights)]
         cmd += self.extra_args
         env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                    OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
@@ -169,6 +182,12 @@ class Server:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
+
+    def restart(self, timeout: float = 180.0) -> "Server":
+        """Start again on the same port and data folder (after :meth:`kill` or :meth:`stop`)."""
+        if getattr(self, "_log", None):
+            self._log.close()
+        return self.start(timeout)
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

@@ -4,47 +4,41 @@ from __future__ import annotations
 
 import sqlite3
 
-from service_helpers import Server
-
 from kinemate.io import read_video
 
 
-def test_sigkill_mid_job_then_restart_finishes_the_job(tmp_path, tiny_inputs):
-    data = tmp_path / "data"
-    server = Server(data).start()
-    try:
-        key = server.new_key("crash")
-        client = server.client
-        res = client.submit(key, tiny_inputs["reference"].read_bytes(),
-                            tiny_inputs["driving16"].read_bytes(), params={"steps": "4"})
-        assert res.status == 201, res.body
-        job_id = res.json()["id"]
-        queued_too = client.submit(key, tiny_inputs["reference"].read_bytes(),
-                                   tiny_inputs["driving"].read_bytes()).json()["id"]
-        # Wait until the pipeline is really inside the job (progress reported), then kill -9.
-        client.wait(key, job_id, states=(), predicate=lambda j: j["state"] == "running"
-                    and j["progress"].get("stage") not in (None, "starting"), timeout=120)
-        server.kill()
-    finally:
-        server.stop()
-    with sqlite3.connect(data / "kinemate.db") as db:
+def test_sigkill_mid_job_then_restart_finishes_the_job(server, tiny_inputs, tmp_path):
+    key = server.new_key("crash")
+    client = server.client
+    res = client.submit(key, tiny_inputs["reference"].read_bytes(),
+                        tiny_inputs["driving16"].read_bytes(), params={"steps": "4"})
+    assert res.status == 201, res.body
+    job_id = res.json()["id"]
+    queued_too = client.submit(key, tiny_inputs["reference"].read_bytes(),
+                               tiny_inputs["driving"].read_bytes()).json()["id"]
+    before = {row[0] for row in sqlite3.connect(server.data_dir / "kinemate.db").execute(
+        "SELECT id FROM jobs")}
+    # Wait until the pipeline is inside this job (progress beyond 'starting'), then kill -9.
+    client.wait(key, job_id, states=(), timeout=180, predicate=lambda j: j["state"] == "running"
+                and j["progress"].get("stage") not in (None, "starting"))
+    server.kill()
+    with sqlite3.connect(server.data_dir / "kinemate.db") as db:
         state, attempts = db.execute("SELECT state, attempts FROM jobs WHERE id = ?",
                                      (job_id,)).fetchone()
-    assert (state, attempts) == ("running", 1)  # died mid-job, the lease still names it
-    assert not (data / "jobs" / job_id / "result.mp4").exists()  # nothing half-written
+    assert (state, attempts) == ("running", 1)  # died mid-job; its lease names a dead process
+    assert not (server.data_dir / "jobs" / job_id / "result.mp4").exists()  # nothing half-written
 
-    restarted = Server(data).start()  # same data dir, new process, new port
-    try:
-        client = restarted.client
-        done = client.wait(key, job_id, timeout=180)
-        assert done["state"] == "succeeded", (done, restarted.log())
-        assert done["attempts"] == 2
-        assert client.wait(key, queued_too, timeout=120)["state"] == "succeeded"
-        res = client.get(f"/api/v1/jobs/{job_id}/result", key=key)
-        assert res.status == 200
-        (tmp_path / "out.mp4").write_bytes(res.body)
-        frames, _ = read_video(tmp_path / "out.mp4")
-        assert frames.shape == (16, 64, 64, 3)
-        assert "requeued 1 job" in restarted.log()
-    finally:
-        restarted.stop()
+    server.restart()  # same data folder and port, a new process
+    done = client.wait(key, job_id, timeout=180)
+    assert done["state"] == "succeeded", (done, server.log())
+    assert done["attempts"] == 2
+    assert client.wait(key, queued_too, timeout=120)["state"] == "succeeded"
+    res = client.get(f"/api/v1/jobs/{job_id}/result", key=key)
+    assert res.status == 200
+    (tmp_path / "out.mp4").write_bytes(res.body)
+    frames, _ = read_video(tmp_path / "out.mp4")
+    assert frames.shape == (16, 64, 64, 3)
+    assert "requeued 1 job" in server.log()
+    after = {row[0] for row in sqlite3.connect(server.data_dir / "kinemate.db").execute(
+        "SELECT id FROM jobs")}
+    assert before <= after  # every accepted job survived the crash
