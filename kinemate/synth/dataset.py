@@ -423,7 +423,10 @@ def write_dataset(out_dir: str | os.PathLike, clips: Iterable, *, total: int | N
             old = out.with_name(f".{out.name}.kinemate-old-{secrets.token_hex(4)}")
             os.replace(out, old)
             os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
+            if old.is_dir():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                old.unlink(missing_ok=True)
         else:
             os.replace(tmp, out)
     except BaseException:
