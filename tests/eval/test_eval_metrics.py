@@ -93,7 +93,7 @@ def test_ssim_decreases_with_noise_and_batches_per_frame():
     a = _img(3)
     rng = np.random.default_rng(3)
     frames = [np.clip(a + rng.normal(0, s, a.shape), 0, 255).astype(np.uint8) for s in (2, 10, 40)]
-    vals = M.ssim(np.stack([a] * 3), np.stack(frames), batch=2)
+    vals = M.ssim(np.stack([a] * 3), np.stack(frames))
     assert vals.shape == (3,)
     assert vals[0] > vals[1] > vals[2]
 

@@ -13,6 +13,15 @@ from kinemate.eval.inception import FIDInceptionV3, load_inception, random_incep
 from kinemate.eval.lpips import LPIPS, load_lpips, lpips_frames, random_lpips
 from kinemate.eval.video_nets import ResNet3D, TinyI3D, load_i3d_torchscript, load_resnet3d, random_resnet3d
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny networks on a shared 2-core machine: one intra-op thread avoids spin contention."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 
 def _frames(seed, n=3, h=64, w=64):
     return np.random.default_rng(seed).integers(0, 256, (n, h, w, 3), dtype=np.uint8)
