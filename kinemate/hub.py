@@ -1,0 +1,367 @@
+"""Published weights kinemate can download — only when a user asks (``kinemate weights``).
+
+A registry maps a name (``magicanimate``, ...) to the files it needs: the hub repository, the
+file's path and revision there, where it goes in the local layout, and — where known — its exact
+size and sha256. :func:`download` fetches each file with ``huggingface_hub.hf_hub_download`` (or
+copies it from a local mirror folder laid out as ``<folder>/<repo_id>/<filename>``), verifies it,
+and only then moves it to its final place, so a folder never holds a half-downloaded or corrupt
+file under a final name. Files already present and valid are skipped; interrupted hub downloads
+resume (huggingface_hub keeps the partial file in ``DIR/.kinemate-download/``).
+
+Hashes are recorded only where they were read from the hub's own file pages (Git LFS details);
+a file whose hash is not pinned is checked for size (exact or a lower bound from the tensor
+manifests) and the command says plainly that its hash is not pinned, printing the hash it
+computed so it can be recorded. Nothing here runs at import time or in tests against the network.
+
+This module imports only :mod:`kinemate.errors` and the standard library at import time
+(``huggingface_hub`` is imported when a download starts), so any layer may use it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+from kinemate.errors import UsageError, WeightsError
+
+log = logging.getLogger(__name__)
+
+STAGING = ".kinemate-download"
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    """One published file and where it goes locally."""
+
+    repo_id: str  #: hub repository, e.g. "zcxu-eric/MagicAnimate"
+    filename: str  #: path inside the repository
+    target: str  #: path relative to the download folder
+    revision: str | None = None  #: commit sha (pinned) or branch; None = the repo's default
+    sha256: str | None = None  #: lower-case hex; None = not pinned (then size only)
+    size: int | None = None  #: exact size in bytes, when known
+    min_size: int | None = None  #: lower bound in bytes (e.g. tensor payload from manifests)
+    approx_size: int | None = None  #: for display only
+    source: str = ""  #: where the pinned values come from
+
+    @property
+    def display_size(self) -> int | None:
+        return self.size or self.approx_size or self.min_size
+
+
+@dataclass(frozen=True)
+class WeightSet:
+    """A named set of files downloaded together into one folder."""
+
+    name: str
+    description: str
+    files: tuple[WeightFile, ...]
+    license: str = ""
+    usage: str = ""  #: how to use the folder once downloaded
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def approx_bytes(self) -> int:
+        return sum(f.display_size or 0 for f in self.files)
+
+
+REGISTRY: dict[str, WeightSet] = {}
+
+
+def register(weight_set: WeightSet) -> WeightSet:
+    """Add (or replace) a weight set in the registry. Other packages may call this for their
+    own networks (e.g. evaluation backbones) in their own module."""
+    REGISTRY[weight_set.name] = weight_set
+    return weight_set
+
+
+def get(name: str) -> WeightSet:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        known = ", ".join(sorted(REGISTRY)) or "(none)"
+        raise UsageError(f"unknown weights {name!r}; known: {known} (see 'kinemate weights list').") from None
+
+
+def default_dir(name: str) -> Path:
+    """Where ``kinemate weights download NAME`` puts files without ``--dir``:
+    ``$KINEMATE_WEIGHTS_DIR/NAME``, default ``~/.cache/kinemate/weights/NAME``."""
+    root = os.environ.get("KINEMATE_WEIGHTS_DIR") or Path.home() / ".cache" / "kinemate" / "weights"
+    return Path(root).expanduser() / name
+
+
+# ---------------------------------------------------------------------------------------------
+# The registry.
+#
+# MagicAnimate release layout (what the official code and kinemate.load_pipeline read):
+#   DIR/stable-diffusion-v1-5/{unet,vae,text_encoder,tokenizer,scheduler}/...
+#   DIR/sd-vae-ft-mse/{config.json,diffusion_pytorch_model.safetensors}
+#   DIR/MagicAnimate/{appearance_encoder,densepose_controlnet}/...,
+#   DIR/MagicAnimate/temporal_attention/temporal_attention.ckpt
+#
+# Pinned sha256 values are the Git LFS object ids shown on the hub's file pages (noted per
+# file). Sizes: exact when known; otherwise ``min_size`` is the float32 tensor payload from
+# ../shared/reference/magicanimate/manifests/_summary.json (a file holding those tensors is at
+# least that large) and ``approx_size`` the size the hub displays.
+
+_MA_REPO = "zcxu-eric/MagicAnimate"
+# Commit of the repository's main branch holding the release files (uploaded in 0aac567,
+# unchanged since; 3d80ae8 only edited the README).
+_MA_REV = "3d80ae8c50b289e55ee68deecc83afaab9c6a382"
+_MA_SRC = "huggingface.co/zcxu-eric/MagicAnimate file page (Git LFS details), files of commit 0aac567"
+_SD_REPO = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # community mirror of runwayml's repo
+_VAE_REPO = "stabilityai/sd-vae-ft-mse"
+
+register(
+    WeightSet(
+        name="magicanimate",
+        description="MagicAnimate release checkpoints (appearance encoder, DensePose ControlNet, "
+        "temporal attention) + Stable Diffusion 1.5 + sd-vae-ft-mse, in the release layout",
+        license="MagicAnimate: BSD-3-Clause; SD1.5: CreativeML OpenRAIL-M; sd-vae-ft-mse: MIT",
+        usage="kinemate animate --model magicanimate --weights {dir} ref.png densepose.mp4 -o out.mp4",
+        notes=(
+            "temporal_attention.ckpt is 5.11 GB on the hub: the size of the full 3D UNet state "
+            "dict in float32 (1246 tensors, 5,110,013,456 bytes in the manifests), not only the "
+            "motion modules (1.67 GB).",
+        ),
+        files=(
+            # --- MagicAnimate ------------------------------------------------------------------
+            WeightFile(_MA_REPO, "appearance_encoder/config.json",
+                       "MagicAnimate/appearance_encoder/config.json", _MA_REV),
+            WeightFile(_MA_REPO, "appearance_encoder/diffusion_pytorch_model.safetensors",
+                       "MagicAnimate/appearance_encoder/diffusion_pytorch_model.safetensors", _MA_REV,
+                       sha256="cb2e8f281d73eff5f9b7f0c94118496607cf5f29fc5b56535a19a8b68e79b619",
+                       min_size=3_428_266_240, approx_size=3_430_000_000, source=_MA_SRC),
+            WeightFile(_MA_REPO, "densepose_controlnet/config.json",
+                       "MagicAnimate/densepose_controlnet/config.json", _MA_REV),
+            WeightFile(_MA_REPO, "densepose_controlnet/diffusion_pytorch_model.safetensors",
+                       "MagicAnimate/densepose_controlnet/diffusion_pytorch_model.safetensors", _MA_REV,
+                       sha256="f5e06b41bd614e84eba294ebf2fa868ef31ffc88fca33987938fde3ec0eb67a4",
+                       min_size=1_445_116_480, approx_size=1_450_000_000, source=_MA_SRC),
+            WeightFile(_MA_REPO, "temporal_attention/temporal_attention.ckpt",
+                       "MagicAnimate/temporal_attention/temporal_attention.ckpt", _MA_REV,
+                       sha256="5e14b488d09569ddf5524cf6d671413b6fa6cf13ba2b1f304e5e965d2b997125",
+                       min_size=1_671_929_600, approx_size=5_110_000_000, source=_MA_SRC),
+            # --- Stable Diffusion 1.5 ----------------------------------------------------------
+            WeightFile(_SD_REPO, "model_index.json", "stable-diffusion-v1-5/model_index.json"),
+            WeightFile(_SD_REPO, "unet/config.json", "stable-diffusion-v1-5/unet/config.json"),
+            WeightFile(_SD_REPO, "unet/diffusion_pytorch_model.bin",
+                       "stable-diffusion-v1-5/unet/diffusion_pytorch_model.bin",
+                       sha256="c7da0e21ba7ea50637bee26e81c220844defdf01aafca02b2c42ecdadb813de4",
+                       min_size=3_438_083_856, approx_size=3_440_000_000,
+                       source="Git LFS id of runwayml/stable-diffusion-v1-5 unet/diffusion_pytorch_model.bin "
+                              "(commit 'add diffusers weights'), as shown on the file pages of its duplicates"),
+            WeightFile(_SD_REPO, "vae/config.json", "stable-diffusion-v1-5/vae/config.json"),
+            WeightFile(_SD_REPO, "vae/diffusion_pytorch_model.safetensors",
+                       "stable-diffusion-v1-5/vae/diffusion_pytorch_model.safetensors",
+                       min_size=334_615_452, approx_size=335_000_000),
+            WeightFile(_SD_REPO, "text_encoder/config.json", "stable-diffusion-v1-5/text_encoder/config.json"),
+            WeightFile(_SD_REPO, "text_encoder/model.safetensors",
+                       "stable-diffusion-v1-5/text_encoder/model.safetensors", approx_size=492_000_000),
+            *(
+                WeightFile(_SD_REPO, f"tokenizer/{n}", f"stable-diffusion-v1-5/tokenizer/{n}")
+                for n in ("merges.txt", "special_tokens_map.json", "tokenizer_config.json", "vocab.json")
+            ),
+            WeightFile(_SD_REPO, "scheduler/scheduler_config.json",
+                       "stable-diffusion-v1-5/scheduler/scheduler_config.json"),
+            # --- sd-vae-ft-mse -----------------------------------------------------------------
+            WeightFile(_VAE_REPO, "config.json", "sd-vae-ft-mse/config.json"),
+            WeightFile(_VAE_REPO, "diffusion_pytorch_model.safetensors",
+                       "sd-vae-ft-mse/diffusion_pytorch_model.safetensors",
+                       min_size=334_615_452, approx_size=335_000_000),
+        ),
+    )
+)
+
+# --- Evaluation networks (owner: evaluation engineer) -----------------------------------------
+# LPIPS backbone, Inception (FID) and I3D / 3D-ResNet (FVD) weight sets are registered here or
+# from kinemate.eval with ``register(WeightSet(...))``, each file with its pinned sha256.
+
+
+# ---------------------------------------------------------------------------------------------
+# Verification
+
+
+def sha256_file(path: Path, progress: Callable[[int], None] | None = None, chunk: int = 8 << 20) -> str:
+    """Hex sha256 of a file, read in chunks (``progress(nbytes)`` after each)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(chunk)
+            if not block:
+                break
+            h.update(block)
+            if progress:
+                progress(len(block))
+    return h.hexdigest()
+
+
+@dataclass
+class FileResult:
+    file: WeightFile
+    path: Path
+    status: str  #: "downloaded", "present" (already there and valid), "missing", "bad"
+    sha256: str | None = None  #: computed
+    message: str = ""
+
+
+def check_file(wf: WeightFile, path: Path, *, hash_progress: Callable[[int], None] | None = None) -> tuple[bool, str, str | None]:
+    """Check a local file against its record. Returns ``(ok, message, computed_sha256)``."""
+    if not path.is_file():
+        return False, "missing", None
+    size = path.stat().st_size
+    if wf.size is not None and size != wf.size:
+        return False, f"size {size:,} bytes, expected exactly {wf.size:,}", None
+    if wf.min_size is not None and size < wf.min_size:
+        return False, f"size {size:,} bytes, expected at least {wf.min_size:,} (incomplete?)", None
+    if size == 0:
+        return False, "empty file", None
+    digest = sha256_file(path, hash_progress)
+    if wf.sha256 is not None and digest != wf.sha256.lower():
+        return False, f"sha256 {digest}, expected {wf.sha256}", digest
+    return True, "ok", digest
+
+
+# ---------------------------------------------------------------------------------------------
+# Download
+
+
+def _fetch_from_folder(wf: WeightFile, mirror: Path, staging: Path) -> Path:
+    src = mirror / wf.repo_id / wf.filename
+    if not src.is_file():
+        raise WeightsError(
+            f"{src} not found in the local mirror {mirror} — lay it out as <mirror>/<repo_id>/<filename>."
+        )
+    dst = staging / wf.repo_id / wf.filename
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, dst)
+    return dst
+
+
+def _fetch_from_hub(wf: WeightFile, staging: Path, endpoint: str | None, token: str | None) -> Path:
+    try:
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub import errors as hf_errors
+    except ImportError as exc:  # pragma: no cover - it is a base requirement
+        raise WeightsError("huggingface_hub is not installed — pip install -r requirements/base.txt") from exc
+    local = staging / wf.repo_id
+    try:
+        got = hf_hub_download(
+            wf.repo_id, wf.filename, revision=wf.revision, local_dir=local,
+            endpoint=endpoint, token=token,
+        )
+    except hf_errors.LocalEntryNotFoundError as exc:
+        raise WeightsError(
+            f"cannot download {wf.repo_id}/{wf.filename}: the hub is unreachable or offline mode is on "
+            "(HF_HUB_OFFLINE=1) — check the network / unset HF_HUB_OFFLINE, or use --from-folder with a "
+            "local copy."
+        ) from exc
+    except hf_errors.GatedRepoError as exc:
+        raise WeightsError(
+            f"{wf.repo_id} requires accepting its licence on huggingface.co and a token — log in with "
+            "'hf auth login' (or set HF_TOKEN) and try again."
+        ) from exc
+    except (hf_errors.RepositoryNotFoundError, hf_errors.RevisionNotFoundError,
+            hf_errors.EntryNotFoundError) as exc:
+        raise WeightsError(
+            f"{wf.repo_id}/{wf.filename} (revision {wf.revision or 'default'}) is not on the hub any more "
+            f"({type(exc).__name__}) — report it; you can place the file yourself at the target path."
+        ) from exc
+    except (OSError, hf_errors.HfHubHTTPError) as exc:
+        raise WeightsError(
+            f"downloading {wf.repo_id}/{wf.filename} failed ({exc}) — check the network and run the "
+            "command again (finished files are kept, the partial one resumes)."
+        ) from exc
+    return Path(got)
+
+
+def download(
+    name: str,
+    dest: str | Path | None = None,
+    *,
+    from_folder: str | Path | None = None,
+    endpoint: str | None = None,
+    token: str | None = None,
+    force: bool = False,
+    echo: Callable[[str], None] = print,
+    hash_progress_factory: Callable[[WeightFile, int], Callable[[int], None] | None] | None = None,
+) -> list[FileResult]:
+    """Download the weight set ``name`` into ``dest`` (default :func:`default_dir`).
+
+    Files come from the hub (``hf_hub_download``; ``endpoint`` overrides the hub URL like
+    ``HF_ENDPOINT``) or, with ``from_folder``, from a local mirror laid out as
+    ``<from_folder>/<repo_id>/<filename>``. Each file is verified (size, sha256 where pinned)
+    before it is moved to ``dest/<target>``; a file that fails verification is deleted and a
+    :class:`WeightsError` is raised. Valid files already in place are skipped unless ``force``.
+    """
+    ws = get(name)
+    dest = Path(dest) if dest is not None else default_dir(name)
+    mirror = Path(from_folder) if from_folder is not None else None
+    if mirror is not None and not mirror.is_dir():
+        raise UsageError(f"--from-folder {mirror} is not a folder.")
+    dest.mkdir(parents=True, exist_ok=True)
+    staging = dest / STAGING
+    results: list[FileResult] = []
+    for i, wf in enumerate(ws.files, 1):
+        target = dest / wf.target
+        label = f"[{i}/{len(ws.files)}] {wf.target}"
+        progress = hash_progress_factory(wf, target.stat().st_size) if (
+            hash_progress_factory and target.is_file()) else None
+        if target.exists() and not force:
+            ok, why, digest = check_file(wf, target, hash_progress=progress)
+            if ok:
+                results.append(FileResult(wf, target, "present", digest, "already present, verified"))
+                echo(f"{label}: present, verified{'' if wf.sha256 else ' (size only: hash not pinned)'}")
+                continue
+            echo(f"{label}: present but invalid ({why}); downloading again")
+        staged = _fetch_from_folder(wf, mirror, staging) if mirror else _fetch_from_hub(wf, staging, endpoint, token)
+        progress = hash_progress_factory(wf, staged.stat().st_size) if hash_progress_factory else None
+        ok, why, digest = check_file(wf, staged, hash_progress=progress)
+        if not ok:
+            staged.unlink(missing_ok=True)
+            raise WeightsError(
+                f"{wf.repo_id}/{wf.filename} failed verification: {why}. The file was deleted and "
+                f"nothing was put at {target}. The download may be corrupt or the file changed "
+                "upstream — run the command again; if it keeps failing, report it."
+            )
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staged, target)
+        if wf.sha256:
+            echo(f"{label}: downloaded, sha256 verified")
+        else:
+            echo(f"{label}: downloaded; its sha256 is not pinned in kinemate, so only the size was "
+                 f"checked (sha256 {digest})")
+        results.append(FileResult(wf, target, "downloaded", digest))
+    shutil.rmtree(staging, ignore_errors=True)
+    return results
+
+
+def verify(name: str, dest: str | Path | None = None) -> list[FileResult]:
+    """Check every file of ``name`` under ``dest`` without downloading anything."""
+    ws = get(name)
+    dest = Path(dest) if dest is not None else default_dir(name)
+    out = []
+    for wf in ws.files:
+        target = dest / wf.target
+        ok, why, digest = check_file(wf, target)
+        status = "present" if ok else ("missing" if why == "missing" else "bad")
+        out.append(FileResult(wf, target, status, digest, why))
+    return out
+
+
+def human_size(n: int | None) -> str:
+    if not n:
+        return "?"
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1000
+    return "?"  # pragma: no cover
+
+
+def iter_sets() -> Iterable[WeightSet]:
+    return (REGISTRY[k] for k in sorted(REGISTRY))

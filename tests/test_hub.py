@@ -1,0 +1,168 @@
+"""kinemate.hub and `kinemate weights`: downloads from a local fake hub, never the network."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+import pytest
+
+from kinemate import hub
+from kinemate.cli import main
+from kinemate.errors import WeightsError
+
+PAYLOAD = {
+    "org/model-a": {"unet/weights.bin": b"A" * 5000, "unet/config.json": b'{"x": 1}'},
+    "org/model-b": {"vae.safetensors": b"B" * 3000},
+}
+
+
+def _sha(b: bytes) -> str:
+    return hashlib.sha256(b).hexdigest()
+
+
+@pytest.fixture
+def fake_hub(tmp_path):
+    root = tmp_path / "fakehub"
+    for repo, files in PAYLOAD.items():
+        for name, data in files.items():
+            p = root / repo / name
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_bytes(data)
+    return root
+
+
+@pytest.fixture
+def test_set(monkeypatch):
+    a, cfg = PAYLOAD["org/model-a"]["unet/weights.bin"], PAYLOAD["org/model-a"]["unet/config.json"]
+    ws = hub.WeightSet(
+        name="tiny-test",
+        description="test set",
+        usage="use {dir}",
+        files=(
+            hub.WeightFile("org/model-a", "unet/weights.bin", "base/unet/weights.bin",
+                           sha256=_sha(a), size=len(a)),
+            hub.WeightFile("org/model-a", "unet/config.json", "base/unet/config.json"),
+            hub.WeightFile("org/model-b", "vae.safetensors", "vae/vae.safetensors", min_size=1000),
+        ),
+    )
+    monkeypatch.setitem(hub.REGISTRY, ws.name, ws)
+    return ws
+
+
+def test_download_from_fake_hub_then_skip(tmp_path, fake_hub, test_set):
+    dest = tmp_path / "w"
+    lines = []
+    res = hub.download("tiny-test", dest, from_folder=fake_hub, echo=lines.append)
+    assert [r.status for r in res] == ["downloaded"] * 3
+    assert (dest / "base/unet/weights.bin").read_bytes() == PAYLOAD["org/model-a"]["unet/weights.bin"]
+    assert (dest / "vae/vae.safetensors").stat().st_size == 3000
+    assert not (dest / hub.STAGING).exists()
+    assert any("sha256 verified" in l for l in lines)
+    assert any("not pinned" in l and _sha(b"B" * 3000) in l for l in lines)
+    # second run: everything present and verified, nothing copied
+    lines.clear()
+    res = hub.download("tiny-test", dest, from_folder=fake_hub, echo=lines.append)
+    assert [r.status for r in res] == ["present"] * 3
+    assert all("present, verified" in l for l in lines)
+    assert [r.status for r in hub.verify("tiny-test", dest)] == ["present"] * 3
+
+
+def test_checksum_mismatch_leaves_no_file(tmp_path, fake_hub, test_set):
+    (fake_hub / "org/model-a/unet/weights.bin").write_bytes(b"X" * 5000)  # same size, other bytes
+    dest = tmp_path / "w"
+    with pytest.raises(WeightsError, match="sha256 .*expected.*deleted"):
+        hub.download("tiny-test", dest, from_folder=fake_hub, echo=lambda s: None)
+    assert not (dest / "base/unet/weights.bin").exists()
+    assert not list((dest / hub.STAGING).rglob("weights.bin"))
+
+
+def test_size_checks(tmp_path, fake_hub, test_set):
+    (fake_hub / "org/model-b/vae.safetensors").write_bytes(b"B" * 10)  # below min_size
+    with pytest.raises(WeightsError, match="at least 1,000"):
+        hub.download("tiny-test", tmp_path / "w", from_folder=fake_hub, echo=lambda s: None)
+    assert not (tmp_path / "w/vae/vae.safetensors").exists()
+
+
+def test_corrupt_present_file_is_replaced(tmp_path, fake_hub, test_set):
+    dest = tmp_path / "w"
+    hub.download("tiny-test", dest, from_folder=fake_hub, echo=lambda s: None)
+    (dest / "base/unet/weights.bin").write_bytes(b"garbage")
+    assert [r.status for r in hub.verify("tiny-test", dest)][0] == "bad"
+    res = hub.download("tiny-test", dest, from_folder=fake_hub, echo=lambda s: None)
+    assert [r.status for r in res] == ["downloaded", "present", "present"]
+    assert hub.verify("tiny-test", dest)[0].status == "present"
+
+
+def test_missing_file_in_mirror(tmp_path, fake_hub, test_set):
+    (fake_hub / "org/model-b/vae.safetensors").unlink()
+    with pytest.raises(WeightsError, match="not found in the local mirror"):
+        hub.download("tiny-test", tmp_path / "w", from_folder=fake_hub, echo=lambda s: None)
+
+
+def test_offline_hub_gives_clear_error(tmp_path, test_set):
+    # conftest sets HF_HUB_OFFLINE=1: the real hf_hub_download path must fail cleanly, no network.
+    with pytest.raises(WeightsError, match="offline|unreachable"):
+        hub.download("tiny-test", tmp_path / "w", echo=lambda s: None)
+    assert not (tmp_path / "w/base/unet/weights.bin").exists()
+
+
+def test_cli_weights(tmp_path, fake_hub, test_set, capsys):
+    assert main(["weights", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "magicanimate" in out and "tiny-test" in out and "size only" in out
+    dest = tmp_path / "w"
+    assert main(["weights", "download", "tiny-test", "--dir", str(dest), "--from-folder", str(fake_hub)]) == 0
+    cap = capsys.readouterr()
+    assert f"ready: {dest}" in cap.out and "not pinned" in cap.err
+    assert main(["weights", "verify", "tiny-test", "--dir", str(dest)]) == 0
+    (dest / "vae/vae.safetensors").unlink()
+    assert main(["weights", "verify", "tiny-test", "--dir", str(dest)]) == 1
+    (fake_hub / "org/model-b/vae.safetensors").write_bytes(b"")
+    rc = main(["weights", "download", "tiny-test", "--dir", str(dest), "--from-folder", str(fake_hub)])
+    err = capsys.readouterr().err
+    assert rc == 1 and "kinemate: error:" in err and "Traceback" not in err
+    assert main(["weights", "download", "no-such-set"]) == 2
+
+
+def test_magicanimate_registry_layout():
+    ws = hub.get("magicanimate")
+    targets = {f.target for f in ws.files}
+    for required in (
+        "MagicAnimate/temporal_attention/temporal_attention.ckpt",
+        "MagicAnimate/appearance_encoder/diffusion_pytorch_model.safetensors",
+        "MagicAnimate/densepose_controlnet/diffusion_pytorch_model.safetensors",
+        "stable-diffusion-v1-5/unet/diffusion_pytorch_model.bin",
+        "stable-diffusion-v1-5/tokenizer/vocab.json",
+        "stable-diffusion-v1-5/text_encoder/model.safetensors",
+        "stable-diffusion-v1-5/vae/config.json",
+        "sd-vae-ft-mse/diffusion_pytorch_model.safetensors",
+    ):
+        assert required in targets
+    assert len(targets) == len(ws.files)
+    repos = {f.repo_id for f in ws.files}
+    assert repos == {"zcxu-eric/MagicAnimate", "stabilityai/sd-vae-ft-mse",
+                     "stable-diffusion-v1-5/stable-diffusion-v1-5"}
+    for f in ws.files:
+        assert f.sha256 is None or re.fullmatch(r"[0-9a-f]{64}", f.sha256)
+        if f.sha256:
+            assert f.source, f"pinned hash without a recorded source: {f.target}"
+
+
+def test_manifest_sizes_are_lower_bounds(reference_dir):
+    """min_size of the big files equals the float32 tensor payload in the shared manifests."""
+    import json
+
+    summary = json.loads((reference_dir / "manifests/_summary.json").read_text())
+    by_target = {f.target: f for f in hub.get("magicanimate").files}
+    pairs = {
+        "stable-diffusion-v1-5/unet/diffusion_pytorch_model.bin": "sd15_unet_diffusion_pytorch_model.bin.json",
+        "MagicAnimate/appearance_encoder/diffusion_pytorch_model.safetensors":
+            "appearance_encoder_diffusion_pytorch_model.safetensors.json",
+        "MagicAnimate/densepose_controlnet/diffusion_pytorch_model.safetensors":
+            "densepose_controlnet_diffusion_pytorch_model.safetensors.json",
+        "MagicAnimate/temporal_attention/temporal_attention.ckpt": "temporal_attention.ckpt.json",
+    }
+    for target, manifest in pairs.items():
+        assert by_target[target].min_size == summary[manifest]["bytes_fp32"]
