@@ -216,6 +216,7 @@ def generate_clip(seed: int, num_frames: int = 16, size=(128, 128), motion: str 
     rng_body = np.random.default_rng([seed, 1])
     rng_motion = np.random.default_rng([seed, 2])
     rng_scene = np.random.default_rng([seed, 3])
+    rng_background = np.random.default_rng([seed, 4])
 
     shape = BodyShape.sample(rng_body)
     app = sample_appearance(rng_body)
@@ -238,7 +239,8 @@ def generate_clip(seed: int, num_frames: int = 16, size=(128, 128), motion: str 
     xmax = j3[..., 0].max() + pad
     ext_h, ext_w = -top + 0.01, xmax - xmin
     close_up = rng_scene.random() < 0.15
-    frac = rng_scene.uniform(1.15, 1.5) if close_up else rng_scene.uniform(0.6, 0.92)
+    frac_u, ground_u, ox_u = rng_scene.random(3)  # always drawn: streams stay aligned
+    frac = 1.15 + 0.35 * frac_u if close_up else 0.6 + 0.32 * frac_u
     s = frac * h / ext_h
     s = min(s, 0.96 * w / ext_w)
     margin = 0.02 * h
@@ -246,9 +248,9 @@ def generate_clip(seed: int, num_frames: int = 16, size=(128, 128), motion: str 
         ground = margin + ext_h * s  # head at the top, legs leave the frame
     else:
         lo, hi = margin + ext_h * s, h - margin
-        ground = rng_scene.uniform(lo, hi) if hi > lo else 0.5 * (lo + hi)
+        ground = lo + (hi - lo) * ground_u if hi > lo else 0.5 * (lo + hi)
     lo, hi = 0.02 * w - xmin * s, 0.98 * w - xmax * s
-    ox = rng_scene.uniform(lo, hi) if hi > lo else 0.5 * (lo + hi)
+    ox = lo + (hi - lo) * ox_u if hi > lo else 0.5 * (lo + hi)
     jp = j3 * s
     jp[..., 0] += ox
     jp[..., 1] += ground
@@ -263,12 +265,12 @@ def generate_clip(seed: int, num_frames: int = 16, size=(128, 128), motion: str 
     face3, face_vis = face_points(jp[:, J["head"]], rot_head, shape.head_r * s)
 
     # --- background (static) and per-frame painting
-    bg, bg_meta = render_background(rng_scene, w, h, ground)
+    bg, bg_meta = render_background(rng_background, w, h, ground)
     frames = np.empty((num_frames, h, w, 3), np.uint8)
     parts = np.empty((num_frames, h, w), np.uint8)
     iuv = np.empty((num_frames, h, w, 3), np.uint8)
     mask = np.empty((num_frames, h, w), bool)
-    shadow_strength = rng_scene.uniform(0.15, 0.4)
+    shadow_strength = 0.15 + 0.25 * float(rng_background.random())
     feet_ids = [J["r_ankle"], J["l_ankle"], J["r_toe"], J["l_toe"]]
     for f in range(num_frames):
         canvas = Canvas(bg)

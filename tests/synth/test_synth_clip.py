@@ -152,3 +152,11 @@ def test_identical_across_processes():
     here = hashlib.sha256(c.frames.tobytes() + c.pose.tobytes() + c.skeleton.tobytes()
                           + c.parts.tobytes()).hexdigest()
     assert out.stdout.strip() == here
+
+
+def test_choosing_the_motion_keeps_the_person():
+    a = generate_clip(77, 4, 96, motion="wave")
+    b = generate_clip(77, 4, 96, motion="squat")
+    assert a.meta["appearance"] == b.meta["appearance"] and a.meta["body"] == b.meta["body"]
+    assert a.meta["background"] == b.meta["background"]
+    assert a.meta["motion"] != b.meta["motion"] and not np.array_equal(a.pose, b.pose)
