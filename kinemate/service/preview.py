@@ -9,6 +9,7 @@ model receives (:func:`kinemate.pose.control_frames_from_driving`). Cached as
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
@@ -73,6 +74,7 @@ def preview_png(job: Job, job_dir: Path, worker_info: dict) -> Path:
         except UploadRejected:
             raise
         except KinemateError as exc:
-            raise UploadRejected(f"no pose preview for this job: {exc}") from exc
+            message = str(exc).replace(f"{job_dir}{os.sep}", "").replace(str(job_dir), "job")
+            raise UploadRejected(f"no pose preview for this job: {message}") from exc
         write_image(path, image)
     return path

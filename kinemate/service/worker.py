@@ -158,7 +158,9 @@ class Worker:
                 self.store.finish(job.id, self.id, "cancelled", error="cancelled by its owner")
                 log.info("job %s: cancelled", job.id)
         except KinemateError as exc:
-            self.store.finish(job.id, self.id, "failed", error=str(exc))
+            # Messages name files by path; the owner knows them as the job's inputs.
+            message = str(exc).replace(f"{job_dir}{os.sep}", "").replace(str(job_dir), "job")
+            self.store.finish(job.id, self.id, "failed", error=message)
             log.info("job %s: failed: %s", job.id, exc)
         except Exception as exc:  # noqa: BLE001 - a bug; keep the worker alive, record it
             log.error("job %s: internal error\n%s", job.id, traceback.format_exc())
