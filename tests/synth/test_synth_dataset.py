@@ -103,3 +103,23 @@ def test_write_dataset_rejects_nonempty_target(tmp_path):
     (tmp_path / "ds" / "f").write_text("x")
     with pytest.raises(UsageError):
         write_dataset(tmp_path / "ds", [], progress=False)
+
+
+def test_video_file_instead_of_frames(tmp_path):
+    from kinemate.io import write_video
+
+    clip = generate_clip(8, 6, 64)
+    vid = tmp_path / "mine" / "dance1"
+    vid.mkdir(parents=True)
+    write_video(vid / "video.mp4", clip.frames, clip.fps)
+    clip.pose_track().save(vid / "pose.json")
+    ds = open_dataset(tmp_path / "mine")
+    assert len(ds) == 1 and ds[0].num_frames == 6
+    frames, controls = ds[0].load(size=(48, 48), control="openpose", indices=[0, 5])
+    assert frames.shape == controls.shape == (2, 48, 48, 3)
+    full = ds[0].read_frames()
+    assert full.shape == clip.frames.shape
+    assert np.abs(full.astype(int) - clip.frames.astype(int)).mean() < 12  # lossy H.264
+    write_index(tmp_path / "mine")
+    assert json.loads((tmp_path / "mine" / "dataset.json").read_text())["videos"][0]["frames"] \
+        == "video.mp4"
