@@ -47,6 +47,7 @@ class WeightFile:
     min_size: int | None = None  #: lower bound in bytes (e.g. tensor payload from manifests)
     approx_size: int | None = None  #: for display only
     source: str = ""  #: where the pinned values come from
+    url: str | None = None  #: direct https URL for a file published outside the hub (repo_id then names the host)
 
     @property
     def display_size(self) -> int | None:
@@ -178,8 +179,59 @@ register(
 )
 
 # --- Evaluation networks (owner: evaluation engineer) -----------------------------------------
-# LPIPS backbone, Inception (FID) and I3D / 3D-ResNet (FVD) weight sets are registered here or
-# from kinemate.eval with ``register(WeightSet(...))``, each file with its pinned sha256.
+# Files published outside the hub, fetched from their original URLs (``url``); ``repo_id`` names
+# the host (a --from-folder mirror is laid out as <mirror>/<host>/<filename>). No full sha256 is
+# pinned (none was verified here); torchvision / pytorch-fid file names carry the first 8 hex
+# digits of the sha256, which kinemate.eval checks and records with the full hash in every report.
+# min_size = float32 parameter bytes of the architecture (the file holds at least these tensors).
+# The 3D ResNet-50 for FID-VID (resnet-50-kinetics.pth) has no stable URL: see docs/evaluation.md.
+_EVAL_USAGE = "kinemate eval videos --generated GEN --ground-truth GT --metric-weights {dir} -o report/"
+_TV = "download.pytorch.org/models"
+_LPIPS = "github.com/richzhang/PerceptualSimilarity"
+_LPIPS_URL = "https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/"
+
+register(
+    WeightSet(
+        name="eval-metrics",
+        description="metric networks for kinemate eval: LPIPS (AlexNet backbone + v0.1 heads), FID "
+        "InceptionV3 (pytorch-fid), FVD I3D (TorchScript)",
+        license="torchvision AlexNet: BSD-3-Clause; LPIPS: BSD-2-Clause; pytorch-fid: Apache-2.0; "
+        "I3D: Apache-2.0 (DeepMind kinetics-i3d)",
+        usage=_EVAL_USAGE,
+        notes=("FID-VID needs resnet-50-kinetics.pth (kenshohara/3D-ResNets-PyTorch), downloaded by hand.",),
+        files=(
+            WeightFile(_TV, "alexnet-owt-7be5be79.pth", "alexnet-owt-7be5be79.pth",
+                       url="https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
+                       min_size=61_100_840 * 4, source="torchvision model zoo (sha256 prefix 7be5be79 in the name)"),
+            WeightFile(_LPIPS, "alex.pth", "alex.pth", url=_LPIPS_URL + "alex.pth", min_size=1152 * 4,
+                       source="richzhang/PerceptualSimilarity lpips/weights/v0.1"),
+            WeightFile("github.com/mseitzer/pytorch-fid", "pt_inception-2015-12-05-6726825d.pth",
+                       "pt_inception-2015-12-05-6726825d.pth",
+                       url="https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
+                           "pt_inception-2015-12-05-6726825d.pth",
+                       source="pytorch-fid release fid_weights (sha256 prefix 6726825d in the name)"),
+            WeightFile("www.dropbox.com", "i3d_torchscript.pt", "i3d_torchscript.pt",
+                       url="https://www.dropbox.com/s/ge9e5ujwgetktms/i3d_torchscript.pt?dl=1",
+                       source="StyleGAN-V / universome/fvd-comparison TorchScript I3D"),
+        ),
+    )
+)
+register(
+    WeightSet(
+        name="eval-lpips-vgg",
+        description="LPIPS with the VGG16 backbone (kinemate eval --lpips-net vgg); download into the same "
+        "folder as eval-metrics",
+        license="torchvision VGG16: BSD-3-Clause; LPIPS: BSD-2-Clause",
+        usage=_EVAL_USAGE + " --lpips-net vgg",
+        files=(
+            WeightFile(_TV, "vgg16-397923af.pth", "vgg16-397923af.pth",
+                       url="https://download.pytorch.org/models/vgg16-397923af.pth",
+                       min_size=138_357_544 * 4, source="torchvision model zoo (sha256 prefix 397923af in the name)"),
+            WeightFile(_LPIPS, "vgg.pth", "vgg.pth", url=_LPIPS_URL + "vgg.pth", min_size=1472 * 4,
+                       source="richzhang/PerceptualSimilarity lpips/weights/v0.1"),
+        ),
+    )
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -279,6 +331,28 @@ def _fetch_from_hub(wf: WeightFile, staging: Path, endpoint: str | None, token: 
     return Path(got)
 
 
+def _fetch_from_url(wf: WeightFile, staging: Path) -> Path:
+    """Stream ``wf.url`` (a file published outside the hub, e.g. torchvision's) into staging."""
+    import urllib.error
+    import urllib.request
+
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        raise WeightsError(f"cannot download {wf.url}: offline mode is on (HF_HUB_OFFLINE=1) — unset it, or "
+                           "use --from-folder with a local copy.")
+    dst = staging / wf.repo_id / wf.filename
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    part = dst.with_name(dst.name + ".part")
+    try:
+        with urllib.request.urlopen(wf.url, timeout=60) as resp, open(part, "wb") as f:  # noqa: S310 - fixed https URLs
+            shutil.copyfileobj(resp, f, 8 << 20)
+    except (urllib.error.URLError, OSError) as exc:
+        part.unlink(missing_ok=True)
+        raise WeightsError(f"downloading {wf.url} failed ({exc}) — check the network and run the command again, "
+                           "or download the file yourself and use --from-folder.") from exc
+    os.replace(part, dst)
+    return dst
+
+
 def download(
     name: str,
     dest: str | Path | None = None,
@@ -318,7 +392,10 @@ def download(
                 echo(f"{label}: present, verified{'' if wf.sha256 else ' (size only: hash not pinned)'}")
                 continue
             echo(f"{label}: present but invalid ({why}); downloading again")
-        staged = _fetch_from_folder(wf, mirror, staging) if mirror else _fetch_from_hub(wf, staging, endpoint, token)
+        if mirror:
+            staged = _fetch_from_folder(wf, mirror, staging)
+        else:
+            staged = _fetch_from_url(wf, staging) if wf.url else _fetch_from_hub(wf, staging, endpoint, token)
         progress = hash_progress_factory(wf, staged.stat().st_size) if hash_progress_factory else None
         ok, why, digest = check_file(wf, staged, hash_progress=progress)
         if not ok:
