@@ -166,3 +166,90 @@ def test_manifest_sizes_are_lower_bounds(reference_dir):
     }
     for target, manifest in pairs.items():
         assert by_target[target].min_size == summary[manifest]["bytes_fp32"]
+
+
+def _serve_fake_hub(root: Path):
+    """Serve <root>/<repo_id>/<filename> at /<repo_id>/resolve/<revision>/<filename> on loopback,
+    with the headers huggingface_hub reads (commit, etag, size), like the hub does."""
+    import http.server
+    import threading
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    requests: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _resolve(self):
+            m = re.fullmatch(r"/(.+?/.+?)/resolve/([^/]+)/(.+)", self.path.split("?")[0])
+            if not m:
+                return None
+            p = root / m.group(1) / m.group(3)
+            return p if p.is_file() else None
+
+        def _headers(self, p: Path, body_len: int, status: int = 200):
+            self.send_response(status)
+            self.send_header("X-Repo-Commit", commit)
+            self.send_header("ETag", f'"{_sha(p.read_bytes())}"')
+            self.send_header("Content-Length", str(body_len))
+            self.send_header("Accept-Ranges", "bytes")
+            self.end_headers()
+
+        def do_HEAD(self):
+            requests.append("HEAD " + self.path)
+            p = self._resolve()
+            if p is None:
+                self.send_response(404)
+                self.send_header("X-Error-Code", "EntryNotFound")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self._headers(p, p.stat().st_size)
+
+        def do_GET(self):
+            requests.append("GET " + self.path)
+            p = self._resolve()
+            if p is None:
+                self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            data = p.read_bytes()
+            rng = self.headers.get("Range")
+            if rng and (m := re.fullmatch(r"bytes=(\d+)-", rng)):
+                data = data[int(m.group(1)):]
+                self._headers(p, len(data), 206)
+            else:
+                self._headers(p, len(data))
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, requests
+
+
+def test_download_through_huggingface_hub_from_loopback_server(tmp_path, fake_hub, test_set, monkeypatch):
+    """The real hf_hub_download path, against a local HTTP server standing in for the hub."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    server, requests = _serve_fake_hub(fake_hub)
+    try:
+        endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+        dest = tmp_path / "w"
+        res = hub.download("tiny-test", dest, endpoint=endpoint, echo=lambda s: None)
+        assert [r.status for r in res] == ["downloaded"] * 3
+        assert (dest / "base/unet/weights.bin").read_bytes() == PAYLOAD["org/model-a"]["unet/weights.bin"]
+        assert any(r.startswith("GET /org/model-a/resolve/") for r in requests)
+        # a file changed upstream: rejected, and nothing left under the final name
+        (fake_hub / "org/model-a/unet/weights.bin").write_bytes(b"Z" * 5000)
+        with pytest.raises(WeightsError, match="failed verification"):
+            hub.download("tiny-test", tmp_path / "w2", endpoint=endpoint, echo=lambda s: None)
+        assert not (tmp_path / "w2/base/unet/weights.bin").exists()
+        (fake_hub / "org/model-a/unet/weights.bin").write_bytes(PAYLOAD["org/model-a"]["unet/weights.bin"])
+        (fake_hub / "org/model-b/vae.safetensors").unlink()
+        with pytest.raises(WeightsError, match="vae.safetensors.*not on the hub"):
+            hub.download("tiny-test", tmp_path / "w3", endpoint=endpoint, echo=lambda s: None, force=True)
+    finally:
+        server.shutdown()
