@@ -271,9 +271,17 @@ def generate_clip(seed: int, num_frames: int = 16, size=(128, 128), motion: str 
     iuv = np.empty((num_frames, h, w, 3), np.uint8)
     mask = np.empty((num_frames, h, w), bool)
     shadow_strength = 0.15 + 0.25 * float(rng_background.random())
+    # lighting of the clip: a key light from the front-left/right and above, ambient share,
+    # and a colour temperature / exposure applied to the whole frame
+    az, el, amb, temp, expo = rng_background.random(5)
+    az, el = (az - 0.5) * 1.6, el * 0.6
+    light = (np.sin(az) * np.cos(el), -np.sin(el), np.cos(az) * np.cos(el))
+    ambient = 0.5 + 0.25 * amb
+    t = (temp - 0.5) * 0.12
+    grade = np.array([1.0 + t, 1.0, 1.0 - t], np.float32) * (0.9 + 0.2 * expo)
     feet_ids = [J["r_ankle"], J["l_ankle"], J["r_toe"], J["l_toe"]]
     for f in range(num_frames):
-        canvas = Canvas(bg)
+        canvas = Canvas(bg, light, ambient)
         fx = jp[f, feet_ids, 0]
         air = ang["root_dy"][f]
         shadow(canvas.rgb, float(fx.mean()), ground,
@@ -283,7 +291,7 @@ def generate_clip(seed: int, num_frames: int = 16, size=(128, 128), motion: str 
         for prim in person_prims(jp[f, :, :2], jp[f, :, 2], s, shape, app, rot_head[f],
                                  rot_torso[f], rot_hips[f], thumbs=thumbs):
             prim.paint(canvas)
-        frames[f] = np.clip(canvas.rgb * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        frames[f] = np.clip(canvas.rgb * (grade * 255.0) + 0.5, 0, 255).astype(np.uint8)
         parts[f] = canvas.parts
         mask[f] = canvas.parts > 0
         iuv[f, ..., 0] = canvas.parts
@@ -321,6 +329,8 @@ def generate_clip(seed: int, num_frames: int = 16, size=(128, 128), motion: str 
         "body": shape.to_dict(),
         "appearance": app.to_dict(),
         "background": bg_meta,
+        "light": {"direction": [float(c) for c in light], "ambient": float(ambient),
+                  "grade": [float(c) for c in grade]},
         "scale_px": float(s),
         "ground_y": float(ground),
         "close_up": bool(close_up),
@@ -337,7 +347,7 @@ def generate_clip(seed: int, num_frames: int = 16, size=(128, 128), motion: str 
         iuv=iuv,
         densepose=densepose_map(parts) if densepose else None,
         mask=mask,
-        background=np.clip(bg * 255.0 + 0.5, 0, 255).astype(np.uint8),
+        background=np.clip(bg * (grade * 255.0) + 0.5, 0, 255).astype(np.uint8),
         joints3d=jp.astype(np.float32),
         fps=float(fps),
         meta=meta,

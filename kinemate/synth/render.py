@@ -43,8 +43,12 @@ _FOOT = {"r": 6, "l": 5}
 class Canvas:
     """The frame being painted: colour, part labels, (u, v) and coverage."""
 
-    def __init__(self, background: np.ndarray):
+    def __init__(self, background: np.ndarray, light=(0.0, 0.0, 1.0), ambient: float = 0.72):
+        """``light``: unit direction towards the light in camera space (x right, y down, z
+        towards the viewer); ``ambient``: the share of light every surface gets."""
         h, w = background.shape[:2]
+        self.light = np.asarray(light, np.float32)
+        self.ambient = float(ambient)
         self.h, self.w = h, w
         self.rgb = background.copy()
         self.parts = np.zeros((h, w), np.uint8)
@@ -81,6 +85,14 @@ class Canvas:
 def _clip(x, lo, hi):
     """np.clip without its Python overhead (a hot path: called ~100 times per frame)."""
     return np.minimum(np.maximum(x, lo), hi)
+
+
+def _lambert(canvas: Canvas, nx, ny, nz, ambient: float | None = None) -> np.ndarray:
+    """Shading factor (h, w, 1) of surface normals (camera space) under the canvas light."""
+    a = canvas.ambient if ambient is None else ambient
+    lx, ly, lz = (float(c) for c in canvas.light)
+    d = np.maximum(nx * lx + ny * ly + nz * lz, 0.0)
+    return (a + (1.0 - a) * d)[..., None]
 
 
 def _grid(box):
@@ -152,7 +164,8 @@ def capsule(canvas: Canvas, p0, p1, r0: float, r1: float, material: Material, la
     v = _clip(perp / np.maximum(r, 1e-3), -1, 1)
     col = _pattern(material, t_raw * L / scale, perp / scale)
     if shade:
-        col = col * (0.72 + 0.28 * np.sqrt(1 - v * v))[..., None]
+        nz = np.sqrt(np.maximum(1 - v * v, 0))
+        col = col * _lambert(canvas, v * (ey / L), -v * (ex / L), nz)
     if isinstance(label, tuple):
         lab_neg, lab_pos = label
         if inside_ref is not None:
@@ -209,7 +222,9 @@ def polygon(canvas: Canvas, pts: np.ndarray, radius: float, axis0, axis1, materi
         frac, mat2 = lower
         below = (along / L > frac)[..., None]
         col = np.where(below, _pattern(mat2, along / scale, across / scale), col)
-    col = col * (0.8 + 0.2 * np.sqrt(1 - vv * vv))[..., None]
+    nz = np.sqrt(np.maximum(1 - vv * vv, 0))
+    col = col * _lambert(canvas, 0.6 * vv * (ay / L), -0.6 * vv * (ax / L), nz,
+                         ambient=min(canvas.ambient + 0.1, 1.0))
     canvas.paint(box, alpha, col, label, _clip(along / L, 0, 1), 0.5 + 0.5 * vv)
 
 
@@ -274,6 +289,7 @@ def head(canvas: Canvas, centre, radius: float, rot: np.ndarray, app: Appearance
                 rt[2, 0] * xn + rt[2, 1] * yn + rt[2, 2] * zn), zn
 
     n, zn = normals(radius)
+    xn_c, yn_c = dx / radius, dy / radius
     skin = np.asarray(app.skin, np.float32)
     col = np.broadcast_to(skin, dx.shape + (3,)).copy()
     # face features where the surface normal points at them
@@ -292,7 +308,7 @@ def head(canvas: Canvas, centre, radius: float, rot: np.ndarray, app: Appearance
     nose = _clip(1.0 - ((n[0]) ** 2 + (n[1] - 0.22) ** 2) / 0.012, 0, 1)[..., None] * (
         n[2] > 0)[..., None]
     col = col * (1 - 0.18 * nose)
-    col = col * (0.7 + 0.3 * zn)[..., None]
+    col = col * _lambert(canvas, xn_c, yn_c, zn)
     lab = np.where(n[0] < 0, labels[0], labels[1]).astype(np.uint8)
     u = 0.5 + 0.5 * n[1]
     v = 0.5 + np.arctan2(n[0], n[2]) / (2 * np.pi)
@@ -301,7 +317,7 @@ def head(canvas: Canvas, centre, radius: float, rot: np.ndarray, app: Appearance
         return
     nb, znb = normals(R)
     hair = _hair_test(style, nb) & _hair_test(style, n) | (_hair_test(style, nb) & (dist > radius))
-    hcol = np.asarray(app.hair, np.float32) * (0.7 + 0.3 * znb)[..., None]
+    hcol = np.asarray(app.hair, np.float32) * _lambert(canvas, dx / R, dy / R, znb)
     # a little strand texture
     hcol = hcol * (0.9 + 0.1 * np.sin(40.0 * nb[0] + 10.0 * nb[1]))[..., None]
     alpha = _coverage(dist - R) * hair
