@@ -50,9 +50,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in SUBCOMMANDS:
-        module = importlib.import_module(f"kinemate.cli.{name}")
+        try:
+            module = importlib.import_module(f"kinemate.cli.{name}")
+        except ImportError as exc:
+            # An optional dependency is missing (e.g. the service extras): every other command
+            # keeps working, and this one says what to install.
+            _register_unavailable(sub, name, exc)
+            continue
         module.register(sub)
     return parser
+
+
+def _register_unavailable(sub, name: str, exc: ImportError) -> None:
+    log.debug("subcommand %s unavailable: %s", name, exc)
+    missing = getattr(exc, "name", None) or str(exc)
+    p = sub.add_parser(name, help=f"(unavailable: needs {missing})", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+
+    def run(args: argparse.Namespace) -> int:
+        raise KinemateError(
+            f"'kinemate {name}' cannot run because a package is missing ({exc}) — install the "
+            "project's requirements (pip install -r requirements/dev.txt, or "
+            "requirements/service.txt for the service) and try again."
+        )
+
+    p.set_defaults(func=run)
 
 
 def _setup_logging(verbose: bool) -> None:
