@@ -121,17 +121,29 @@ def networks_from_dir(folder: str | Path | None, *, lpips_net: str = "alex", dev
 
     nets = Networks()
     if folder is None:
-        why = "no metric weights folder given (--metric-weights DIR); see docs/evaluation.md"
-        nets.missing = {m: why for m in ("lpips", "fid", "fvd", "fid_vid")}
-        return nets
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise UsageError(f"metric weights folder {folder} does not exist; create it and put the files of "
-                         "docs/evaluation.md there (or use 'kinemate weights download')")
+        # nothing given: the folders 'kinemate weights download eval-metrics|eval-lpips-vgg' fill by default
+        from kinemate.hub import default_dir
+
+        folders = [d for d in (default_dir("eval-metrics"), default_dir("eval-lpips-vgg")) if d.is_dir()]
+        if not folders:
+            why = ("not available: no metric weights (--metric-weights DIR, or 'kinemate weights download "
+                   "eval-metrics'); see docs/evaluation.md")
+            nets.missing = {m: why for m in ("lpips", "fid", "fvd", "fid_vid")}
+            return nets
+        folder = folders[0]
+    else:
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise UsageError(f"metric weights folder {folder} does not exist; create it and put the files of "
+                             "docs/evaluation.md there (or use 'kinemate weights download eval-metrics --dir DIR')")
+        folders = [folder]
 
     def need(key: str) -> Path | None:
-        p = folder / WEIGHT_FILES[key]["filename"]
-        return p if p.is_file() else None
+        for f in folders:
+            p = f / WEIGHT_FILES[key]["filename"]
+            if p.is_file():
+                return p
+        return None
 
     if lpips_net not in ("alex", "vgg"):
         raise UsageError(f"--lpips-net must be 'alex' or 'vgg', got {lpips_net!r}")

@@ -130,16 +130,22 @@ def test_psnr_subcommand_shows_trap_next_to_correct_value(tmp_path, capsys):
     assert "8.13" in out and "36.09" in out
 
 
-def test_networks_from_dir_loads_published_layouts_and_reports_missing(tmp_path):
+def test_networks_from_dir_loads_published_layouts_and_reports_missing(tmp_path, monkeypatch):
     from kinemate.eval.lpips import LPIPS
 
     torch.manual_seed(0)
     ref = LPIPS("alex")
+    folder = tmp_path / "eval-metrics"  # the folder 'kinemate weights download eval-metrics' fills
+    folder.mkdir()
     torch.save({k: torch.randn_like(v) * 0.01 for k, v in ref.net.state_dict().items()},
-               tmp_path / "alexnet-owt-7be5be79.pth")
+               folder / "alexnet-owt-7be5be79.pth")
     torch.save({f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1) for i, c in enumerate([64, 192, 384, 256, 256])},
-               tmp_path / "alex.pth")
-    nets = networks_from_dir(tmp_path)
+               folder / "alex.pth")
+    monkeypatch.setenv("KINEMATE_WEIGHTS_DIR", str(tmp_path))
+    assert networks_from_dir(None).lpips is not None  # found in the default download folder
+    monkeypatch.setenv("KINEMATE_WEIGHTS_DIR", str(tmp_path / "empty"))
+    assert "not available" in networks_from_dir(None).missing["lpips"]
+    nets = networks_from_dir(folder)
     assert nets.lpips is not None and nets.inception is None
     desc = nets.describe()
     assert desc["lpips"]["available"]
