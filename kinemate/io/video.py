@@ -42,6 +42,17 @@ FRAME_NAME = "frame_{:06d}.png"
 _PROBE_TIMEOUT_S = 300
 
 
+class _DropRotationNotice(logging.Filter):
+    """imageio-ffmpeg warns when ffmpeg's output size differs from the stored one; for videos
+    with rotation metadata that is expected (ffmpeg turns the frames upright), so drop it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "different from the source frame size" not in record.getMessage()
+
+
+logging.getLogger("imageio_ffmpeg").addFilter(_DropRotationNotice())
+
+
 def ffmpeg_exe() -> str:
     """Path of the ffmpeg binary bundled with imageio-ffmpeg."""
     import imageio_ffmpeg
@@ -103,7 +114,7 @@ def _check_video_path(path: Path) -> str:
 
 _RE_DURATION = re.compile(r"Duration:\s*(\d+):(\d+):(\d+(?:\.\d+)?)")
 _RE_VIDEO_STREAM = re.compile(r"Stream #\d+:\d+.*?: Video: (.*)")
-_RE_SIZE = re.compile(r"(?<![0-9a-fx])(\d{1,6})x(\d{1,6})(?![0-9a-z])")
+_RE_SIZE = re.compile(r"(?:^|[ ,])([1-9]\d{0,5})x([1-9]\d{0,5})(?=[ ,\[]|$)")
 _RE_FPS = re.compile(r"([\d.]+)(k?) (fps|tbr)\b")
 _RE_ROTATION = re.compile(r"rotation of (-?[\d.]+) degrees")
 _RE_FRAME = re.compile(r"frame=\s*(\d+)")

@@ -172,3 +172,26 @@ def test_streaming_read_is_lazy(tmp_path):
         assert r.num_frames == 300
         next(r)
         assert r.frames_read == 1
+
+
+@pytest.mark.parametrize("suffix", [".webm", ".mkv", ".avi", ".mov"])
+def test_container_formats_and_odd_paths(tmp_path, suffix):
+    codec = {".webm": "libvpx-vp9", ".mkv": "ffv1", ".avi": "mjpeg", ".mov": "libx264"}[suffix]
+    p = tmp_path / f"ü ber -x{suffix}"  # non-ASCII, space, leading-dash-like name
+    subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi",
+                    "-i", "testsrc=size=48x32:rate=8:duration=1", "-c:v", codec, str(p)], check=True)
+    info = probe_video(p)
+    assert (info.width, info.height, info.num_frames, info.fps) == (48, 32, 8, 8.0)
+    frames, fps = read_video(p)
+    assert frames.shape == (8, 32, 48, 3) and fps == 8.0
+
+
+def test_rotation_metadata_is_applied(tmp_path, clip_mp4, caplog):
+    rotated = tmp_path / "rot.mp4"
+    subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-display_rotation", "90",
+                    "-i", str(clip_mp4), "-c", "copy", str(rotated)], check=True)
+    info = probe_video(rotated)
+    assert (info.width, info.height) == (48, 64)  # upright: the 64x48 clip turned a quarter
+    frames, _ = read_video(rotated, max_frames=2)
+    assert frames.shape == (2, 64, 48, 3)
+    assert not [r for r in caplog.records if "different from the source" in r.getMessage()]
