@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import colorsys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import cv2
 import numpy as np
@@ -50,7 +50,8 @@ class Appearance:
     bottom_kind: str
     shoes: tuple[float, float, float]
     dress: bool = False
-    extras: dict = field(default_factory=dict)
+    glasses: tuple[float, float, float] | None = None  # frame colour
+    hat: tuple[float, float, float] | None = None  # beanie colour
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -109,6 +110,9 @@ def sample_appearance(rng: np.random.Generator) -> Appearance:
         bottom_kind=bottom_kind,
         shoes=_cloth_colour(rng) if rng.random() < 0.5 else (0.1, 0.09, 0.08),
         dress=dress,
+        glasses=(_random_colour(rng, sat=(0, 0.6), val=(0.05, 0.5)) if rng.random() < 0.2
+                 else None),
+        hat=_cloth_colour(rng) if rng.random() < 0.12 else None,
     )
 
 

@@ -303,6 +303,15 @@ def head(canvas: Canvas, centre, radius: float, rot: np.ndarray, app: Appearance
         brow = (n[1] + 0.33) ** 2 / 0.004 + ((n[0] - sx * 0.36) ** 2) / 0.03
         browm = _clip(1.0 - brow, 0, 1)[..., None] * (n[2] > 0)[..., None]
         col = col * (1 - browm) + np.asarray(app.hair, np.float32) * 0.8 * browm
+    if app.glasses is not None:  # round frames around the eyes and a bridge
+        gc = np.asarray(app.glasses, np.float32)
+        for sx in (-1.0, 1.0):
+            dot = (n[0] * sx * abs(ex) + n[1] * ey + n[2] * ez) / en
+            ang = np.arccos(np.clip(dot, -1.0, 1.0))
+            ring = _clip(1.6 - np.abs(ang - 0.21) * 30.0, 0, 1)[..., None]
+            col = col * (1 - ring) + gc * ring
+        bridge = ((np.abs(n[0]) < 0.2) & (np.abs(n[1] + 0.06) < 0.025) & (n[2] > 0))
+        col[bridge] = gc
     mouth = ((n[1] - 0.5) ** 2 / 0.0045 + n[0] ** 2 / 0.045 < 1.0) & (n[2] > 0)
     col[mouth] = app.lips
     nose = _clip(1.0 - ((n[0]) ** 2 + (n[1] - 0.22) ** 2) / 0.012, 0, 1)[..., None] * (
@@ -322,6 +331,31 @@ def head(canvas: Canvas, centre, radius: float, rot: np.ndarray, app: Appearance
     hcol = hcol * (0.9 + 0.1 * np.sin(40.0 * nb[0] + 10.0 * nb[1]))[..., None]
     alpha = _coverage(dist - R) * hair
     canvas.paint(box, alpha, hcol, lab, u, v)
+
+
+def hat(canvas: Canvas, centre, radius: float, rot: np.ndarray, app: Appearance,
+        labels=(23, 24)) -> None:
+    """A beanie: the top of a slightly larger sphere, in the hat colour."""
+    R = radius * 1.12
+    cx, cy = float(centre[0]), float(centre[1])
+    box = canvas.box(cx - R, cy - R, cx + R, cy + R)
+    if box is None:
+        return
+    X, Y = _grid(box)
+    dx, dy = X - cx, Y - cy
+    xn, yn = dx / R, dy / R
+    zn = np.sqrt(np.maximum(1.0 - xn * xn - yn * yn, 0))
+    rt = rot.T
+    nx = rt[0, 0] * xn + rt[0, 1] * yn + rt[0, 2] * zn
+    ny = rt[1, 0] * xn + rt[1, 1] * yn + rt[1, 2] * zn
+    on = ny < -0.32
+    rib = 0.9 + 0.1 * np.sin(60.0 * nx)  # knit ribs
+    col = np.asarray(app.hat, np.float32) * (rib[..., None] * _lambert(canvas, xn, yn, zn))
+    band = (ny >= -0.42)[..., None]  # a folded brim, a little darker
+    col = np.where(band, col * 0.85, col)
+    alpha = _coverage(np.sqrt(dx * dx + dy * dy) - R) * on
+    lab = np.where(nx < 0, labels[0], labels[1]).astype(np.uint8)
+    canvas.paint(box, alpha, col, lab, 0.5 + 0.5 * ny, 0.5 + np.arctan2(nx, zn) / (2 * np.pi))
 
 
 # ---------------------------------------------------------------------------------------
@@ -380,6 +414,9 @@ def person_prims(j2: np.ndarray, jz: np.ndarray, scale: float, shape: BodyShape,
         (23, 24), s, shade=True)))
     prims.append(Prim(zof("head", bias=0.05), lambda c: head(
         c, head2, shape.head_r * s, rot_head, app)))
+    if app.hat is not None:
+        prims.append(Prim(zof("head", bias=0.051), lambda c: hat(
+            c, head2, shape.head_r * s, rot_head, app)))
     hair = Material(colour=app.hair)
     hr = shape.head_r
     if app.hair_style == "long":
