@@ -100,7 +100,7 @@ def _alpha(cutoff: np.ndarray | float, dt: float) -> np.ndarray:
 def one_euro(
     track: PoseTrack,
     *,
-    min_cutoff: float = 1.0,
+    min_cutoff: float = 2.0,
     beta: float = 20.0,
     d_cutoff: float = 1.0,
     min_conf: float = DEFAULT_MIN_CONF,
@@ -146,7 +146,7 @@ def smooth_track(
     min_conf: float = DEFAULT_MIN_CONF,
     max_gap: int = 5,
     smooth: bool = True,
-    min_cutoff: float = 1.0,
+    min_cutoff: float = 2.0,
     beta: float = 20.0,
 ) -> PoseTrack:
     """The default clean-up: gate low confidences, fill short gaps, then One-Euro smoothing."""

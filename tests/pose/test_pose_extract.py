@@ -129,6 +129,22 @@ def test_two_people_in_a_video_are_followed_by_rule(backend, demo_inputs, tmp_pa
     assert (np.diff(left.body[:, NECK, 0]) > 0).all() and (np.diff(right.body[:, NECK, 0]) > 0).all()
 
 
+@pytest.mark.parametrize("seed", [0, 2])
+def test_accuracy_on_synthetic_people_with_ground_truth(backend, seed):
+    from kinemate.synth import generate_clip
+
+    clip = generate_clip(seed, 4, (256, 256), skeleton=False, densepose=False)
+    track = extract_pose(clip.frames, backend=backend, smooth=False, progress=False)
+    gt = clip.pose  # exact COCO-18 keypoints of the rendered person
+    assert track.present().all()
+    both = (track.body[..., 2] > 0) & (gt[..., 2] > 0.5)
+    assert both.sum() >= 0.6 * (gt[..., 2] > 0.5).sum()
+    err = np.linalg.norm(track.body[..., :2] - gt[..., :2], axis=-1)[both]
+    height = float(np.ptp(gt[gt[..., 2] > 0.5][:, 1]))
+    pck = float((err < 0.1 * height).mean())  # PCK@0.1 of the person's height
+    assert np.median(err) < 0.05 * height and pck > 0.8, (np.median(err), pck)
+
+
 def test_video_track_follows_the_motion(backend, astronaut, tmp_path):
     clip = _shifted_clip(astronaut, 6, 8)
     path = write_video(tmp_path / "moving.mp4", clip, 10)
