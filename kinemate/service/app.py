@@ -50,6 +50,10 @@ STATIC = Path(__file__).with_name("static")
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 FIELDS = ("steps", "guidance", "seed", "control", "size", "fit", "watermark")
 MAX_SEED = 2**63 - 1
+# The web page loads only its own files; media are shown from blob: URLs made by its script.
+PAGE_CSP = ("default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; "
+            "connect-src 'self'; script-src 'self'; style-src 'self'; object-src 'none'; "
+            "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 
 
 # -- request body limit -----------------------------------------------------------------
@@ -238,6 +242,17 @@ def create_app(config: ServiceConfig, *, store: JobStore | None = None,
     app.state.store, app.state.worker, app.state.config = store, worker, config
     app.add_middleware(BodyLimit, max_bytes=config.limits.max_request_bytes)
 
+    @app.middleware("http")
+    async def _security_headers(request: Request, call_next):
+        response = await call_next(request)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        path = request.url.path
+        if path == "/" or path.startswith("/static/"):
+            response.headers["Content-Security-Policy"] = PAGE_CSP
+            response.headers["X-Frame-Options"] = "DENY"
+        return response
+
     @app.exception_handler(BodyTooLarge)
     async def _body_too_large(request: Request, exc: BodyTooLarge):
         return JSONResponse({"detail": _too_large(config.limits.max_request_bytes)}, 413)
@@ -297,6 +312,10 @@ def create_app(config: ServiceConfig, *, store: JobStore | None = None,
     @app.get("/", include_in_schema=False)
     def index():
         return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon():
+        return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

@@ -169,3 +169,43 @@ def test_defaults_bind_to_loopback():
 
     args = build_parser().parse_args(["serve"])
     assert args.host == "127.0.0.1" and args.port == 8000
+
+
+def _stick_figure_track(path, frames=3):
+    """A hand-made pose JSON (kinemate format): a standing person raising an arm."""
+    from kinemate.pose import PoseTrack
+
+    track = PoseTrack.empty(frames, 128, 128, fps=10)
+    body = {0: (64, 20), 1: (64, 36), 2: (50, 38), 3: (44, 56), 4: (40, 72), 5: (78, 38),
+            6: (84, 56), 7: (88, 72), 8: (56, 74), 9: (55, 96), 10: (54, 118), 11: (72, 74),
+            12: (73, 96), 13: (74, 118), 14: (60, 17), 15: (68, 17), 16: (56, 19), 17: (72, 19)}
+    for f in range(frames):
+        for k, (x, y) in body.items():
+            if k == 4:
+                y -= 20 * f  # the right wrist rises
+            track.body[f, k] = (x, y, 0.9)
+    track.confidence[:] = 1.0
+    track.save(path)
+    return path
+
+
+def test_pose_json_driving_with_preview(server, client, key, tiny_inputs, tmp_path):
+    pose_json = _stick_figure_track(tmp_path / "moves.pose.json").read_bytes()
+    bad = client.submit(key, tiny_inputs["reference"].read_bytes(), pose_json,
+                        drv_name="moves.json", params={"control": "densepose"})
+    assert bad.status == 422 and "DensePose video" in bad.detail
+    res = client.submit(key, tiny_inputs["reference"].read_bytes(), pose_json,
+                        drv_name="moves.json", params={"control": "pose"})
+    assert res.status == 201, res.body
+    job = res.json()
+    assert job["inputs"]["driving"]["kind"] == "pose" and job["inputs"]["driving"]["frames"] == 3
+    preview = client.get(f"/api/v1/jobs/{job['id']}/preview", key=key)
+    assert preview.status == 200, preview.body
+    (tmp_path / "preview.png").write_bytes(preview.body)
+    from kinemate.io import read_image
+
+    image = read_image(tmp_path / "preview.png")
+    assert image.shape[:2] == (64, 64)
+    assert (image.max(axis=2) > 60).mean() > 0.01  # coloured limbs on black
+    done = client.wait(key, job["id"])
+    assert done["state"] == "succeeded", done

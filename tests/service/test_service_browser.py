@@ -4,6 +4,7 @@ key, upload a photo and a video, see the pose preview, watch progress, play the 
 from __future__ import annotations
 
 import shutil
+import time
 
 import pytest
 from service_helpers import artifacts_dir
@@ -11,6 +12,18 @@ from service_helpers import artifacts_dir
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def wait_until(page, expression: str, timeout: float = 60.0):
+    """Poll a JS expression from Python (page.wait_for_function compiles its predicate with
+    eval, which the page's Content-Security-Policy forbids, as it should)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = page.evaluate(f"() => ({expression})")
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {expression}")
 
 
 @pytest.fixture(scope="module")
@@ -30,9 +43,12 @@ def test_web_page_uploads_shows_preview_progress_and_plays_result(server, browse
     page = browser.new_page(viewport={"width": 1100, "height": 1300})
     errors = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(server.url + "/")
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error"
+            and "401" not in msg.text else None)
+    response = page.goto(server.url + "/")
     assert page.title() == "kinemate"
-    page.wait_for_function("document.getElementById('health').textContent.includes('ready')")
+    assert "script-src 'self'" in response.headers["content-security-policy"]
+    wait_until(page, "document.getElementById('health').textContent.includes('ready')")
 
     # A wrong key is refused with the server's message.
     page.fill("#api-key", "km_wrong_key")
@@ -50,17 +66,15 @@ def test_web_page_uploads_shows_preview_progress_and_plays_result(server, browse
     page.click("#submit")
     page.wait_for_selector("#job-card:not([hidden])")
     # Progress is shown while it runs, then the result plays.
-    page.wait_for_function(
-        "['running','succeeded'].includes(document.getElementById('state').textContent)",
-        timeout=60_000)
+    wait_until(page, "['running','succeeded'].includes(document.getElementById('state')"
+                     ".textContent)")
     page.wait_for_selector("#pose-preview:not([hidden])", timeout=60_000)
     page.wait_for_selector("#result:not([hidden])", timeout=120_000)
     assert page.inner_text("#state") == "succeeded"
     assert page.eval_on_selector("#progress", "el => el.value") == 1
-    page.wait_for_function(
-        "(() => { const v = document.getElementById('result-video');"
-        " return v.readyState >= 2 && v.videoWidth > 0 && v.currentTime > 0; })()",
-        timeout=30_000)
+    wait_until(page, "(() => { const v = document.getElementById('result-video');"
+                     " return v.readyState >= 2 && v.videoWidth > 0 && v.currentTime > 0; })()",
+               timeout=30)
     video = page.eval_on_selector(
         "#result-video", "v => ({src: v.currentSrc, w: v.videoWidth, h: v.videoHeight, "
                          "d: v.duration, paused: v.paused})")
