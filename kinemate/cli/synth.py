@@ -28,6 +28,9 @@ def register(subparsers) -> None:
     p.add_argument("--motion", action="append", metavar="NAME",
                    help="only these motions (repeatable; default: all)")
     p.add_argument("--no-densepose", action="store_true", help="skip DensePose maps")
+    p.add_argument("--preview", metavar="PATH",
+                   help="also write a preview of the first clips (frames over DensePose maps) "
+                        "as .gif, .mp4 or an image folder")
     p.add_argument("--force", action="store_true", help="replace DIR if it exists")
     p.set_defaults(func=run)
 
@@ -56,12 +59,17 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"unknown motion {m!r}; choose from: {', '.join(MOTION_NAMES)}")
     motions = args.motion
 
+    shown: list = []
+
     def clips():
         for i in range(args.clips):
             seed = args.seed + i
             motion = motions[i % len(motions)] if motions else None
-            yield generate_clip(seed, args.frames, size, motion, fps=args.fps, skeleton=False,
-                                densepose=not args.no_densepose)
+            clip = generate_clip(seed, args.frames, size, motion, fps=args.fps, skeleton=False,
+                                 densepose=not args.no_densepose)
+            if args.preview and len(shown) < PREVIEW_CLIPS:
+                shown.append(clip)
+            yield clip
 
     info = {
         "name": f"kinemate-synth-{split}",
@@ -74,4 +82,26 @@ def run(args: argparse.Namespace) -> int:
     out = write_dataset(args.output, clips(), total=args.clips, info=info, force=args.force,
                         densepose=not args.no_densepose)
     print(f"wrote {args.clips} {split} clips ({args.frames} frames, {size[0]}x{size[1]}) to {out}")
+    if args.preview:
+        from kinemate.io import write_video
+
+        path = write_video(args.preview, preview_frames(shown), args.fps)
+        print(f"preview: {path}")
     return 0
+
+
+PREVIEW_CLIPS = 6
+
+
+def preview_frames(clips: list) -> list:
+    """Tile clips side by side: frames on top, DensePose maps (if any) below."""
+    import numpy as np
+
+    frames = []
+    for f in range(min(c.num_frames for c in clips)):
+        top = np.concatenate([c.frames[f] for c in clips], axis=1)
+        rows = [top]
+        if all(c.densepose is not None for c in clips):
+            rows.append(np.concatenate([c.densepose[f] for c in clips], axis=1))
+        frames.append(np.concatenate(rows, axis=0))
+    return frames

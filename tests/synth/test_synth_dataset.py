@@ -19,12 +19,16 @@ from kinemate.synth.dataset import open_dataset, write_dataset, write_index
 def test_cli_writes_dataset_that_reads_back(tmp_path):
     out = tmp_path / "ds"
     rc = main(["synth", "-o", str(out), "--clips", "3", "--seed", "40", "--frames", "4",
-               "--size", "80x64"])
+               "--size", "80x64", "--preview", str(tmp_path / "preview.gif")])
     assert rc == 0
+    from kinemate.io import read_video
+
+    preview, _ = read_video(tmp_path / "preview.gif")
+    assert preview.shape == (4, 128, 240, 3)  # 3 clips side by side, frames over DensePose
     info = json.loads((out / "dataset.json").read_text())
     assert info["format"] == "kinemate.dataset" and info["split"] == "train"
     assert [v["seed"] for v in info["videos"]] == [40, 41, 42]
-    assert not [p for p in tmp_path.iterdir() if p.name != "ds"]  # no temp folder left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds", "preview.gif"]  # no temp left
     ds = open_dataset(out)
     assert len(ds) == 3
     for k, item in enumerate(ds):
