@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,21 @@ class WeightFile:
     approx_size: int | None = None  #: for display only
     source: str = ""  #: where the pinned values come from
     url: str | None = None  #: direct https URL for a file published outside the hub (repo_id then names the host)
+    #: leading hex digits of the sha256 when only those are published (torch.hub-style names
+    #: ``name-<hex>.ext``); for files with ``url`` it is read from the name when not given
+    sha256_prefix: str | None = None
+
+    @property
+    def expected_prefix(self) -> str | None:
+        """The sha256 prefix to check when no full hash is pinned (see ``sha256_prefix``)."""
+        if self.sha256:
+            return None
+        if self.sha256_prefix:
+            return self.sha256_prefix.lower()
+        if self.url:
+            m = re.search(r"-([0-9a-f]{8,64})\.[A-Za-z0-9]+$", self.filename)
+            return m.group(1) if m else None
+        return None
 
     @property
     def display_size(self) -> int | None:
@@ -275,7 +291,19 @@ def check_file(wf: WeightFile, path: Path, *, hash_progress: Callable[[int], Non
     digest = sha256_file(path, hash_progress)
     if wf.sha256 is not None and digest != wf.sha256.lower():
         return False, f"sha256 {digest}, expected {wf.sha256}", digest
+    prefix = wf.expected_prefix
+    if prefix and not digest.startswith(prefix):
+        return False, f"sha256 {digest} does not start with {prefix} (published in the file name)", digest
     return True, "ok", digest
+
+
+def how_checked(wf: WeightFile) -> str:
+    """What verification a file gets: full sha256, a published sha256 prefix, or size only."""
+    if wf.sha256:
+        return "sha256"
+    if wf.expected_prefix:
+        return f"sha256 prefix {wf.expected_prefix} + size"
+    return "size only: hash not pinned"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -389,7 +417,7 @@ def download(
             ok, why, digest = check_file(wf, target, hash_progress=progress)
             if ok:
                 results.append(FileResult(wf, target, "present", digest, "already present, verified"))
-                echo(f"{label}: present, verified{'' if wf.sha256 else ' (size only: hash not pinned)'}")
+                echo(f"{label}: present, verified ({how_checked(wf)})")
                 continue
             echo(f"{label}: present but invalid ({why}); downloading again")
         if mirror:
@@ -410,8 +438,8 @@ def download(
         if wf.sha256:
             echo(f"{label}: downloaded, sha256 verified")
         else:
-            echo(f"{label}: downloaded; its sha256 is not pinned in kinemate, so only the size was "
-                 f"checked (sha256 {digest})")
+            echo(f"{label}: downloaded; its full sha256 is not pinned in kinemate, so only "
+                 f"{how_checked(wf)} was checked (sha256 {digest})")
         results.append(FileResult(wf, target, "downloaded", digest))
     shutil.rmtree(staging, ignore_errors=True)
     return results

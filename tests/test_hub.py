@@ -253,3 +253,24 @@ def test_download_through_huggingface_hub_from_loopback_server(tmp_path, fake_hu
             hub.download("tiny-test", tmp_path / "w3", endpoint=endpoint, echo=lambda s: None, force=True)
     finally:
         server.shutdown()
+
+
+def test_sha256_prefix_from_torch_hub_style_name(tmp_path, monkeypatch):
+    data = b"weights" * 100
+    good = f"net-{_sha(data)[:8]}.pth"
+    mirror = tmp_path / "m"
+    (mirror / "host").mkdir(parents=True)
+    (mirror / "host" / good).write_bytes(data)
+    (mirror / "host" / "net-deadbeef.pth").write_bytes(data)
+    ws = hub.WeightSet("prefix-test", "t", files=(
+        hub.WeightFile("host", good, good, url=f"https://example.invalid/{good}"),))
+    monkeypatch.setitem(hub.REGISTRY, ws.name, ws)
+    assert hub.how_checked(ws.files[0]).startswith("sha256 prefix")
+    res = hub.download("prefix-test", tmp_path / "w", from_folder=mirror, echo=lambda s: None)
+    assert res[0].status == "downloaded"
+    bad = hub.WeightSet("prefix-bad", "t", files=(
+        hub.WeightFile("host", "net-deadbeef.pth", "net.pth", url="https://example.invalid/net-deadbeef.pth"),))
+    monkeypatch.setitem(hub.REGISTRY, bad.name, bad)
+    with pytest.raises(WeightsError, match="does not start with deadbeef"):
+        hub.download("prefix-bad", tmp_path / "w2", from_folder=mirror, echo=lambda s: None)
+    assert not (tmp_path / "w2/net.pth").exists()

@@ -76,7 +76,7 @@ def run_list(args: argparse.Namespace) -> int:
         if ws.license:
             print(f"  licence: {ws.license}")
         for f in ws.files:
-            mark = "sha256" if f.sha256 else "size only"
+            mark = hub.how_checked(f).replace(": hash not pinned", "")
             print(f"    {f.target:72} {hub.human_size(f.display_size):>9}  {mark}")
         for note in ws.notes:
             print(f"  note: {note}")
@@ -125,7 +125,7 @@ def run_verify(args: argparse.Namespace) -> int:
     bad = 0
     for r in results:
         if r.status == "present":
-            how = "sha256 ok" if r.file.sha256 else f"size ok, hash not pinned (sha256 {r.sha256})"
+            how = "sha256 ok" if r.file.sha256 else f"{hub.how_checked(r.file)} ok (sha256 {r.sha256})"
             print(f"ok       {r.file.target}  {how}")
         else:
             bad += 1
