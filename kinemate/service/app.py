@@ -9,7 +9,8 @@ do>"}`` with a 4xx status):
   idempotency key was already used).
 * ``GET /api/v1/jobs`` — the caller's jobs, newest first.
 * ``GET /api/v1/jobs/{id}`` — state and progress.
-* ``POST /api/v1/jobs/{id}/cancel``.
+* ``POST /api/v1/jobs/{id}/cancel``; ``DELETE /api/v1/jobs/{id}`` (a finished job, with its
+  files).
 * ``GET /api/v1/jobs/{id}/result`` and ``/grid`` — the MP4s once the job succeeded.
 * ``GET /api/v1/jobs/{id}/preview`` — PNG of the first frame's control map.
 * ``GET /api/v1/health``, ``GET /api/v1/limits`` — no key needed.
@@ -416,6 +417,17 @@ def create_app(config: ServiceConfig, *, store: JobStore | None = None,
         """Cancel a queued job at once, or a running one at its next progress report."""
         owned_job(job_id, key)
         return job_json(store.request_cancel(job_id, key.id))
+
+    @app.delete("/api/v1/jobs/{job_id}", tags=["jobs"], status_code=204,
+                responses={409: {"description": "the job is still queued or running"}})
+    def delete_job(job_id: str, key: Key):
+        """Delete a finished job with its uploads and results (cancel a running one first)."""
+        job = owned_job(job_id, key)
+        if not store.delete_job(job_id, key.id):
+            raise HTTPException(409, f"job {job_id} is {job.state}; cancel it and wait until it "
+                                "is cancelled, then delete it")
+        shutil.rmtree(Path(config.jobs_dir) / job.id, ignore_errors=True)
+        return Response(status_code=204)
 
     def _download(job_id: str, key: KeyRecord, which: str):
         job = owned_job(job_id, key)

@@ -93,6 +93,7 @@ class JobStore(Protocol):
     def get_job(self, job_id: str, owner: str | None = None) -> Job | None: ...
     def list_jobs(self, owner: str, limit: int = 100) -> list[Job]: ...
     def request_cancel(self, job_id: str, owner: str) -> Job | None: ...
+    def delete_job(self, job_id: str, owner: str) -> bool: ...
     def all_job_ids(self) -> set[str]: ...
 
     # jobs, worker side
@@ -311,6 +312,14 @@ class SQLiteJobStore:
                 "SELECT * FROM jobs WHERE id = ? AND owner = ?", (job_id, owner)
             ).fetchone()
         return None if row is None else self._job(row)
+
+    def delete_job(self, job_id: str, owner: str) -> bool:
+        """Delete a finished job's record (the caller removes its folder)."""
+        with self._tx() as db:
+            cur = db.execute(
+                "DELETE FROM jobs WHERE id = ? AND owner = ? AND state IN "
+                "('succeeded', 'failed', 'cancelled')", (job_id, owner))
+            return cur.rowcount == 1
 
     def claim_next(self, worker: str, lease_seconds: float) -> Job | None:
         now = time.time()

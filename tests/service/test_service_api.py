@@ -48,6 +48,11 @@ def test_job_runs_to_a_video_with_progress_and_downloads(server, client, key, ti
     listed = client.get("/api/v1/jobs", key=key).json()["jobs"]
     assert [j["id"] for j in listed] == [job["id"]]
 
+    # Deleting removes the record and every file of the job.
+    assert client.request("DELETE", f"/api/v1/jobs/{job['id']}", key=key).status == 204
+    assert client.get(f"/api/v1/jobs/{job['id']}", key=key).status == 404
+    assert not (server.data_dir / "jobs" / job["id"]).exists()
+
 
 def test_openapi_docs_and_limits(client):
     res = client.get("/docs")

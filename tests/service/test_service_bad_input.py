@@ -179,7 +179,8 @@ CREDENTIALS = {
 }
 ENDPOINTS = [("GET", "/api/v1/jobs"), ("POST", "/api/v1/jobs"), ("GET", "/api/v1/jobs/{job}"),
              ("POST", "/api/v1/jobs/{job}/cancel"), ("GET", "/api/v1/jobs/{job}/result"),
-             ("GET", "/api/v1/jobs/{job}/grid"), ("GET", "/api/v1/jobs/{job}/preview")]
+             ("GET", "/api/v1/jobs/{job}/grid"), ("GET", "/api/v1/jobs/{job}/preview"),
+             ("DELETE", "/api/v1/jobs/{job}")]
 
 for cred_name, cred in CREDENTIALS.items():
     for method, path in ENDPOINTS:
@@ -269,6 +270,7 @@ PATHS = [
     ("POST", "/api/v1/jobs/{other}/cancel", 404),
     ("DELETE", "/api/v1/jobs", 405),
     ("PUT", "/api/v1/jobs/{job}", 405),
+    ("DELETE", "/api/v1/jobs/{other}", 404),
     ("PATCH", "/api/v1/jobs/{job}", 405),
     ("GET", "/api/v1/jobs/{job}/cancel", 405),
     ("POST", "/api/v1/jobs/{job}/result", 405),
@@ -277,6 +279,11 @@ PATHS = [
     ("GET", "/api/v1/jobs?limit=abc", 422),
     ("GET", "/api/v1/jobs?limit=100000", 422),
     ("GET", "/api/v1/nothing-here", 404),
+    ("GET", "/api/v1/jobs/%ff", 404),
+    ("GET", "/api/v1/jobs/%00", 404),
+    ("GET", "/api/v1/jobs/%C0%AE%C0%AE/result", 404),
+    ("GET", "/static/%00", 404),
+    ("GET", "/api/v1/jobs/a/b/c/d", 404),
 ]
 for method, path, expected in PATHS:
     case(f"path-{method}-{path[:50]}", expected)(

@@ -111,6 +111,18 @@ def test_leases_requeue_dead_workers_and_give_up_after_max_attempts(store):
     assert failed.state == "failed" and "3 times" in failed.error
 
 
+def test_only_finished_jobs_of_the_owner_can_be_deleted(store):
+    owner = store.create_key("k")[0].id
+    _job(store, owner, 1)
+    assert store.delete_job(f"{1:032x}", owner) is False  # queued
+    job = store.claim_next("w", 60)
+    assert store.delete_job(job.id, owner) is False  # running
+    store.finish(job.id, "w", "succeeded")
+    assert store.delete_job(job.id, "someone-else") is False
+    assert store.delete_job(job.id, owner) is True
+    assert store.get_job(job.id) is None
+
+
 def test_cancel_running_job_is_seen_by_its_worker(store):
     owner = store.create_key("k")[0].id
     _job(store, owner, 1)
