@@ -121,3 +121,14 @@ def test_user_error_through_real_process():
     )
     assert out.returncode == 2
     assert out.stderr.strip().count("\n") == 0 and "unknown weights" in out.stderr
+
+
+def test_verbose_after_the_subcommand(fake_command, caplog, capsys):
+    assert main(["fake", "--fail", "input", "-v"]) == 1
+    assert any(r.exc_info for r in caplog.records)
+    caplog.clear()
+    assert main(["fake", "--fail", "input"]) == 1
+    assert not any(r.exc_info for r in caplog.records)
+    args = build_parser().parse_args(["weights", "list", "-v"])
+    assert args.verbose is True
+    assert build_parser().parse_args(["weights", "list"]).verbose is False

@@ -58,7 +58,19 @@ def build_parser() -> argparse.ArgumentParser:
             _register_unavailable(sub, name, exc)
             continue
         module.register(sub)
+    _accept_verbose_anywhere(sub)
     return parser
+
+
+def _accept_verbose_anywhere(subparsers: argparse._SubParsersAction) -> None:
+    """Let ``-v`` also follow the subcommand (``kinemate weights download x -v``)."""
+    for p in set(subparsers.choices.values()):
+        if "-v" not in p._option_string_actions and "--verbose" not in p._option_string_actions:
+            p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                           help="show debug logs and full tracebacks")
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _accept_verbose_anywhere(action)
 
 
 def _register_unavailable(sub, name: str, exc: ImportError) -> None:
