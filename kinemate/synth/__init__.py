@@ -12,6 +12,10 @@ Torch-free training/eval data and test fixtures::
 
 Seeds ``0 <= seed < 1_000_000`` are for training, ``seed >= 1_000_000`` are held out for
 evaluation (``SyntheticClips(split="train"|"eval")``). See docs/synth.md.
+
+The dataset folder format (real and synthetic videos; docs/dataset-format.md) is read by
+``open_dataset(dir)`` (alias ``load_dataset``) and written by ``write_dataset`` /
+``write_index`` (:mod:`kinemate.synth.dataset`).
 """
 
 from kinemate.synth.clip import (
@@ -26,6 +30,7 @@ from kinemate.synth.clip import (
     split_seeds,
     to_pose_track,
 )
+from kinemate.synth.dataset import load_dataset, open_dataset, write_dataset, write_index
 from kinemate.synth.motions import MOTIONS
 from kinemate.synth.render import PART_NAMES
 
@@ -34,5 +39,5 @@ MOTION_NAMES: tuple[str, ...] = tuple(sorted(MOTIONS))
 __all__ = [
     "Clip", "generate_clip", "SyntheticClips", "TRAIN_SEEDS", "EVAL_SEEDS", "DEFAULT_FPS",
     "MOTION_NAMES", "PART_NAMES", "densepose_map", "render_skeleton_maps", "split_seeds",
-    "to_pose_track",
+    "to_pose_track", "open_dataset", "load_dataset", "write_dataset", "write_index",
 ]
