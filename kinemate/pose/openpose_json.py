@@ -30,11 +30,14 @@ from kinemate.pose.skeleton import (
     BODY25_FROM_COCO18,
     BODY25_MID_HIP,
     L_HIP,
+    L_SHOULDER,
+    NECK,
     NUM_BODY,
     NUM_BODY25,
     NUM_FACE,
     NUM_HAND,
     R_HIP,
+    R_SHOULDER,
 )
 from kinemate.pose.track import FORMAT_NAME, PoseTrack, parse_points, read_json, write_json_atomic
 
@@ -126,6 +129,9 @@ def _person_to_candidate(person: Any, where: str) -> Candidate:
             f"{where}: pose_keypoints_2d has {len(raw)} numbers; expected 54 (COCO-18) or 75 "
             "(BODY_25) — other OpenPose body models are not supported"
         )
+    rs, ls = body[R_SHOULDER], body[L_SHOULDER]
+    if body[NECK, 2] <= 0 and rs[2] > 0 and ls[2] > 0:  # the neck is the shoulders' midpoint
+        body[NECK] = ((rs[0] + ls[0]) / 2, (rs[1] + ls[1]) / 2, min(rs[2], ls[2]))
     cand: Candidate = {"body": body}
     for name, key in OPENPOSE_KEYS.items():
         k = NUM_FACE if name == "face" else NUM_HAND

@@ -168,3 +168,14 @@ def test_garbled_files_raise_input_error(tmp_path, content, match):
 def test_missing_file_is_input_error(tmp_path):
     with pytest.raises(InputError, match="does not exist"):
         load_pose(tmp_path / "nope.json")
+
+
+def test_openpose_missing_neck_is_filled_from_shoulders(tmp_path):
+    body = skeleton(lengths(), neck=(256, 150))
+    flat = body.copy()
+    flat[NECK] = 0
+    (tmp_path / "f.json").write_text(json.dumps({"people": [{"pose_keypoints_2d": flat.flatten().tolist()}],
+                                                "canvas_width": 512, "canvas_height": 512}))  # fmt: skip
+    t = load_pose(tmp_path / "f.json")
+    np.testing.assert_allclose(t.body[0, NECK, :2], (body[2, :2] + body[5, :2]) / 2, atol=1e-3)
+    assert t.body[0, NECK, 2] > 0
