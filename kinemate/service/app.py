@@ -42,7 +42,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kinemate import __version__
 from kinemate.service import media
-from kinemate.service.config import CONTROL_KINDS, FIT_MODES, ServiceConfig
+from kinemate.service.config import ServiceConfig
 from kinemate.service.store import JobStore, KeyRecord, LimitReached, SQLiteJobStore
 from kinemate.service.worker import Runner, Worker
 
@@ -118,7 +118,7 @@ class JobParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     steps: int = Field(25, ge=1, description="denoising steps")
     guidance: float = Field(7.5, ge=0.0, description="classifier-free guidance scale")
-    seed: int = Field(None, ge=0, le=MAX_SEED, description="random seed (default: drawn once, "
+    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="random seed (default: drawn once, "
                       "kept with the job, so a rerun after a crash gives the same video)")
     control: Literal["auto", "densepose", "pose"] = "auto"
     size: str | None = Field(None, description="output size WxH, multiples of 8 (default: "
@@ -189,7 +189,8 @@ def _validation_message(errors: list[dict]) -> str:
 
 
 # -- app --------------------------------------------------------------------------------
-def job_json(job, request: Request | None = None) -> dict:
+def job_json(job) -> dict:
+    """The public view of a job (server-side file names stay private)."""
     base = f"/api/v1/jobs/{job.id}"
     links = {"self": base, "cancel": f"{base}/cancel", "preview": f"{base}/preview"}
     if job.state == "succeeded":
@@ -212,7 +213,6 @@ def create_app(config: ServiceConfig, *, store: JobStore | None = None,
                runner: Runner | None = None) -> FastAPI:
     """Build the app. ``runner`` defaults to the real pipeline (loaded once, in the worker
     thread); ``store`` defaults to SQLite under ``config.data_dir``."""
-    data_dir = Path(config.data_dir)
     Path(config.jobs_dir).mkdir(parents=True, exist_ok=True)
     store = store if store is not None else SQLiteJobStore(config.db_path)
     prepare = None

@@ -7,9 +7,7 @@ The cases are generated (auth x endpoints, parameters x bad values, bad files x 
 
 from __future__ import annotations
 
-import http.client
 import io
-import json
 import struct
 import threading
 import zlib
