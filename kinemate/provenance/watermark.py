@@ -8,15 +8,17 @@ Scheme (version 1), designed because measurement showed the ``invisible-watermar
   model id (24 bits, from SHA-256 of the model name) | CRC-16/CCITT of the first 48 bits.
   The magic + CRC give 32 check bits: a random pattern passes with probability 2**-32.
 * **Resolution normalisation**: the pattern lives on a canonical grid of ``L x L`` cells
-  (``L`` = 128, or 64 for frames smaller than 128 px) stretched over the whole frame, so any
-  resize — uniform or not — keeps the pattern where the detector expects it.
+  stretched over the whole frame (``L`` = 256 for frames of at least 512 px on the short side,
+  128 from 256 px, else 64 — at least 2 x 2 pixels per cell), so any resize, uniform or not,
+  keeps the pattern where the detector expects it; the detector tries each plausible ``L``.
 * **Pattern**: the canonical grid is tiled with one ``32 x 32`` tile. 256 tile cells carry a
   fixed pseudo-random *sync* sequence; the other 768 cells are split among the 64 payload bits
   (12 cells per bit per tile, each with a pseudo-random sign). The pattern difference is
   scaled by local texture (stronger where the picture is busy, weaker on flat areas), upsampled
   to the frame size and added to R, G and B equally (luminance only; chroma unchanged).
-* **Detection**: luminance is resized to candidate canonical sizes, high-pass filtered and
-  normalised by local contrast, then folded modulo the tile (tiles summed). Cropping shifts the
+* **Detection**: luminance is resized to candidate canonical sizes and
+  whitened (each cell minus the mean of its 4 neighbours, divided by the local contrast),
+  then folded modulo the tile (tiles summed). Cropping shifts the
   tile cyclically and changes the scale slightly: the detector searches the scale on a small
   grid (a crop of up to ~12 % per axis) and finds the shift with an FFT correlation against the
   sync sequence. For video, folded tiles are summed over frames before deciding (soft voting).
@@ -38,7 +40,7 @@ import numpy as np
 SCHEME_VERSION = 1
 MAGIC = 0x4B4D  # "KM"
 TILE = 32
-LEVELS = (128, 64)  # canonical grid sizes, largest first
+LEVELS = (256, 128, 64)  # canonical grid sizes, largest first
 PAYLOAD_BITS = 64
 N_SYNC = 256
 DEFAULT_STRENGTH = 3.0  # RMS of the added luminance pattern, in 8-bit levels (~38.6 dB PSNR)
@@ -161,7 +163,7 @@ def level_for(height: int, width: int) -> int:
     """Canonical grid size used when embedding in a frame of this size."""
     small = min(height, width)
     for level in LEVELS:
-        if small >= level:
+        if small >= 2 * level:  # at least 2 x 2 pixels per cell
             return level
     return LEVELS[-1]
 
@@ -250,12 +252,14 @@ def embed(frame: np.ndarray, payload: Payload, strength: float = DEFAULT_STRENGT
 # --------------------------------------------------------------------------- detection
 
 
+_CROSS = np.array([[0, 1, 0], [1, 0, 1], [0, 1, 0]], np.float32) / 4.0
+
+
 def _whiten(y: np.ndarray) -> np.ndarray:
-    """High-pass + local contrast normalisation of a canonical luminance image."""
-    hp = y - cv2.GaussianBlur(y, (0, 0), 1.2)
-    local = np.sqrt(cv2.GaussianBlur(hp * hp, (0, 0), 3.0)) + 1.0
-    r = hp / local
-    return np.clip(r, -3.0, 3.0)
+    """Prediction residual (centre minus its 4 neighbours) with local contrast normalisation."""
+    hp = y - cv2.filter2D(y, -1, _CROSS, borderType=cv2.BORDER_REFLECT)
+    local = np.sqrt(np.maximum(cv2.blur(hp * hp, (7, 7)), 0.0)) + 1.0
+    return np.clip(hp / local, -3.0, 3.0)
 
 
 def _fold(r: np.ndarray) -> np.ndarray:
@@ -267,21 +271,31 @@ def _fold(r: np.ndarray) -> np.ndarray:
     return r.reshape(r.shape[0] // TILE, TILE, r.shape[1] // TILE, TILE).sum(axis=(0, 2))
 
 
-def _half_cell(level: int) -> int:
-    """Work-image pixels per half canonical cell (the work image is ``2 * LEVELS[0]`` wide)."""
-    return max(1, (2 * LEVELS[0]) // (2 * level))
+def _levels_for_check(height: int, width: int) -> tuple[int, ...]:
+    """Canonical levels that can have been embedded in a frame now this size.
+
+    A level ``L`` is embedded in frames of at least ``2 L`` px; the checked frame may have been
+    shrunk (to 75 %) and cropped, so levels above ``0.8 * min(H, W)`` are not plausible.
+    """
+    small = min(height, width)
+    levels = tuple(lv for lv in LEVELS if lv <= 0.8 * small)
+    return levels or (LEVELS[-1],)
 
 
-def _candidates() -> list[tuple[int, float, float, int, int]]:
-    """Coarse geometry candidates: (level, fraction y, fraction x, phase y, phase x)."""
-    return [
-        (lv, fy, fx, py, px)
-        for lv in LEVELS
-        for fy in _COARSE_FRACTIONS
-        for fx in _COARSE_FRACTIONS
-        for py in (0, _half_cell(lv))
-        for px in (0, _half_cell(lv))
-    ]
+def _candidates(levels: tuple[int, ...], work: int) -> list[tuple[int, float, float, int, int]]:
+    """Coarse geometry candidates: (level, fraction y, fraction x, phase y, phase x).
+
+    Phases are in work-image pixels (the work image is ``work`` px square): 0 or half a cell.
+    """
+    out = []
+    for lv in levels:
+        half = max(1, work // (2 * lv))
+        for fy in _COARSE_FRACTIONS:
+            for fx in _COARSE_FRACTIONS:
+                for py in (0, half):
+                    for px in (0, half):
+                        out.append((lv, fy, fx, py, px))
+    return out
 
 
 _SYNC_FFT_CONJ = np.conj(np.fft.fft2(LAYOUT.sync))
@@ -335,23 +349,27 @@ class Detection:
 class Detector:
     """Accumulates frames, then decides. ``add(frame)`` for each frame, then ``result()``.
 
-    Folded tiles of every candidate geometry are summed over frames (soft voting), so a
-    video is judged as a whole, which is much stronger than per-frame majority votes.
+    For every candidate geometry the folded tiles are summed over frames (soft voting), so a
+    video is judged as a whole. The first frame is also kept on its own: in H.264 it is an
+    intra frame and carries the pattern best, while in predicted frames of fast-moving content
+    the pattern can drift with the motion vectors.
     """
 
     #: evidence a sync peak alone must reach to count as detection without a readable payload
     SYNC_ONLY_P = 1e-9
-    TOP_K = 8
+    TOP_K = 6
     REFINE = 4
-
     #: frames used for the coarse geometry search (all kept frames are used after that)
-    COARSE_FRAMES = 6
+    COARSE_FRAMES = 4
 
     def __init__(self, keep_frames: int = 64) -> None:
-        self._cands = _candidates()
-        self._acc = np.zeros((len(self._cands), TILE, TILE))
-        self._work: list[np.ndarray] = []
         self._keep = keep_frames
+        self._levels: tuple[int, ...] | None = None
+        self._work_size = 0
+        self._cands: list = []
+        self._acc: np.ndarray | None = None
+        self._first: np.ndarray | None = None
+        self._work: list[np.ndarray] = []
         self.frames = 0
 
     @staticmethod
@@ -369,64 +387,79 @@ class Detector:
             max(8, int(round(lv * fx * (n - px) / n))),
             max(8, int(round(lv * fy * (n - py) / n))),
         )
-        return _fold(_whiten(cv2.resize(work, size, interpolation=cv2.INTER_AREA)))
+        # The work image is ~2x the canonical size: linear resampling averages ~2x2 pixels.
+        return _fold(_whiten(cv2.resize(work, size, interpolation=cv2.INTER_LINEAR)))
 
     def add(self, frame: np.ndarray) -> None:
-        if frame.ndim == 2:
-            y = frame.astype(np.float32)
-        else:
-            y = _luma(frame[..., :3])
-        # Pre-shrink once to a working size (area filter), then resample per candidate.
-        work = cv2.resize(y, (2 * LEVELS[0], 2 * LEVELS[0]), interpolation=cv2.INTER_AREA)
+        """Add one uint8 ``(H, W, 3)`` RGB (or ``(H, W)`` gray) frame."""
+        y = frame.astype(np.float32) if frame.ndim == 2 else _luma(frame[..., :3])
+        if self._levels is None:
+            self._levels = _levels_for_check(*y.shape[:2])
+            self._work_size = 2 * max(self._levels)
+            self._cands = _candidates(self._levels, self._work_size)
+            self._acc = np.zeros((len(self._cands), TILE, TILE))
+        # Resample once to a square working size (area filter), then per candidate.
+        ws = self._work_size
+        work = cv2.resize(y, (ws, ws), interpolation=cv2.INTER_AREA)
         if self.frames < self.COARSE_FRAMES:
-            for i, cand in enumerate(self._cands):
-                self._acc[i] += self._fold_at(work, *cand)
+            folds = np.stack([self._fold_at(work, *c) for c in self._cands])
+            self._acc += folds
+            if self.frames == 0:
+                self._first = folds
         if len(self._work) < self._keep:
             self._work.append(work)
         self.frames += 1
 
-    def _refined(self, top: list[tuple[int, float, float, int, int]]) -> list[tuple]:
-        """Sync scores on a finer scale grid around the coarse winners."""
-        step = 0.0025
-        offsets = np.arange(-2, 3) * step
+    def _refine(self, cand: tuple, works: list[np.ndarray]) -> list[tuple]:
+        """Sync scores on a finer scale grid around one coarse winner."""
+        lv, fy0, fx0, py, px = cand
         out = []
-        for lv, fy0, fx0, py, px in top:
-            for dfy in offsets:
-                for dfx in offsets:
-                    fy, fx = round(fy0 + dfy, 4), round(fx0 + dfx, 4)
-                    if fy > 1.0 + 1e-9 or fx > 1.0 + 1e-9:
-                        continue
-                    acc = sum(self._fold_at(w, lv, fy, fx, py, px) for w in self._work)
-                    z, dy, dx = _sync_scores(acc)
-                    out.append((z, (lv, fy, fx, py, px), dy, dx, acc))
+        for dfy in (-0.005, -0.0025, 0.0, 0.0025, 0.005):
+            for dfx in (-0.005, -0.0025, 0.0, 0.0025, 0.005):
+                fy, fx = round(fy0 + dfy, 4), round(fx0 + dfx, 4)
+                if fy > 1.0 + 1e-9 or fx > 1.0 + 1e-9:
+                    continue
+                acc = sum(self._fold_at(w, lv, fy, fx, py, px) for w in works)
+                z, dy, dx = _sync_scores(acc)
+                out.append((z, (lv, fy, fx, py, px), dy, dx, acc))
         return out
+
+    def _search(self, coarse: np.ndarray, works: list[np.ndarray]) -> list[tuple]:
+        scored = []
+        for i, cand in enumerate(self._cands):
+            z, dy, dx = _sync_scores(coarse[i])
+            scored.append((z, cand, dy, dx, coarse[i]))
+        scored.sort(key=lambda t: -t[0])
+        fine = []
+        for _, cand, _, _, _ in scored[: self.REFINE]:
+            fine.extend(self._refine(cand, works))
+        fine.sort(key=lambda t: -t[0])
+        return fine[: self.TOP_K] + scored[: self.TOP_K]
 
     def result(self) -> Detection:
         if self.frames == 0:
             return Detection(False, None, 0.0, 0.0, 0)
-        scored = []
-        for i, cand in enumerate(self._cands):
-            z, dy, dx = _sync_scores(self._acc[i])
-            scored.append((z, cand, dy, dx, self._acc[i]))
-        scored.sort(key=lambda t: -t[0])
-        top = [c for _, c, _, _, _ in scored[: self.REFINE]]
-        fine = self._refined(top)
-        fine.sort(key=lambda t: -t[0])
-        n_tests = (len(self._cands) + len(top) * 25) * TILE * TILE
+        searches = [self._search(self._acc, self._work)]
+        if self.frames > 1:
+            searches.append(self._search(self._first, self._work[:1]))
+        n_tests = len(searches) * (len(self._cands) + self.REFINE * 25) * TILE * TILE
+        n_reads = len(searches) * 2 * self.TOP_K
         best = None
-        for z, cand, dy, dx, acc in (fine[: self.TOP_K] + scored[: self.TOP_K]):
-            soft = _soft_bits(acc, dy, dx)
-            bits = (soft > 0).astype(np.uint8)
-            payload = Payload.from_bits(bits)
-            if best is None:
-                best = (z, cand, dy, dx, soft, bits)
-            if payload is not None:
-                p_sync = min(1.0, n_tests * _norm_sf(z))
-                p = min(1.0, p_sync * 2 * self.TOP_K * 2.0**-32)
-                lv, fy, fx = cand[:3]
-                return Detection(
-                    True, payload, 1.0 - p, z, self.frames, bits, soft, lv, (fy, fx), (dy, dx)
-                )
+        for cands in searches:
+            for z, cand, dy, dx, acc in cands:
+                soft = _soft_bits(acc, dy, dx)
+                bits = (soft > 0).astype(np.uint8)
+                payload = Payload.from_bits(bits)
+                if best is None or z > best[0]:
+                    best = (z, cand, dy, dx, soft, bits)
+                if payload is not None:
+                    p_sync = min(1.0, n_tests * _norm_sf(z))
+                    p = min(1.0, p_sync * n_reads * 2.0**-32)
+                    lv, fy, fx = cand[:3]
+                    return Detection(
+                        True, payload, 1.0 - p, z, self.frames, bits, soft, lv, (fy, fx),
+                        (dy, dx),
+                    )
         z, cand, dy, dx, soft, bits = best
         p_sync = min(1.0, n_tests * _norm_sf(z))
         lv, fy, fx = cand[:3]
