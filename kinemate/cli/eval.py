@@ -118,7 +118,7 @@ def _networks(args):
     if args.random_networks and args.metric_weights:
         raise UsageError("use either --metric-weights or --random-networks, not both")
     if args.random_networks:
-        return random_networks()
+        return random_networks(device=args.device)
     return networks_from_dir(args.metric_weights, lpips_net=args.lpips_net, device=args.device)
 
 

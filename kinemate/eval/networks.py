@@ -168,7 +168,7 @@ def networks_from_dir(folder: str | Path | None, *, lpips_net: str = "alex", dev
     return nets
 
 
-def random_networks(seed: int = 0) -> Networks:
+def random_networks(seed: int = 0, *, device="cpu") -> Networks:
     """Tiny random networks for every metric (smoke tests of the plumbing; numbers meaningless)."""
     from kinemate.eval.inception import random_inception
     from kinemate.eval.lpips import random_lpips
@@ -176,8 +176,10 @@ def random_networks(seed: int = 0) -> Networks:
     from kinemate.eval.weights import NetworkInfo, init_random
 
     i3d_net = init_random(TinyI3D(), seed).eval()
-    i3d = VideoFeatures(i3d_net, kind="i3d", size=32,
+    i3d = VideoFeatures(i3d_net.to(device), kind="i3d", size=32, device=device,
                         info=NetworkInfo("fvd", "tiny I3D stand-in (32px)", pretrained=False, note="random, tests only"))
-    with torch.no_grad():
-        return Networks(lpips=random_lpips(seed=seed), inception=random_inception(seed=seed), i3d=i3d,
-                        resnet3d=random_resnet3d(seed=seed))
+    r3d = random_resnet3d(seed=seed)
+    r3d.net.to(device)
+    r3d.device = torch.device(device)
+    return Networks(lpips=random_lpips(seed=seed).to(device), inception=random_inception(seed=seed).to(device),
+                    i3d=i3d, resnet3d=r3d)
