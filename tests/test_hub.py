@@ -168,7 +168,7 @@ def test_manifest_sizes_are_lower_bounds(reference_dir):
         assert by_target[target].min_size == summary[manifest]["bytes_fp32"]
 
 
-def _serve_fake_hub(root: Path):
+def _serve_fake_hub(root: Path, cut_first_get: str | None = None):
     """Serve <root>/<repo_id>/<filename> at /<repo_id>/resolve/<revision>/<filename> on loopback,
     with the headers huggingface_hub reads (commit, etag, size), like the hub does."""
     import http.server
@@ -176,6 +176,7 @@ def _serve_fake_hub(root: Path):
 
     commit = "0123456789abcdef0123456789abcdef01234567"
     requests: list[str] = []
+    cut_done: list[bool] = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def _resolve(self):
@@ -205,7 +206,8 @@ def _serve_fake_hub(root: Path):
             self._headers(p, p.stat().st_size)
 
         def do_GET(self):
-            requests.append("GET " + self.path)
+            rng = self.headers.get("Range")
+            requests.append("GET " + self.path + (f" Range={rng}" if rng else ""))
             p = self._resolve()
             if p is None:
                 self.send_response(404)
@@ -213,7 +215,13 @@ def _serve_fake_hub(root: Path):
                 self.end_headers()
                 return
             data = p.read_bytes()
-            rng = self.headers.get("Range")
+            if cut_first_get and self.path.endswith(cut_first_get) and not cut_done:
+                cut_done.append(True)  # the connection drops half-way through the first transfer
+                self._headers(p, len(data))
+                self.wfile.write(data[: len(data) // 2])
+                self.wfile.flush()
+                self.close_connection = True
+                return
             if rng and (m := re.fullmatch(r"bytes=(\d+)-", rng)):
                 data = data[int(m.group(1)):]
                 self._headers(p, len(data), 206)
@@ -274,3 +282,36 @@ def test_sha256_prefix_from_torch_hub_style_name(tmp_path, monkeypatch):
     with pytest.raises(WeightsError, match="does not start with deadbeef"):
         hub.download("prefix-bad", tmp_path / "w2", from_folder=mirror, echo=lambda s: None)
     assert not (tmp_path / "w2/net.pth").exists()
+
+
+def test_interrupted_hub_download_resumes(tmp_path, monkeypatch):
+    """The connection drops half-way: the next attempt asks only for the rest (HTTP Range).
+
+    huggingface_hub reads in 10 MB chunks, so the file is 21 MB to have a partial chunk on disk.
+    """
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    data = bytes(range(256)) * (21 * 4096)
+    root = tmp_path / "fakehub"
+    (root / "org/big").mkdir(parents=True)
+    (root / "org/big/big.bin").write_bytes(data)
+    ws = hub.WeightSet("big-test", "t", files=(
+        hub.WeightFile("org/big", "big.bin", "big.bin", sha256=_sha(data), size=len(data)),))
+    monkeypatch.setitem(hub.REGISTRY, ws.name, ws)
+    server, requests = _serve_fake_hub(root, cut_first_get="big.bin")
+    try:
+        endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+        dest = tmp_path / "w"
+        for _attempt in range(3):  # huggingface_hub may retry by itself; else the user re-runs
+            try:
+                hub.download("big-test", dest, endpoint=endpoint, echo=lambda s: None)
+                break
+            except WeightsError as exc:
+                assert "run the command again" in str(exc)
+                assert not (dest / "big.bin").exists()
+        assert hub.verify("big-test", dest)[0].status == "present"
+        gets = [r for r in requests if r.startswith("GET")]
+        assert len(gets) >= 2 and re.search(r"Range=bytes=[1-9]\d*-", gets[-1]), gets
+    finally:
+        server.shutdown()
