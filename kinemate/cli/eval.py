@@ -159,7 +159,7 @@ def run_dataset(args) -> int:
         generator = command_generator(args.command)
     else:
         try:
-            from kinemate import load_pipeline
+            from kinemate.pipeline import load_pipeline
         except ImportError as exc:
             raise UsageError("the kinemate pipeline is not available in this install; use --command") from exc
         pipe = load_pipeline(args.weights)
