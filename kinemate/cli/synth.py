@@ -37,6 +37,7 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from kinemate.synth import EVAL_SEEDS, MOTION_NAMES, TRAIN_SEEDS, generate_clip
+    from kinemate.synth.clip import GENERATOR_VERSION
     from kinemate.synth.clip import _parse_size
     from kinemate.synth.dataset import write_dataset
 
@@ -75,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
         "name": f"kinemate-synth-{split}",
         "source": "synthetic",
         "split": split,
-        "generator": {"package": "kinemate.synth", "first_seed": first, "clips": args.clips,
+        "generator": {"package": "kinemate.synth", "version": GENERATOR_VERSION,
+                      "first_seed": first, "clips": args.clips,
                       "frames": args.frames, "size": list(size), "fps": args.fps,
                       "motions": motions or list(MOTION_NAMES)},
     }

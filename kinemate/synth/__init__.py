@@ -21,6 +21,7 @@ The dataset folder format (real and synthetic videos; docs/dataset-format.md) is
 from kinemate.synth.clip import (
     DEFAULT_FPS,
     EVAL_SEEDS,
+    GENERATOR_VERSION,
     TRAIN_SEEDS,
     Clip,
     SyntheticClips,
@@ -37,7 +38,7 @@ from kinemate.synth.render import PART_NAMES
 MOTION_NAMES: tuple[str, ...] = tuple(sorted(MOTIONS))
 
 __all__ = [
-    "Clip", "generate_clip", "SyntheticClips", "TRAIN_SEEDS", "EVAL_SEEDS", "DEFAULT_FPS",
+    "GENERATOR_VERSION", "Clip", "generate_clip", "SyntheticClips", "TRAIN_SEEDS", "EVAL_SEEDS", "DEFAULT_FPS",
     "MOTION_NAMES", "PART_NAMES", "densepose_map", "render_skeleton_maps", "split_seeds",
     "to_pose_track", "open_dataset", "load_dataset", "write_dataset", "write_index",
 ]

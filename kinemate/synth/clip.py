@@ -36,6 +36,10 @@ from kinemate.synth.body import (
 from kinemate.synth.motions import MOTIONS, sample_motion
 from kinemate.synth.render import Canvas, person_prims, shadow
 
+# Bumped whenever the same arguments would give different clips (people, motions, framing,
+# rendering); recorded in every clip's meta and dataset.json so data can be traced to the code.
+GENERATOR_VERSION = 1
+
 TRAIN_SEEDS = range(0, 1_000_000)
 EVAL_SEEDS = range(1_000_000, 2_000_000)
 DEFAULT_FPS = 15.0
@@ -324,6 +328,7 @@ def generate_clip(seed: int, num_frames: int = 16, size=(128, 128), motion: str 
     meta = {
         "seed": seed,
         "generator": "kinemate.synth",
+        "generator_version": GENERATOR_VERSION,
         "motion": motion_name,
         "motion_params": mparams,
         "body": shape.to_dict(),
@@ -417,6 +422,6 @@ class SyntheticClips(Sequence):
 
 
 __all__ = [
-    "Clip", "generate_clip", "SyntheticClips", "TRAIN_SEEDS", "EVAL_SEEDS", "JOINTS",
+    "GENERATOR_VERSION", "Clip", "generate_clip", "SyntheticClips", "TRAIN_SEEDS", "EVAL_SEEDS", "JOINTS",
     "densepose_map", "render_skeleton_maps", "split_seeds", "to_pose_track",
 ]

@@ -160,3 +160,27 @@ def test_choosing_the_motion_keeps_the_person():
     assert a.meta["appearance"] == b.meta["appearance"] and a.meta["body"] == b.meta["body"]
     assert a.meta["background"] == b.meta["background"]
     assert a.meta["motion"] != b.meta["motion"] and not np.array_equal(a.pose, b.pose)
+
+
+# What generate_clip(2024, 3, 64) produced at GENERATOR_VERSION 1 (the version the bundled model
+# was trained on). If this fails, the generator changed: if that was intended, bump
+# GENERATOR_VERSION (kinemate/synth/clip.py), update these numbers and say so in the model card.
+GOLDEN_POSE_F2 = [
+    [32.58, 11.24], [32.80, 16.48], [28.04, 17.56], [18.84, 15.67], [10.85, 12.98],
+    [37.56, 17.56], [46.75, 15.67], [54.63, 12.98], [29.20, 32.72], [26.19, 45.77],
+    [23.60, 57.92], [36.39, 32.72], [39.40, 45.77], [42.41, 57.92], [31.33, 10.29],
+    [33.86, 10.29], [29.82, 10.65], [35.80, 10.65],
+]
+GOLDEN_MEAN_RGB = [120.33, 135.75, 129.63]
+GOLDEN_MASK_PIXELS = 1707
+
+
+def test_generator_output_is_pinned():
+    from kinemate.synth import GENERATOR_VERSION
+
+    c = generate_clip(2024, 3, 64)
+    assert GENERATOR_VERSION == 1 and c.meta["generator_version"] == 1
+    assert c.meta["motion"] == "jumping_jacks" and c.meta["appearance"]["hair_style"] == "long"
+    assert np.allclose(c.pose[2, :, :2], GOLDEN_POSE_F2, atol=0.02)
+    assert np.allclose(c.frames.reshape(-1, 3).mean(0), GOLDEN_MEAN_RGB, atol=0.05)
+    assert abs(int(c.mask.sum()) - GOLDEN_MASK_PIXELS) <= 3
