@@ -165,7 +165,7 @@ def _parse_probe(path: Path, text: str, returncode: int) -> VideoInfo:
         duration = int(dur.group(1)) * 3600 + int(dur.group(2)) * 60 + float(dur.group(3))
     frames = [int(m) for m in _RE_FRAME.findall(text)]
     num_frames = frames[-1] if frames else None
-    if any(s in text for s in ("partial file", "moov atom not found")):
+    if any(s in low for s in ("partial file", "moov atom not found", "file ended prematurely")):
         raise InputError(
             f"{path} is truncated (the file ends before its data does) — re-export or "
             "re-download the full video."
@@ -178,6 +178,14 @@ def _parse_probe(path: Path, text: str, returncode: int) -> VideoInfo:
         else:
             raise InputError(f"{path}: the frame rate is unknown — re-encode the video with ffmpeg.")
     return VideoInfo(fps=fps, num_frames=num_frames, width=width, height=height, duration_s=duration)
+
+
+def _gif_has_trailer(path: Path) -> bool:
+    """A complete GIF ends with the trailer byte 0x3B (padding after it is tolerated)."""
+    with open(path, "rb") as f:
+        f.seek(max(0, path.stat().st_size - 64))
+        tail = f.read().rstrip(b"\x00\r\n\t ")
+    return tail.endswith(b"\x3b")
 
 
 def probe_video(path: str | Path, *, fps: float | None = None) -> VideoInfo:
@@ -212,6 +220,11 @@ def probe_video(path: str | Path, *, fps: float | None = None) -> VideoInfo:
     except subprocess.TimeoutExpired as exc:
         raise InputError(f"{path}: probing the video took too long — check the file.") from exc
     info = _parse_probe(path, proc.stderr.decode("utf-8", "replace"), proc.returncode)
+    if path.suffix.lower() == ".gif" and not _gif_has_trailer(path):
+        raise InputError(
+            f"{path} is truncated (the GIF ends without its trailer byte) — re-export or "
+            "re-download the full file."
+        )
     if fps:
         info = VideoInfo(float(fps), info.num_frames, info.width, info.height, info.duration_s)
     return info

@@ -39,6 +39,20 @@ def test_truncated_mp4(tmp_path, faststart):
         open_video(cut)
 
 
+@pytest.mark.parametrize("suffix", [".webm", ".gif"])
+def test_truncated_webm_and_gif(tmp_path, suffix):
+    full = tmp_path / f"full{suffix}"
+    extra = ["-c:v", "libvpx-vp9", "-deadline", "realtime"] if suffix == ".webm" else []
+    subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi",
+                    "-i", "testsrc=size=96x64:rate=10:duration=3", *extra, str(full)], check=True)
+    assert probe_video(full).num_frames == 30
+    data = full.read_bytes()
+    cut = tmp_path / f"cut{suffix}"
+    cut.write_bytes(data[: len(data) * 6 // 10])
+    with pytest.raises(InputError, match="truncated.*re-download"):
+        open_video(cut)
+
+
 def test_zero_frames(tmp_path):
     # An audio-only mp4: a real container with no video frames.
     p = tmp_path / "audio.mp4"
