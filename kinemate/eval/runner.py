@@ -274,10 +274,12 @@ def _evaluate_one(s: Sample, protocol: Protocol, nets: Networks, feats: dict, no
         ref = None
     if ref is not None:
         boxes = None
-        if gen_pose is not None:
+        if gen_pose is not None:  # person boxes on both sides, so like regions are compared
             boxes = [gen_pose.bbox(i, 0.3) for i in range(len(gen_pose))]
             if s.reference is None and drv_pose is not None:
                 ref_box = drv_pose.bbox(0, 0.3)
+            else:
+                ref_box = _pose_of(ref[None]).bbox(0, 0.3)
         idr = identity_drift(gen, ref, boxes=boxes, reference_box=ref_box)
         per_frame["identity"] = idr.similarity
         summary.update(idr.summary())
