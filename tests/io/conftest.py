@@ -1,25 +1,9 @@
-"""Fixtures for kinemate.io tests: real videos made with the bundled ffmpeg."""
+"""Fixtures for kinemate.io tests."""
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
-
-from kinemate.io import ffmpeg_exe
-
-
-def make_testsrc(path, *, size="64x48", rate=10, frames=20, faststart=False, extra=()):
-    """Encode an ffmpeg testsrc clip (H.264 for mp4) and return its path."""
-    cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
-           "-f", "lavfi", "-i", f"testsrc=size={size}:rate={rate}", "-frames:v", str(frames)]
-    if str(path).endswith((".mp4", ".mov")):
-        cmd += ["-c:v", "libx264", "-pix_fmt", "yuv420p"]
-        if faststart:
-            cmd += ["-movflags", "+faststart"]
-    cmd += [*extra, str(path)]
-    subprocess.run(cmd, check=True)
-    return path
+from io_helpers import make_testsrc
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ import subprocess
 
 import numpy as np
 import pytest
-from conftest import make_testsrc
+from io_helpers import make_testsrc
 
 from kinemate.errors import InputError
 from kinemate.io import ffmpeg_exe, open_video, probe_video, read_video, write_image

@@ -1,10 +1,8 @@
-import os
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_testsrc
+from io_helpers import make_testsrc
 
 from kinemate.errors import KinemateError, UsageError
 from kinemate.io import (
