@@ -189,7 +189,10 @@ register(
             WeightFile(_VAE_REPO, "config.json", "sd-vae-ft-mse/config.json"),
             WeightFile(_VAE_REPO, "diffusion_pytorch_model.safetensors",
                        "sd-vae-ft-mse/diffusion_pytorch_model.safetensors",
-                       min_size=334_615_452, approx_size=335_000_000),
+                       sha256="a1d993488569e928462932c8c38a0760b874d166399b14414135bd9c42df5815",
+                       size=334_643_276, min_size=334_615_452,
+                       source="huggingface.co/stabilityai/sd-vae-ft-mse file page (Git LFS details, commit "
+                              "651c6dc); the size is that of the same LFS object in other repositories' pointers"),
         ),
     )
 )
