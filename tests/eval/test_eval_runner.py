@@ -192,3 +192,17 @@ def test_eval_dataset_with_generator_command_and_pose(tmp_path):
     bad = tmp_path / "bad"
     assert _run(["dataset", str(data), "--command", f"{sys.executable} -c pass {{reference}} {{driving}} {{output}}",
                  "-o", str(bad), "--no-pose"]) == 1
+
+
+def test_protocol_frame_selection_and_framing(videos):
+    from kinemate.eval.runner import Protocol, load_frames
+
+    gt = read_video(videos / "gt" / "v0")[0]
+    got = load_frames(videos / "gt" / "v0", Protocol(size=None, start=1, stride=3, max_frames=3))
+    assert got.shape == (3, 96, 96, 3)
+    assert np.array_equal(got, gt[[1, 4, 7]])
+    wide = load_frames(videos / "gt" / "v0", Protocol(size=(64, 32), fit="letterbox", max_frames=2))
+    assert wide.shape == (2, 32, 64, 3)
+    assert wide[:, :, :10].max() == 0  # letterbox bars, never a stretch
+    with pytest.raises(UsageError):
+        Protocol(stride=0)
