@@ -175,7 +175,10 @@ register(
             WeightFile(_SD_REPO, "vae/config.json", "stable-diffusion-v1-5/vae/config.json"),
             WeightFile(_SD_REPO, "vae/diffusion_pytorch_model.safetensors",
                        "stable-diffusion-v1-5/vae/diffusion_pytorch_model.safetensors",
-                       min_size=334_615_452, approx_size=335_000_000),
+                       sha256="a2b5134f4dbc140d9c11f11cba3233099e00af40f262f136c691fb7d38d2194c",
+                       size=334_643_276, min_size=334_615_452,
+                       source="Git LFS id and size of runwayml/stable-diffusion-v1-5 vae/diffusion_pytorch_model"
+                              ".safetensors, as shown on the file pages and pointers of several duplicates"),
             WeightFile(_SD_REPO, "text_encoder/config.json", "stable-diffusion-v1-5/text_encoder/config.json"),
             WeightFile(_SD_REPO, "text_encoder/model.safetensors",
                        "stable-diffusion-v1-5/text_encoder/model.safetensors", approx_size=492_000_000),
