@@ -155,3 +155,15 @@ def test_resnet3d_keys_and_features(tmp_path):
                tmp_path / "r3d.pth")
     with pytest.raises(WeightsError, match="missing"):
         load_resnet3d(tmp_path / "r3d.pth")  # tiny file vs full-size architecture
+
+
+def test_full_size_architectures_match_published_parameter_counts():
+    """Counts from torchvision's model docs: AlexNet 61,100,840 = features 2,469,696 + classifier
+    58,631,144; VGG16 138,357,544 = features 14,714,688 + classifier 123,642,856; Inception v3
+    27,161,264 = 21,785,568 + AuxLogits 3,326,696 + fc 2,049,000."""
+    def count(m):
+        return sum(p.numel() for p in m.parameters())
+
+    assert count(LPIPS("alex").net) == 2_469_696
+    assert count(LPIPS("vgg").net) == 14_714_688
+    assert count(FIDInceptionV3()) == 21_785_568
