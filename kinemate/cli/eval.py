@@ -46,6 +46,9 @@ def _protocol_args(p: argparse.ArgumentParser) -> None:
     n.add_argument("--random-networks", action="store_true",
                    help="tiny RANDOM networks instead (plumbing test; LPIPS/FID/FVD values meaningless)")
     n.add_argument("--device", default="cpu", help="torch device for the metric networks (default cpu)")
+    n.add_argument("--identity-embedding", metavar="MODULE:FUNC",
+                   help="identity embedding function (uint8 HxWx3 -> vector), e.g. a face network wrapper; "
+                        "default: the weight-free appearance proxy")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="report folder")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -113,13 +116,17 @@ def _protocol(args):
 
 
 def _networks(args):
-    from kinemate.eval.networks import networks_from_dir, random_networks
+    from kinemate.eval.networks import load_embedding, networks_from_dir, random_networks
 
     if args.random_networks and args.metric_weights:
         raise UsageError("use either --metric-weights or --random-networks, not both")
+    embed = load_embedding(args.identity_embedding) if args.identity_embedding else (None, None)
     if args.random_networks:
-        return random_networks(device=args.device)
-    return networks_from_dir(args.metric_weights, lpips_net=args.lpips_net, device=args.device)
+        nets = random_networks(device=args.device)
+    else:
+        nets = networks_from_dir(args.metric_weights, lpips_net=args.lpips_net, device=args.device)
+    nets.identity, nets.identity_name = embed
+    return nets
 
 
 def _finish(report: dict, args) -> int:

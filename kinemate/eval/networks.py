@@ -12,12 +12,14 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 from kinemate.errors import UsageError
 
-__all__ = ["WEIGHT_FILES", "Networks", "networks_from_dir", "random_networks", "check_filename_hash"]
+__all__ = ["WEIGHT_FILES", "Networks", "networks_from_dir", "random_networks", "check_filename_hash",
+           "load_embedding"]
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +96,9 @@ class Networks:
     i3d: object | None = None
     resnet3d: object | None = None
     missing: dict[str, str] = field(default_factory=dict)
+    #: identity embedding ``uint8 (H, W, 3) -> vector``; None = the weight-free appearance proxy
+    identity: Callable | None = None
+    identity_name: str | None = None
 
     def describe(self) -> dict[str, dict]:
         out = {}
@@ -183,3 +188,20 @@ def random_networks(seed: int = 0, *, device="cpu") -> Networks:
     r3d.device = torch.device(device)
     return Networks(lpips=random_lpips(seed=seed).to(device), inception=random_inception(seed=seed).to(device),
                     i3d=i3d, resnet3d=r3d)
+
+
+def load_embedding(spec: str) -> tuple[Callable, str]:
+    """Import an identity embedding given as ``package.module:function`` (a callable taking a
+    uint8 (H, W, 3) RGB region and returning a 1-D vector)."""
+    import importlib
+
+    mod, _, name = spec.partition(":")
+    if not mod or not name:
+        raise UsageError(f"identity embedding must be 'package.module:function', got {spec!r}")
+    try:
+        fn = getattr(importlib.import_module(mod), name)
+    except (ImportError, AttributeError) as exc:
+        raise UsageError(f"cannot import the identity embedding {spec!r} ({exc}); check the module path") from exc
+    if not callable(fn):
+        raise UsageError(f"{spec} is not callable; pass a function uint8 (H, W, 3) -> vector")
+    return fn, spec

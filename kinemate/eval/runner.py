@@ -280,7 +280,8 @@ def _evaluate_one(s: Sample, protocol: Protocol, nets: Networks, feats: dict, no
                 ref_box = drv_pose.bbox(0, 0.3)
             else:
                 ref_box = _pose_of(ref[None]).bbox(0, 0.3)
-        idr = identity_drift(gen, ref, boxes=boxes, reference_box=ref_box)
+        idr = identity_drift(gen, ref, boxes=boxes, reference_box=ref_box, embed=nets.identity,
+                             embedding_name=nets.identity_name)
         per_frame["identity"] = idr.similarity
         summary.update(idr.summary())
         summary_ref = ref_src
@@ -362,7 +363,8 @@ def evaluate_samples(samples: list[Sample], *, protocol: Protocol, networks: Net
                             "OpenPose COCO-18 body keypoints), on generated and ground-truth/driving frames"}
     from kinemate.eval.identity import DEFAULT_EMBEDDING_NAME
 
-    net_desc["identity"] = {"available": True, "text": DEFAULT_EMBEDDING_NAME}
+    net_desc["identity"] = {"available": True, "text": networks.identity_name or (
+        DEFAULT_EMBEDDING_NAME if networks.identity is None else "custom embedding")}
     if networks.any_random:
         notes.insert(0, "RANDOM metric networks were used (plumbing test): LPIPS/FID/FVD/FID-VID values are meaningless.")
     return {

@@ -98,11 +98,19 @@ def test_eval_videos_identical_and_flickering(videos, tmp_path):
     assert (cmp_dir / "plots" / "compare_summary.png").is_file()
 
 
-def test_compare_warns_when_protocols_differ(videos, tmp_path):
+def test_compare_warns_when_protocols_differ(videos, tmp_path, monkeypatch):
+    (tmp_path / "tests_eval_embed.py").write_text(
+        "import numpy as np\ndef mean_colour(region):\n    return region.reshape(-1, 3).mean(0)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
     a, b = tmp_path / "a", tmp_path / "b"
     base = ["videos", "--generated", str(videos / "same"), "--ground-truth", str(videos / "gt"), "--no-plots"]
     assert _run([*base, "-o", str(a), *ARGS]) == 0
     assert _run([*base, "-o", str(b), *ARGS, "--stride", "2"]) == 0
+    # a pluggable identity embedding from the command line (here: numpy's mean over pixels)
+    assert _run([*base, "-o", str(tmp_path / "e"), *ARGS, "--identity-embedding", "tests_eval_embed:mean_colour"]) == 0
+    rep_e = json.loads((tmp_path / "e" / "report.json").read_text())
+    assert rep_e["networks"]["identity"]["text"] == "tests_eval_embed:mean_colour"
+    assert rep_e["summary"]["identity_mean"] == pytest.approx(1.0, abs=0.05)
     assert _run(["compare", str(a), str(b), "-o", str(tmp_path / "c")]) == 0
     text = (tmp_path / "c" / "compare.md").read_text()
     assert "PROTOCOLS DIFFER" in text and "stride" in text
