@@ -1,0 +1,212 @@
+"""Training configuration: plain dataclasses loaded from a JSON or YAML file.
+
+One file describes a whole run: where outputs go, the data, the model to start from (or the
+architecture to build from scratch), and the stages to run in order (``vae`` → ``stage1`` →
+``stage2``). Every field has a default here and only here; a config file overrides what it
+names. Unknown keys are an error (a typo must not silently train something else).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, get_args, get_origin, get_type_hints
+
+from kinemate.errors import ConfigError
+
+STAGE_KINDS = ("vae", "stage1", "stage2")
+
+
+@dataclass
+class DataConfig:
+    """Where training examples come from.
+
+    ``kind="synth"`` draws procedural people on the fly from :mod:`kinemate.synth` (clip seeds
+    ``seed_offset + k``; held-out evaluation seeds live at or above ``heldout_seed_start`` and are
+    never drawn). ``kind="folder"`` reads a dataset in the kinemate folder format (see
+    docs/training.md) from ``root``.
+    """
+
+    kind: str = "synth"
+    root: Optional[str] = None
+    size: int = 64  # square training frames (pixels); a multiple of 8
+    clip_frames: int = 8  # frames per training clip in stage 2 (the temporal window)
+    synth_frames: int = 16  # frames per generated synthetic clip (pairs/windows are drawn from it)
+    frame_stride: int = 1  # temporal subsampling of clips in stage 2
+    control: str = "openpose"  # "openpose" (skeleton) or "densepose" (part maps)
+    seed_offset: int = 0
+    num_seeds: int = 1_000_000  # synthetic clip seeds used for training: [offset, offset + num)
+    heldout_seed_start: int = 1_000_000  # = kinemate.synth.EVAL_SEEDS.start
+    synth_options: dict = field(default_factory=dict)  # extra keyword arguments of generate_clip
+    cache_clips: int = 0  # keep this many generated clips in memory and re-use them (0: none)
+
+
+@dataclass
+class ModelConfig:
+    """The networks. ``init`` is a kinemate-format pipeline folder to start from (fine-tuning);
+    without it the components are built from ``arch`` (from scratch). ``vae`` optionally names
+    a folder with a trained AutoencoderKL (otherwise stage ``vae`` trains one, or ``init``
+    provides it)."""
+
+    init: Optional[str] = None
+    vae: Optional[str] = None
+    arch: dict = field(default_factory=dict)
+    name: str = "kinemate-custom"
+    sampling: dict = field(default_factory=dict)  # SamplingOptions saved with the model
+
+
+@dataclass
+class StageConfig:
+    """One training stage.
+
+    kind: ``vae`` (fit the autoencoder on frames), ``stage1`` (appearance encoder + pose
+    ControlNet [+ UNet spatial layers] on frame pairs, temporal modules off) or ``stage2``
+    (temporal modules only, on clips; everything else frozen).
+    """
+
+    kind: str = "stage1"
+    steps: int = 1000
+    batch_size: int = 8
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    max_grad_norm: float = 1.0
+    train_unet_spatial: Optional[bool] = None  # stage1: None = True when training from scratch
+    kl_weight: float = 1e-6  # vae only
+    crop: int = 0  # vae only: train on random square crops of this size (0: whole frames)
+    reference_dropout: float = 0.1  # share of samples trained without the reference (CFG)
+    snr_gamma: float = 0.0  # > 0: min-SNR-gamma loss weighting
+    ema_decay: float = 0.999
+    ema_warmup: bool = True  # decay ramps up as min(decay, (1+n)/(10+n))
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str = "runs/kinemate"
+    seed: int = 0
+    mixed_precision: str = "no"  # "no" | "fp16" | "bf16"
+    gradient_accumulation_steps: int = 1
+    gradient_checkpointing: bool = False
+    find_unused_parameters: bool = True
+    num_workers: int = 0
+    torch_threads: int = 0  # 0: leave torch's default
+    log_every: int = 10
+    checkpoint_every: int = 200  # steps
+    checkpoint_every_minutes: float = 5.0  # also checkpoint when this much wall time has passed
+    keep_checkpoints: int = 2
+    sample_every: int = 0  # steps; 0 = only at the end of a stage
+    sample_steps: int = 20  # sampler steps of the sample videos
+    sample_seed: int = 1_000_000
+    export_dir: Optional[str] = None  # where the final pipeline folder is written as well
+    export_fp16: bool = False
+    noise_offset: float = 0.0
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    stages: list = field(default_factory=lambda: [StageConfig()])
+
+    def validate(self) -> "TrainConfig":
+        if self.mixed_precision not in ("no", "fp16", "bf16"):
+            raise ConfigError(
+                f"mixed_precision={self.mixed_precision!r} is not valid; use 'no', 'fp16' or 'bf16'"
+            )
+        if self.data.kind not in ("synth", "folder"):
+            raise ConfigError(f"data.kind={self.data.kind!r} is not valid; use 'synth' or 'folder'")
+        if self.data.kind == "folder" and not self.data.root:
+            raise ConfigError("data.kind is 'folder' but data.root is empty; set it to the dataset folder")
+        if self.data.size % 8:
+            raise ConfigError(f"data.size={self.data.size} must be a multiple of 8")
+        if self.data.control not in ("openpose", "densepose"):
+            raise ConfigError(
+                f"data.control={self.data.control!r} is not valid; use 'openpose' or 'densepose'"
+            )
+        if not self.stages:
+            raise ConfigError("the config has no stages; add at least one of " + ", ".join(STAGE_KINDS))
+        for s in self.stages:
+            if s.kind not in STAGE_KINDS:
+                raise ConfigError(f"stage kind {s.kind!r} is not valid; use one of {', '.join(STAGE_KINDS)}")
+            if s.steps <= 0 or s.batch_size <= 0:
+                raise ConfigError(f"stage {s.kind}: steps and batch_size must be positive")
+        kinds = [s.kind for s in self.stages]
+        if len(set(kinds)) != len(kinds):
+            raise ConfigError(f"each stage kind may appear once; got {kinds}")
+        if self.gradient_accumulation_steps < 1:
+            raise ConfigError("gradient_accumulation_steps must be >= 1")
+        return self
+
+
+def _build(cls, data: Any, where: str):
+    if dataclasses.is_dataclass(cls):
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where or 'config'} must be a mapping, got {type(data).__name__}")
+        hints = get_type_hints(cls)
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(
+                f"unknown key(s) {unknown} in {where or 'config'}; valid keys: {sorted(names)}"
+            )
+        kwargs = {}
+        for name, value in data.items():
+            kwargs[name] = _build(hints[name], value, f"{where}.{name}" if where else name)
+        return cls(**kwargs)
+    origin = get_origin(cls)
+    if origin is list or cls is list:
+        if not isinstance(data, list):
+            raise ConfigError(f"{where} must be a list")
+        if where.endswith("stages"):
+            return [_build(StageConfig, d, f"{where}[{i}]") for i, d in enumerate(data)]
+        return list(data)
+    if origin is not None and type(None) in get_args(cls):  # Optional[X]
+        if data is None:
+            return None
+        inner = [a for a in get_args(cls) if a is not type(None)][0]
+        return _build(inner, data, where)
+    if cls is float and isinstance(data, (int, float)) and not isinstance(data, bool):
+        return float(data)
+    if cls in (int, str, bool, dict) and not isinstance(data, cls):
+        raise ConfigError(f"{where} must be of type {cls.__name__}, got {data!r}")
+    if cls is int and isinstance(data, bool):
+        raise ConfigError(f"{where} must be an integer, got {data!r}")
+    return data
+
+
+def config_from_dict(data: dict) -> TrainConfig:
+    """Build and validate a :class:`TrainConfig` from a plain (possibly nested) dict."""
+    return _build(TrainConfig, data, "").validate()
+
+
+def load_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:
+    """Read a training config from ``.json`` or ``.yaml``/``.yml``. Relative paths inside the
+    file stay relative to the current directory (run from the repository root)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; pass the path of a .json or .yaml file")
+    text = path.read_text()
+    try:
+        if path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        else:
+            data = json.loads(text)
+    except Exception as exc:  # noqa: BLE001 - any parse error is the user's file
+        raise ConfigError(f"cannot parse {path}: {exc}; fix the syntax") from exc
+    if overrides:
+        data = _merge(data, overrides)
+    return config_from_dict(data)
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def config_to_dict(cfg: TrainConfig) -> dict:
+    return dataclasses.asdict(cfg)

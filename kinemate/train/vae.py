@@ -1,0 +1,67 @@
+"""Stage ``vae``: fit a small :class:`diffusers.AutoencoderKL` on training frames.
+
+The published SD VAE cannot be downloaded here and is far too large for a tiny model, so the
+tiny configuration fits its own autoencoder first: reconstruction loss (L1 + MSE) plus a small
+KL term, posterior sampled with explicit noise (deterministic per step). At the end the latent
+scaling factor is set to ``1 / std`` of the latents of a batch of frames, as SD does.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+DEFAULT_TINY_VAE = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "down_block_types": ["DownEncoderBlock2D"] * 4,
+    "up_block_types": ["UpDecoderBlock2D"] * 4,
+    "block_out_channels": [16, 32, 64, 64],
+    "layers_per_block": 1,
+    "latent_channels": 16,
+    "norm_num_groups": 16,
+    "sample_size": 64,
+    # fully convolutional: it can be trained on small crops and used on whole frames
+    "mid_block_add_attention": False,
+}
+
+
+def build_vae(config: dict | None = None):
+    from diffusers import AutoencoderKL
+
+    cfg = dict(DEFAULT_TINY_VAE)
+    cfg.update(config or {})
+    return AutoencoderKL(**cfg)
+
+
+def vae_downsample(vae) -> int:
+    return 2 ** (len(vae.config.block_out_channels) - 1)
+
+
+class VAEObjective(nn.Module):
+    """Wraps the autoencoder; ``forward(image, eps)`` returns the training loss.
+
+    image: ``(B, 3, H, W)`` in [-1, 1]; eps: ``(B, C_lat, H/f, W/f)`` standard normal noise used
+    to sample the posterior.
+    """
+
+    def __init__(self, vae, kl_weight: float = 1e-6):
+        super().__init__()
+        self.vae = vae
+        self.kl_weight = kl_weight
+
+    def forward(self, image: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        post = self.vae.encode(image).latent_dist
+        z = post.mean + post.std * eps
+        rec = self.vae.decode(z).sample
+        rec_loss = F.l1_loss(rec, image) + F.mse_loss(rec, image)
+        kl = 0.5 * (post.mean.pow(2) + post.var - 1.0 - post.logvar).mean()
+        return rec_loss + self.kl_weight * kl
+
+
+@torch.no_grad()
+def fit_scaling_factor(vae, images: torch.Tensor) -> float:
+    """``1 / std`` of the posterior means of ``images`` ``(B, 3, H, W)`` in [-1, 1]."""
+    z = vae.encode(images).latent_dist.mean
+    return float(1.0 / z.float().std().clamp_min(1e-6))
