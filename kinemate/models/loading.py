@@ -134,20 +134,22 @@ def build_on_meta(factory: Callable[[], nn.Module]) -> nn.Module:
 
 
 # -- the motion-module checkpoint ----------------------------------------------------------
+def motion_key(key: str) -> str:
+    """A motion checkpoint key under the video UNet's naming: a leading ``module.`` and/or
+    ``unet.`` (DataParallel / training-wrapper prefixes the official loader strips) removed."""
+    for prefix in ("module.", "unet."):
+        if key.startswith(prefix):
+            key = key[len(prefix):]
+    return key
+
+
 def motion_module_tensors(path: Path, unet_keys: set[str]) -> dict[str, torch.Tensor]:
     """Tensors of ``temporal_attention.ckpt`` under the video UNet's key names.
 
     Accepts the forms the official loader accepts: bare keys, a leading ``module.``, a leading
     ``unet.``, optionally inside ``{"state_dict": ...}``. Every tensor must be a motion-module
     tensor of the UNet, else WeightsError (the official loader would drop or ignore them)."""
-    raw = read_tensors(path)
-    out: dict[str, torch.Tensor] = {}
-    for key, value in raw.items():
-        name = key
-        for prefix in ("module.", "unet."):
-            if name.startswith(prefix):
-                name = name[len(prefix):]
-        out[name] = value
+    out = {motion_key(key): value for key, value in read_tensors(path).items()}
     foreign = [k for k in out if ".motion_modules." not in k or k not in unet_keys]
     if foreign:
         raise WeightsError(f"{path} holds {len(foreign)} tensors that are not motion-module "

@@ -1,0 +1,368 @@
+"""The sampling pipeline: reference image + control frames -> video frames.
+
+``AnimationPipeline.__call__`` reads as the official loop (SPEC §7), per denoising step:
+
+1. appearance encoder on the clean reference latent at ``t`` -> a :class:`ReferenceBank`;
+2. for each context window: ControlNet residuals of its frames (each frame once per step,
+   cached only while a later window still needs it), the video UNet on ``[uncond; cond]``
+   with reference attention read from the bank, prediction accumulated;
+3. average overlapping predictions, classifier-free guidance, one scheduler step.
+
+Then the VAE decodes one frame at a time and frames stream out.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from einops import rearrange
+
+from kinemate.errors import InputError, UsageError
+from kinemate.models.reference import ReferenceBank
+from kinemate.pipeline.context import accumulate, context_windows, fuse, guide, last_use
+
+log = logging.getLogger(__name__)
+
+# The effective official scheduler (configs/magicanimate_ddim_scheduler_effective.json).
+MAGICANIMATE_SCHEDULER = {
+    "_class_name": "DDIMScheduler",
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "linear",
+    "trained_betas": None,
+    "clip_sample": False,
+    "set_alpha_to_one": True,
+    "steps_offset": 1,
+    "prediction_type": "epsilon",
+    "thresholding": False,
+    "dynamic_thresholding_ratio": 0.995,
+    "clip_sample_range": 1.0,
+    "sample_max_value": 1.0,
+    "timestep_spacing": "leading",
+    "rescale_betas_zero_snr": False,
+}
+
+
+def make_scheduler(config: dict | None = None):
+    """A diffusers scheduler from a config dict whose ``_class_name`` names the class."""
+    import diffusers
+
+    config = dict(config or MAGICANIMATE_SCHEDULER)
+    cls = getattr(diffusers, config.get("_class_name", "DDIMScheduler"), None)
+    if cls is None:
+        raise UsageError(f"unknown scheduler {config.get('_class_name')!r}; use a diffusers "
+                         "scheduler class name such as DDIMScheduler")
+    return cls.from_config(config)
+
+
+@dataclass
+class SamplingOptions:
+    """Defaults of one sampling call (the official values)."""
+
+    num_inference_steps: int = 25
+    guidance_scale: float = 7.5
+    context_frames: int = 16
+    context_overlap: int = 4
+    closed_loop: bool = True
+    context_stride: int = 1
+    eta: float = 0.0
+    reference_bank_dtype: str | None = "float16"  # official fp16 rounding; None keeps it
+    lean: bool = True
+    noise_tiling: int | None = None  # 16 = the official shared initial noise per 16 frames
+
+
+class _ControlResiduals:
+    """ControlNet residuals of one denoising step, computed per window for the frames not yet
+    cached and dropped after the last window that uses them (memory bounded in video length;
+    each frame still goes through the ControlNet exactly once per step)."""
+
+    def __init__(self, pipe: "AnimationPipeline", model_input: torch.Tensor, t, controls,
+                 text: torch.Tensor, windows: list[list[int]]):
+        self.pipe, self.model_input, self.t, self.controls, self.text = pipe, model_input, t, controls, text
+        self.last = last_use(windows)
+        self.store: dict[int, list[torch.Tensor]] = {}
+
+    def for_window(self, index: int, window: list[int]) -> tuple[list[torch.Tensor], torch.Tensor]:
+        missing = list(dict.fromkeys(f for f in window if f not in self.store))
+        if missing:
+            down, mid = self.pipe.controlnet_residuals(
+                self.model_input[:, :, missing], self.t, self.pipe.control_tensor(self.controls, missing),
+                self.text)
+            for j, frame in enumerate(missing):
+                self.store[frame] = [r[j] for r in down] + [mid[j]]
+        stacked = [torch.stack([self.store[f][k] for f in window], dim=1)[None]
+                   for k in range(len(self.store[window[0]]))]  # (1, C, f, h, w)
+        for frame in window:
+            if self.last[frame] == index:
+                del self.store[frame]
+        return stacked[:-1], stacked[-1]
+
+
+class AnimationPipeline:
+    """MagicAnimate-architecture animation: reference photo + control frames -> frames.
+
+    Components: ``unet`` (:class:`~kinemate.models.VideoUNet`), ``appearance_encoder``,
+    ``controlnet`` (diffusers ``ControlNetModel``), ``vae`` (``AutoencoderKL``), a diffusers
+    ``scheduler`` (copied for each call, so calls share no state) and the fixed text
+    embeddings ``(1, 77, D)`` of the empty prompt (``text_embeds_uncond``/``_cond``).
+    """
+
+    def __init__(self, unet, appearance_encoder, controlnet, vae, scheduler=None, *,
+                 text_embeds_uncond: torch.Tensor | None = None,
+                 text_embeds_cond: torch.Tensor | None = None,
+                 name: str = "magicanimate", control_kind: str = "densepose",
+                 default_size: tuple[int, int] = (512, 512), vae_scaling_factor: float = 0.18215,
+                 options: SamplingOptions | None = None, controlnet_conditioning_scale: float = 1.0):
+        self.controlnet_conditioning_scale = controlnet_conditioning_scale
+        self.unet, self.appearance_encoder, self.controlnet, self.vae = (
+            unet, appearance_encoder, controlnet, vae)
+        self.scheduler = scheduler if scheduler is not None else make_scheduler()
+        self.text_embeds_uncond = text_embeds_uncond
+        self.text_embeds_cond = text_embeds_cond
+        self.name = name
+        self.control_kind = control_kind
+        self.default_size = tuple(default_size)
+        self.vae_scaling_factor = vae_scaling_factor
+        self.options = options or SamplingOptions()
+
+    # -- placement ---------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.unet.parameters()).dtype
+
+    def to(self, device=None, dtype=None) -> "AnimationPipeline":
+        for m in (self.unet, self.appearance_encoder, self.controlnet, self.vae):
+            m.to(device=device, dtype=dtype)
+        return self
+
+    def _text(self, uncond, cond) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (uncond, cond) text embeddings ``(1, 77, D)``; uncond defaults to cond when
+        only cond is known (both are the empty prompt for MagicAnimate)."""
+        cond = cond if cond is not None else self.text_embeds_cond
+        uncond = uncond if uncond is not None else self.text_embeds_uncond
+        if cond is None:
+            raise UsageError("this model has no text encoder and no stored text embeddings; "
+                             "pass text_embeds_uncond/text_embeds_cond")
+        uncond = cond if uncond is None else uncond
+        return (uncond.to(self.device, self.dtype), cond.to(self.device, self.dtype))
+
+    # -- building blocks (each usable alone) ------------------------------------------
+    @torch.no_grad()
+    def encode_reference(self, image: np.ndarray) -> torch.Tensor:
+        """uint8 ``(H, W, 3)`` RGB -> posterior mean latent x scaling ``(1, 4, H/8, W/8)``."""
+        image = np.asarray(image)
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise InputError(f"reference must be a uint8 RGB image (H, W, 3), got {image.dtype} "
+                             f"{image.shape}; convert it to RGB first")
+        x = torch.from_numpy(np.ascontiguousarray(image)).to(self.device, self.dtype) / 127.5 - 1
+        x = rearrange(x, "h w c -> 1 c h w")
+        return self.vae.encode(x).latent_dist.mean * self.vae_scaling_factor
+
+    def control_tensor(self, controls: Sequence[np.ndarray], frames: list[int]) -> torch.Tensor:
+        """Control frames ``controls[i]`` (uint8 HWC RGB) -> ``(n, 3, H, W)`` in [0, 1]."""
+        batch = np.stack([np.asarray(controls[i]) for i in frames])
+        x = torch.from_numpy(batch).to(self.device, self.dtype) / 255.0
+        return rearrange(x, "n h w c -> n c h w")
+
+    @torch.no_grad()
+    def write_reference(self, ref_latents: torch.Tensor, t, bank: ReferenceBank,
+                        uncond: torch.Tensor, cond: torch.Tensor, cfg: bool) -> ReferenceBank:
+        """Appearance encoder on the clean reference latent at ``t``. Official path with CFG:
+        batch 2 with ``[uncond; cond]`` text; lean path or no CFG: batch 1, cond text."""
+        if cfg and not bank.lean:
+            latents, text = ref_latents.repeat(2, 1, 1, 1), torch.cat([uncond, cond])
+        else:
+            latents, text = ref_latents, cond
+        return self.appearance_encoder.write(latents, t, text, bank)
+
+    @torch.no_grad()
+    def controlnet_residuals(self, latents: torch.Tensor, t, control: torch.Tensor,
+                             cond: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """ControlNet per frame: ``latents`` (1, 4, n, h, w), ``control`` (n, 3, H, W), cond
+        text for every frame -> down residuals [(n, C, h', w')], mid (n, C, h', w')."""
+        x = rearrange(latents, "b c f h w -> (b f) c h w")
+        down, mid = self.controlnet(x, t, encoder_hidden_states=cond.expand(x.shape[0], -1, -1),
+                                    controlnet_cond=control,
+                                    conditioning_scale=self.controlnet_conditioning_scale,
+                                    return_dict=False)
+        return list(down), mid
+
+    @torch.no_grad()
+    def unet_window(self, latents: torch.Tensor, t, down: list[torch.Tensor], mid: torch.Tensor,
+                    bank: ReferenceBank, uncond: torch.Tensor, cond: torch.Tensor,
+                    cfg: bool) -> torch.Tensor:
+        """Video UNet on one window ``(1, 4, f, h, w)`` -> ``(2 or 1, 4, f, h, w)`` (rows
+        ``[uncond, cond]`` with CFG). ControlNet residuals are the same for both rows."""
+        f = latents.shape[2]
+        if cfg:
+            latents = latents.repeat(2, 1, 1, 1, 1)
+            down = [r.repeat(2, 1, 1, 1, 1) for r in down]
+            mid = mid.repeat(2, 1, 1, 1, 1)
+            text = torch.cat([uncond, cond])
+        else:
+            text = cond
+        bank.start_read(num_frames=f, uncond_batches=1 if cfg else 0)
+        return self.unet(latents, t, text, down_block_additional_residuals=down,
+                         mid_block_additional_residual=mid,
+                         cross_attention_kwargs={"reference": bank})
+
+    @torch.no_grad()
+    def predict_noise(self, latents: torch.Tensor, t, ref_latents: torch.Tensor,
+                      controls: Sequence[np.ndarray], windows: list[list[int]], *,
+                      guidance_scale: float, bank: ReferenceBank, scheduler=None,
+                      text_embeds_uncond=None, text_embeds_cond=None,
+                      on_window: Callable | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step's noise prediction for the whole video latent ``(1, 4, N, h, w)``.
+
+        Returns ``(guided (1,4,N,h,w), raw (B,4,N,h,w))``; ``raw`` is the window-averaged UNet
+        output, rows ``[uncond, cond]`` with CFG (``guidance_scale > 1``) or ``[cond]``."""
+        uncond, cond = self._text(text_embeds_uncond, text_embeds_cond)
+        cfg = guidance_scale > 1.0
+        model_input = scheduler.scale_model_input(latents, t) if scheduler is not None else latents
+        self.write_reference(ref_latents, t, bank, uncond, cond, cfg)
+        residuals = _ControlResiduals(self, model_input, t, controls, cond, windows)
+        total = torch.zeros((2 if cfg else 1, *latents.shape[1:]), device=latents.device,
+                            dtype=latents.dtype)
+        counts = torch.zeros(latents.shape[2], device=latents.device, dtype=latents.dtype)
+        for i, window in enumerate(windows):
+            down, mid = residuals.for_window(i, window)
+            pred = self.unet_window(model_input[:, :, window], t, down, mid, bank, uncond, cond, cfg)
+            accumulate(total, counts, window, pred)
+            if on_window is not None:
+                on_window(i, window)
+        raw = fuse(total, counts)
+        guided = guide(raw[:1], raw[1:], guidance_scale) if cfg else raw
+        return guided, raw
+
+    # -- noise, sampling, decoding ----------------------------------------------------
+    def initial_noise(self, num_frames: int, height: int, width: int, seed: int | None,
+                      tiling: int | None = None) -> torch.Tensor:
+        """``(1, 4, N, H/8, W/8)`` standard normal noise drawn on the CPU from ``seed`` (same
+        numbers on every device). ``tiling=16`` repeats one 16-frame draw along the frames
+        (the official "shared initial noise")."""
+        g = torch.Generator("cpu")
+        g.manual_seed(int(seed) if seed is not None else int(torch.seed() % 2**63))
+        channels = self.unet.config.in_channels
+        frames = tiling or num_frames
+        noise = torch.randn((1, channels, frames, height // 8, width // 8), generator=g,
+                            dtype=torch.float32)
+        if tiling:
+            noise = noise.repeat(1, 1, -(-num_frames // tiling), 1, 1)[:, :, :num_frames]
+        return noise
+
+    def _check_inputs(self, reference: np.ndarray, controls: Sequence[np.ndarray]) -> tuple[int, int, int]:
+        ref = np.asarray(reference)
+        if len(controls) == 0:
+            raise InputError("no control frames; the driving video is empty")
+        first = np.asarray(controls[0])
+        if first.shape != ref.shape:
+            raise InputError(f"control frames {first.shape} and reference {ref.shape} must have "
+                             "the same size; frame both with the same Framing")
+        h, w = ref.shape[:2]
+        if h % 8 or w % 8:
+            raise InputError(f"size {w}x{h} is not a multiple of 8; choose --size as multiples of 8")
+        return len(controls), h, w
+
+    @torch.no_grad()
+    def sample_latents(self, reference: np.ndarray, controls: Sequence[np.ndarray], *,
+                       num_inference_steps: int | None = None, guidance_scale: float | None = None,
+                       seed: int | None = 1, context_frames: int | None = None,
+                       context_overlap: int | None = None, closed_loop: bool | None = None,
+                       latents: torch.Tensor | None = None, eta: float | None = None,
+                       lean: bool | None = None, reference_bank_dtype: str | None = "default",
+                       noise_tiling: int | None | str = "default", progress: bool = True,
+                       text_embeds_uncond=None, text_embeds_cond=None,
+                       callback: Callable[[int, torch.Tensor, dict], None] | None = None) -> torch.Tensor:
+        """Run the sampler; returns the final latents ``(1, 4, N, H/8, W/8)``.
+
+        ``controls``: any sequence of N uint8 ``(H, W, 3)`` frames (an array or a lazy
+        sequence); ``latents`` replaces the initial noise; ``callback(step, t, info)`` gets
+        ``noise_pred`` (guided) and ``latents`` (after the step)."""
+        o = self.options
+        steps = num_inference_steps or o.num_inference_steps
+        scale = o.guidance_scale if guidance_scale is None else guidance_scale
+        size = context_frames or o.context_frames
+        overlap = o.context_overlap if context_overlap is None else context_overlap
+        loop = o.closed_loop if closed_loop is None else closed_loop
+        eta = o.eta if eta is None else eta
+        lean = o.lean if lean is None else lean
+        bank_dtype = o.reference_bank_dtype if reference_bank_dtype == "default" else reference_bank_dtype
+        tiling = o.noise_tiling if noise_tiling == "default" else noise_tiling
+        num_frames, height, width = self._check_inputs(reference, controls)
+        windows = context_windows(num_frames, size, overlap, closed_loop=loop,
+                                  context_stride=o.context_stride)
+
+        scheduler = copy.deepcopy(self.scheduler)
+        scheduler.set_timesteps(steps, device=self.device)
+        if latents is None:
+            latents = self.initial_noise(num_frames, height, width, seed, tiling)
+            latents = latents * scheduler.init_noise_sigma
+        latents = latents.to(self.device, self.dtype)
+        ref_latents = self.encode_reference(reference)
+        bank = ReferenceBank(bank_dtype=getattr(torch, bank_dtype) if bank_dtype else None, lean=lean)
+        step_kwargs = {}
+        if "eta" in inspect.signature(scheduler.step).parameters:
+            step_kwargs["eta"] = eta
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(scheduler.timesteps) * len(windows), disable=not progress,
+                   desc=f"{self.name}: {num_frames} frames", unit="window", leave=False)
+        try:
+            for i, t in enumerate(scheduler.timesteps):
+                noise_pred, _ = self.predict_noise(
+                    latents, t, ref_latents, controls, windows, guidance_scale=scale, bank=bank,
+                    scheduler=scheduler, text_embeds_uncond=text_embeds_uncond,
+                    text_embeds_cond=text_embeds_cond, on_window=lambda *_: bar.update(1))
+                latents = scheduler.step(noise_pred, t, latents, **step_kwargs).prev_sample
+                if callback is not None:
+                    callback(i, t, {"noise_pred": noise_pred, "latents": latents,
+                                    "ref_latents": ref_latents, "windows": windows})
+        finally:
+            bar.close()
+            bank.clear()
+        return latents
+
+    @torch.no_grad()
+    def decode_frame(self, latents: torch.Tensor, index: int) -> torch.Tensor:
+        """Decode frame ``index`` of ``(1, 4, N, h, w)`` -> ``(1, 3, H, W)`` float in [0, 1]."""
+        z = latents[:, :, index] / self.vae_scaling_factor
+        image = self.vae.decode(z.to(self.device, self.dtype)).sample
+        return (image / 2 + 0.5).clamp(0, 1)
+
+    def decode(self, latents: torch.Tensor) -> Iterator[np.ndarray]:
+        """Decode one frame at a time; yields uint8 ``(H, W, 3)`` frames."""
+        for index in range(latents.shape[2]):
+            image = self.decode_frame(latents, index)[0]
+            yield (image.permute(1, 2, 0).float().cpu().numpy() * 255).round().astype(np.uint8)
+
+    def stream(self, reference: np.ndarray, controls: Sequence[np.ndarray], **kwargs) -> Iterator[np.ndarray]:
+        """Like ``__call__`` but yields the frames one by one as they are decoded."""
+        latents = self.sample_latents(reference, controls, **kwargs)
+        yield from self.decode(latents)
+
+    def __call__(self, reference: np.ndarray, controls: Sequence[np.ndarray], **kwargs) -> np.ndarray:
+        """Animate: uint8 reference ``(H, W, 3)`` + control frames ``(F, H, W, 3)`` (same size,
+        multiples of 8) -> uint8 frames ``(F, H, W, 3)``. Keyword options: see
+        :meth:`sample_latents` (num_inference_steps, guidance_scale, seed, context_frames,
+        context_overlap, closed_loop, progress, ...)."""
+        return np.stack(list(self.stream(reference, controls, **kwargs)))
+
+    # -- saving ------------------------------------------------------------------------
+    def save_pretrained(self, folder: str | Path) -> Path:
+        """Write the kinemate format: ``kinemate.json`` + per component ``config.json`` and
+        ``model.safetensors`` + ``text_embeddings.safetensors``."""
+        from kinemate.pipeline.loading import save_pipeline
+
+        return save_pipeline(self, folder)

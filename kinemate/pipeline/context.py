@@ -1,0 +1,92 @@
+"""Sliding context windows, window fusion and classifier-free guidance — small pure functions.
+
+A *window* is a list of frame indices fed to the video UNet together (its temporal attention
+sees exactly those frames, in that order). A *schedule* is a list of windows covering every
+frame at least once.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def closed_loop_windows(num_frames: int, context_frames: int, context_overlap: int,
+                        context_stride: int = 1, closed_loop: bool = True) -> list[list[int]]:
+    """The official MagicAnimate ``uniform`` schedule (``pipelines/context.py``, step 0).
+
+    Windows start at ``0, s, 2s, ...`` (``s = context_frames - context_overlap``) while the
+    start is below ``num_frames`` (``closed_loop``) or below ``num_frames - context_overlap``
+    (not closed loop); frame indices wrap modulo ``num_frames``, so the last windows join the
+    end of the video to its start. ``context_stride > 1`` adds dilated windows as the
+    official code does. One window of all frames when ``num_frames <= context_frames``.
+    Example: 16 frames, 8/4 -> [0-7] [4-11] [8-15] [12-15, 0-3].
+    """
+    _check(num_frames, context_frames, context_overlap)
+    if num_frames <= context_frames:
+        return [list(range(num_frames))]
+    context_stride = min(context_stride, int(math.ceil(math.log2(num_frames / context_frames))) + 1)
+    windows = []
+    for level in range(context_stride):
+        step = 1 << level
+        stop = num_frames + (0 if closed_loop else -context_overlap)
+        for start in range(0, stop, context_frames * step - context_overlap):
+            windows.append([e % num_frames for e in range(start, start + context_frames * step, step)])
+    return windows
+
+
+def sliding_windows(num_frames: int, context_frames: int, context_overlap: int) -> list[list[int]]:
+    """Non-wrapping schedule: windows of ``context_frames`` consecutive frames every
+    ``context_frames - context_overlap`` frames; the last one is moved back to end at the
+    last frame (so no window joins the end of the video to its start).
+    Example: 32 frames, 16/4 -> [0-15] [12-27] [16-31]."""
+    _check(num_frames, context_frames, context_overlap)
+    if num_frames <= context_frames:
+        return [list(range(num_frames))]
+    starts = list(range(0, num_frames - context_frames + 1, context_frames - context_overlap))
+    if starts[-1] + context_frames < num_frames:
+        starts.append(num_frames - context_frames)
+    return [list(range(s, s + context_frames)) for s in starts]
+
+
+def context_windows(num_frames: int, context_frames: int = 16, context_overlap: int = 4, *,
+                    closed_loop: bool = True, context_stride: int = 1) -> list[list[int]]:
+    """The schedule the pipeline uses: official closed loop, or non-wrapping."""
+    if closed_loop:
+        return closed_loop_windows(num_frames, context_frames, context_overlap, context_stride)
+    return sliding_windows(num_frames, context_frames, context_overlap)
+
+
+def _check(num_frames: int, context_frames: int, context_overlap: int) -> None:
+    if num_frames < 1:
+        raise ValueError("need at least one frame")
+    if context_frames < 1 or not 0 <= context_overlap < context_frames:
+        raise ValueError(f"need context_frames >= 1 and 0 <= context_overlap < context_frames "
+                         f"(got {context_frames}/{context_overlap})")
+
+
+def last_use(windows: list[list[int]]) -> dict[int, int]:
+    """For each frame, the index of the last window that contains it."""
+    return {frame: i for i, window in enumerate(windows) for frame in window}
+
+
+def accumulate(total: torch.Tensor, counts: torch.Tensor, window: list[int],
+               prediction: torch.Tensor) -> None:
+    """Add a window's prediction ``(B, C, f, h, w)`` into ``total`` ``(B, C, N, h, w)`` at the
+    window's frames and count them in ``counts`` ``(N,)`` (in place)."""
+    index = torch.as_tensor(window, device=total.device)
+    total.index_add_(2, index, prediction.to(total.dtype))
+    counts.index_add_(0, index, torch.ones(len(window), dtype=counts.dtype, device=counts.device))
+
+
+def fuse(total: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """Plain average of the overlapping window predictions, ``total / counts`` per frame."""
+    if bool((counts == 0).any()):
+        raise ValueError("some frames are in no context window")
+    return total / counts.view(1, 1, -1, 1, 1)
+
+
+def guide(uncond: torch.Tensor, cond: torch.Tensor, scale: float) -> torch.Tensor:
+    """Classifier-free guidance ``uncond + scale * (cond - uncond)``."""
+    return uncond + scale * (cond - uncond)

@@ -1,0 +1,150 @@
+"""Strict loading of the release layout (prefixes, wrappers, dtypes, file kinds) and the
+kinemate format round trip, on the tiny golden weights."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from kinemate.errors import WeightsError
+
+
+@pytest.fixture(scope="module")
+def golden_weights(reference_dir) -> Path:
+    return reference_dir / "golden" / "weights"
+
+
+def fake_release(tmp: Path, golden: Path, *, motion: dict | None = None,
+                 unet_safetensors: dict | None = None) -> Path:
+    """A release-layout folder made of symlinks to the golden files, with replacements."""
+    root = tmp / "release"
+    for sub in ("sd-vae-ft-mse", "MagicAnimate/appearance_encoder",
+                "MagicAnimate/densepose_controlnet"):
+        (root / sub).parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(golden / sub, root / sub)
+    unet = root / "stable-diffusion-v1-5" / "unet"
+    unet.mkdir(parents=True)
+    os.symlink(golden / "stable-diffusion-v1-5/unet/config.json", unet / "config.json")
+    if unet_safetensors is None:
+        os.symlink(golden / "stable-diffusion-v1-5/unet/diffusion_pytorch_model.bin",
+                   unet / "diffusion_pytorch_model.bin")
+    else:
+        save_file(unet_safetensors, str(unet / "diffusion_pytorch_model.safetensors"))
+    ta = root / "MagicAnimate" / "temporal_attention"
+    ta.mkdir(parents=True)
+    if motion is None:
+        os.symlink(golden / "MagicAnimate/temporal_attention/temporal_attention.ckpt",
+                   ta / "temporal_attention.ckpt")
+    else:
+        torch.save(motion, ta / "temporal_attention.ckpt")
+    return root
+
+
+@pytest.fixture(scope="module")
+def motion_sd(golden_weights):
+    return torch.load(golden_weights / "MagicAnimate/temporal_attention/temporal_attention.ckpt",
+                      weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def reference_unet(golden_weights):
+    from kinemate.models.loading import load_release
+
+    return load_release(golden_weights).unet.state_dict()
+
+
+def load_unet(root: Path):
+    from kinemate.models.loading import load_video_unet
+
+    return load_video_unet(root / "stable-diffusion-v1-5/unet",
+                           root / "MagicAnimate/temporal_attention/temporal_attention.ckpt")
+
+
+@pytest.mark.parametrize("form", ["module", "unet", "state_dict_module", "state_dict_unet"])
+def test_motion_checkpoint_prefixes_and_wrapper(tmp_path, golden_weights, motion_sd,
+                                                reference_unet, form):
+    prefix = "module." if form.endswith("module") else "unet."
+    tensors = {prefix + k: v for k, v in motion_sd.items()}
+    obj = {"state_dict": tensors, "global_step": 7} if form.startswith("state_dict") else tensors
+    unet = load_unet(fake_release(tmp_path, golden_weights, motion=obj))
+    for k, v in unet.state_dict().items():
+        assert torch.equal(v, reference_unet[k]), k
+
+
+def test_misnamed_motion_checkpoint_is_refused(tmp_path, golden_weights, motion_sd):
+    renamed = {k.replace("motion_modules", "temporal_modules"): v for k, v in motion_sd.items()}
+    with pytest.raises(WeightsError, match="not motion-module"):
+        load_unet(fake_release(tmp_path, golden_weights, motion=renamed))
+
+
+def test_incomplete_motion_checkpoint_names_the_missing_key(tmp_path, golden_weights, motion_sd):
+    key = "up_blocks.3.motion_modules.2.temporal_transformer.proj_out.weight"
+    partial = {k: v for k, v in motion_sd.items() if k != key}
+    with pytest.raises(WeightsError, match=r"1 missing: .*" + key.replace(".", r"\.")):
+        load_unet(fake_release(tmp_path, golden_weights, motion=partial))
+
+
+def test_positional_tables_may_be_absent(tmp_path, golden_weights, motion_sd, reference_unet):
+    without_pe = {k: v for k, v in motion_sd.items() if not k.endswith("pos_encoder.pe")}
+    assert len(without_pe) == len(motion_sd) - 40
+    unet = load_unet(fake_release(tmp_path, golden_weights, motion=without_pe))
+    for k, v in unet.state_dict().items():
+        torch.testing.assert_close(v, reference_unet[k], atol=1e-6, rtol=0)
+
+
+def test_unet_as_fp32_safetensors(tmp_path, golden_weights, reference_unet):
+    sd = torch.load(golden_weights / "stable-diffusion-v1-5/unet/diffusion_pytorch_model.bin",
+                    weights_only=True)
+    assert all(v.dtype == torch.float16 for v in sd.values())
+    fp32 = {k: v.float().contiguous() for k, v in sd.items()}
+    unet = load_unet(fake_release(tmp_path, golden_weights, unet_safetensors=fp32))
+    for k, v in unet.state_dict().items():
+        assert torch.equal(v, reference_unet[k]), k
+
+
+def test_extra_tensor_in_unet_file_is_unexpected(tmp_path, golden_weights):
+    sd = torch.load(golden_weights / "stable-diffusion-v1-5/unet/diffusion_pytorch_model.bin",
+                    weights_only=True)
+    sd = {k: v.contiguous() for k, v in sd.items()}
+    sd["extra_head.weight"] = torch.zeros(3)
+    with pytest.raises(WeightsError, match="1 unexpected: extra_head.weight"):
+        load_unet(fake_release(tmp_path, golden_weights, unet_safetensors=sd))
+
+
+def test_not_a_weights_folder(tmp_path):
+    from kinemate.pipeline import load_pipeline
+
+    with pytest.raises(WeightsError, match="neither a kinemate model folder"):
+        load_pipeline(tmp_path)
+    with pytest.raises(WeightsError, match="does not exist"):
+        load_pipeline(tmp_path / "nope")
+
+
+def test_kinemate_format_round_trip(tmp_path, golden_weights):
+    import json
+
+    from kinemate.pipeline import load_pipeline
+
+    pipe = load_pipeline(golden_weights)
+    assert pipe.text_embeds_cond is None  # no CLIP in the golden layout
+    pipe.text_embeds_cond = torch.randn(1, 77, 32)
+    pipe.text_embeds_uncond = torch.zeros(1, 77, 32)
+    pipe.name, pipe.default_size = "tiny-test", (128, 256)
+    out = pipe.save_pretrained(tmp_path / "model")
+    index = json.loads((out / "kinemate.json").read_text())
+    assert index["name"] == "tiny-test" and index["default_size"] == [128, 256]
+    assert not list(tmp_path.glob(".*kinemate-tmp*"))
+    again = load_pipeline(out)
+    assert again.name == "tiny-test" and again.default_size == (128, 256)
+    assert again.control_kind == "densepose"
+    assert torch.equal(again.text_embeds_cond, pipe.text_embeds_cond)
+    for name in ("unet", "appearance_encoder", "controlnet", "vae"):
+        a, b = getattr(pipe, name).state_dict(), getattr(again, name).state_dict()
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    assert type(again.scheduler).__name__ == "DDIMScheduler"
+    assert again.scheduler.config.beta_schedule == "linear"
