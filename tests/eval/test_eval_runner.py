@@ -52,6 +52,9 @@ def videos(tmp_path_factory):
     return root
 
 
+# matplotlib 3.10 calls pyparsing APIs that warn about their own renames; not ours to fix
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:matplotlib")
+
 ARGS = ["--size", "64", "--clip-len", "4", "--no-pose", "--random-networks"]
 
 
