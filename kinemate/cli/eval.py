@@ -177,7 +177,7 @@ def run_dataset(args) -> int:
             kw["guidance_scale"] = args.guidance
         if protocol.size:
             kw["size"] = protocol.size
-        generator = pipeline_generator(pipe, fit=protocol.fit, **kw)
+        generator = pipeline_generator(pipe, weights=args.weights, fit=protocol.fit, **kw)
     report = evaluate_dataset(args.dataset, args.output, generator=generator, protocol=protocol,
                               networks=_networks(args), skip_existing=not args.regenerate)
     return _finish(report, args)

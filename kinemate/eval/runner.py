@@ -16,6 +16,7 @@ same thing (:func:`kinemate.eval.report.compare_reports` checks this).
 
 from __future__ import annotations
 
+import json
 import logging
 import shlex
 import subprocess
@@ -422,14 +423,17 @@ def command_generator(template: str, *, timeout: float | None = None) -> Generat
     return run
 
 
-def pipeline_generator(pipe, **animate_kwargs) -> Generator:
-    """A generator using a kinemate pipeline through :func:`kinemate.pipeline.animate_file`."""
+def pipeline_generator(pipe, *, weights: str | None = None, **animate_kwargs) -> Generator:
+    """A generator using a kinemate pipeline through :func:`kinemate.pipeline.animate_file`
+    (``animate_kwargs``: its options, e.g. ``num_inference_steps``, ``seed``, ``size``, ``fit``)."""
     from kinemate.pipeline import animate_file  # noqa: PLC0415
 
     def run(reference: Path, driving: Path, output: Path) -> None:
         animate_file(reference, driving, output, pipe=pipe, **animate_kwargs)
 
-    run.description = f"kinemate pipeline {getattr(pipe, 'name', type(pipe).__name__)} {animate_kwargs}"  # type: ignore[attr-defined]
+    opts = ", ".join(f"{k}={v}" for k, v in sorted(animate_kwargs.items()))
+    run.description = (f"kinemate pipeline {getattr(pipe, 'name', type(pipe).__name__)} "  # type: ignore[attr-defined]
+                       f"(weights {weights or 'bundled'}; {opts})")
     return run
 
 
@@ -444,15 +448,37 @@ def evaluate_dataset(dataset: str | Path, out_dir: str | Path, *, generator: Gen
     gen_dir = Path(out_dir) / "generated"
     gen_dir.mkdir(parents=True, exist_ok=True)
     samples, notes = [], []
+    # reuse earlier generated videos only if the same generator made them
+    stamp = gen_dir / "generator.json"
+    desc = {"generator": getattr(generator, "description", repr(generator)), "dataset": str(Path(dataset).resolve())}
+    if skip_existing and stamp.is_file():
+        try:
+            same = json.loads(stamp.read_text(encoding="utf-8")) == desc
+        except (OSError, json.JSONDecodeError):
+            same = False
+        if not same:
+            notes.append("generated/ held videos of another generator or dataset: all were regenerated")
+            skip_existing = False
+    elif skip_existing and any(gen_dir.glob("*.mp4")):
+        notes.append("generated/ held videos of unknown origin: all were regenerated")
+        skip_existing = False
+    stamp.unlink(missing_ok=True)
+    reused = 0
     for name, ref, drv, gt in tqdm(entries, desc="generating", unit="video", file=sys.stderr, disable=not progress):
         out = gen_dir / f"{name}.mp4"
-        if not (skip_existing and out.is_file()):
+        if skip_existing and out.is_file():
+            reused += 1
+        else:
+            out.unlink(missing_ok=True)  # never evaluate a stale video if generation fails now
             try:
                 generator(ref, drv, out)
             except NoPersonError as exc:
                 notes.append(f"{name}: not generated ({exc})")
                 continue
         samples.append(Sample(name, out, gt, ref, drv))
+    stamp.write_text(json.dumps(desc), encoding="utf-8")
+    if reused:
+        notes.append(f"{reused} video(s) generated earlier by the same generator were reused (--regenerate to redo)")
     if not samples:
         raise InputError(f"no sample of {dataset} could be generated; see the notes above")
     inputs = {"dataset": str(dataset), "generator": getattr(generator, "description", repr(generator)),

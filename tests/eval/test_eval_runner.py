@@ -191,7 +191,7 @@ def test_eval_dataset_with_generator_command_and_pose(tmp_path):
                  "--random-networks"]) == 0
     rep = json.loads((out / "report.json").read_text())
     assert rep["mode"] == "dataset" and rep["num_videos"] == 2
-    assert sorted(p.name for p in (out / "generated").iterdir()) == ["sample0.mp4", "sample1.mp4"]
+    assert sorted(p.name for p in (out / "generated").glob("*.mp4")) == ["sample0.mp4", "sample1.mp4"]
     # the generator re-encoded the driving video (= ground truth): near-identical
     assert rep["summary"]["psnr"] > 35
     # pose was re-detected in both with kinemate.pose: PCK is a number in [0, 1] when found
@@ -199,6 +199,13 @@ def test_eval_dataset_with_generator_command_and_pose(tmp_path):
     pck = rep["summary"].get("pck@0.1")
     assert pck is None or 0.0 <= pck <= 1.0
     assert "command:" in rep["inputs"]["generator"]
+    # a second run with the same generator reuses the videos; another generator regenerates them
+    assert _run(["dataset", str(data), "--command", cmd, "-o", str(out), "--size", "64", "--no-pose", "--no-plots"]) == 0
+    assert any("reused" in n for n in json.loads((out / "report.json").read_text())["notes"])
+    flip = f"{sys.executable} {script} flip{{reference}} {{driving}} {{output}}"
+    assert _run(["dataset", str(data), "--command", flip, "-o", str(out), "--size", "64", "--no-pose", "--no-plots"]) == 0
+    rep2 = json.loads((out / "report.json").read_text())
+    assert any("regenerated" in n for n in rep2["notes"]) and rep2["summary"]["psnr"] < 30
     # a failing generator is reported with what to do
     bad = tmp_path / "bad"
     assert _run(["dataset", str(data), "--command", f"{sys.executable} -c pass {{reference}} {{driving}} {{output}}",
