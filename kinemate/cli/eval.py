@@ -177,6 +177,8 @@ def run_dataset(args) -> int:
             kw["guidance_scale"] = args.guidance
         if protocol.size:
             kw["size"] = protocol.size
+        if protocol.max_frames:  # generate only the frames the protocol will read
+            kw["max_frames"] = protocol.start + protocol.stride * (protocol.max_frames - 1) + 1
         generator = pipeline_generator(pipe, weights=args.weights, fit=protocol.fit, **kw)
     report = evaluate_dataset(args.dataset, args.output, generator=generator, protocol=protocol,
                               networks=_networks(args), skip_existing=not args.regenerate)
