@@ -224,3 +224,23 @@ def test_protocol_frame_selection_and_framing(videos):
     assert wide[:, :, :10].max() == 0  # letterbox bars, never a stretch
     with pytest.raises(UsageError):
         Protocol(stride=0)
+
+
+def test_eval_dataset_with_the_bundled_kinemate_pipeline(tmp_path):
+    from kinemate.pipeline.loading import has_bundled_model
+
+    if not has_bundled_model():
+        pytest.skip("the bundled kinemate-tiny model is not in this checkout")
+    data = tmp_path / "data" / "clip0"
+    data.mkdir(parents=True)
+    frames = _clip(0, n=6, size=128)
+    write_image(data / "reference.png", frames[0])
+    write_video(data / "driving.mp4", frames, 15)
+    write_video(data / "ground_truth.mp4", frames, 15)
+    out = tmp_path / "out"
+    assert _run(["dataset", str(tmp_path / "data"), "-o", str(out), "--steps", "1", "--size", "64",
+                 "--clip-len", "3", "--no-pose", "--random-networks", "--no-plots"]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["inputs"]["generator"].startswith("kinemate pipeline")
+    assert rep["videos"][0]["frames"] == 6 and rep["videos"][0]["size"] == [64, 64]
+    assert 0 < rep["summary"]["psnr"] < 60 and math.isfinite(rep["summary"]["flicker_warp_mae"])
