@@ -246,12 +246,25 @@ def empty_prompt_embedding(sd_root: Path, *, device="cpu") -> torch.Tensor:
     return embeds
 
 
+TEXT_EMBEDDINGS = "text_embeddings.safetensors"
+
+
+def read_text_embeddings(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(uncond, cond)`` ``(1, 77, D)`` from a safetensors file with exactly those two names."""
+    tensors = read_tensors(path)
+    if set(tensors) != {"uncond", "cond"}:
+        raise WeightsError(f"{path} must hold exactly 'uncond' and 'cond' text embeddings "
+                           f"(found {sorted(tensors)})")
+    return tensors["uncond"].float(), tensors["cond"].float()
+
+
 def load_release(root: Path, *, dtype=torch.float32, device="cpu",
                  motion: dict | None = None, vae_dir: Path | None = None) -> Components:
     """Load the MagicAnimate release layout under ``root`` (see module docstring).
 
-    Without ``stable-diffusion-v1-5/text_encoder`` the text embeddings stay None and must be
-    given to the pipeline (the golden cases inject them)."""
+    Without ``stable-diffusion-v1-5/text_encoder`` the text embeddings come from
+    ``root/text_embeddings.safetensors`` if present, else stay None and must be given to the
+    pipeline (the golden cases inject them)."""
     root = Path(root)
     if not is_release_layout(root):
         raise WeightsError(f"{root} is not a MagicAnimate weights folder (expected "
@@ -271,6 +284,8 @@ def load_release(root: Path, *, dtype=torch.float32, device="cpu",
     uncond = cond = None
     if (sd / "text_encoder").is_dir():
         uncond = cond = empty_prompt_embedding(sd, device=device)
+    elif (root / TEXT_EMBEDDINGS).is_file():  # kinemate extension: stored text embeddings
+        uncond, cond = read_text_embeddings(root / TEXT_EMBEDDINGS)
     for m in (unet, appearance, controlnet, vae):
         m.eval().requires_grad_(False)
     return Components(unet, appearance, controlnet, vae, uncond, cond,

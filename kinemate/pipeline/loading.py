@@ -25,7 +25,8 @@ import torch
 
 from kinemate.errors import UsageError, WeightsError
 from kinemate.models.loading import (COMPONENT_CLASSES, is_release_layout, load_component,
-                                     load_release, read_config, save_component)
+                                     load_release, read_config, read_text_embeddings,
+                                     save_component)
 from kinemate.pipeline.animation import AnimationPipeline, SamplingOptions, make_scheduler
 
 INDEX = "kinemate.json"
@@ -100,13 +101,7 @@ def _load_kinemate(root: Path, *, device, dtype) -> AnimationPipeline:
               for name in COMPONENT_CLASSES}
     uncond = cond = None
     if index.get("text_embeddings"):
-        from safetensors.torch import load_file
-
-        te = load_file(str(root / index["text_embeddings"]))
-        if set(te) != {"uncond", "cond"}:
-            raise WeightsError(f"{root / index['text_embeddings']} must hold exactly 'uncond' and "
-                               f"'cond' (found {sorted(te)})")
-        uncond, cond = te["uncond"], te["cond"]
+        uncond, cond = read_text_embeddings(root / index["text_embeddings"])
     known = {f.name for f in dataclasses.fields(SamplingOptions)}
     options = SamplingOptions(**{k: v for k, v in index.get("options", {}).items() if k in known})
     return AnimationPipeline(

@@ -1,0 +1,67 @@
+"""``kinemate animate``: animate the person in a photo with the motion of a driving video."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "animate",
+        help="animate a reference photo with a driving video",
+        description="Animate the person in REFERENCE with the motion of DRIVING (a DensePose "
+                    "render for --control densepose, or any video of a person for --control pose).",
+    )
+    p.add_argument("reference", help="reference photo (png/jpg/...)")
+    p.add_argument("driving", help="driving video (or folder of frames)")
+    p.add_argument("-o", "--output", required=True, help="output video (.mp4, .gif, or a folder)")
+    p.add_argument("--model", choices=["magicanimate", "kinemate-tiny"], default=None,
+                   help="which model (default: the bundled kinemate-tiny, or what --weights holds)")
+    p.add_argument("--weights", default=None,
+                   help="weights folder: MagicAnimate release layout or a kinemate model folder")
+    p.add_argument("--control", choices=["auto", "densepose", "pose"], default="auto",
+                   help="what the driving video is turned into (default: what the model uses)")
+    p.add_argument("--steps", type=int, default=None, help="denoising steps (default 25)")
+    p.add_argument("--guidance", type=float, default=None, help="guidance scale (default 7.5)")
+    p.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    p.add_argument("--context-frames", type=int, default=None, help="frames per window (default 16)")
+    p.add_argument("--context-overlap", type=int, default=None, help="window overlap (default 4)")
+    p.add_argument("--open-windows", action="store_true",
+                   help="non-wrapping windows (default: the official closed loop)")
+    p.add_argument("--size", default=None, help="output WIDTHxHEIGHT, multiples of 8 (default: model's)")
+    p.add_argument("--fit", choices=["crop", "letterbox"], default="crop",
+                   help="aspect-preserving fit of photo and video onto the size")
+    p.add_argument("--grid", default=None, help="also write reference|control|result to this video")
+    p.add_argument("--max-frames", type=int, default=None, help="use only the first N driving frames")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"],
+                   help="compute dtype (default float32 on cpu, float16 on cuda)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from kinemate.errors import UsageError
+    from kinemate.pipeline import load_pipeline
+    from kinemate.pipeline.animate import animate_file, parse_size
+    from kinemate.pipeline.loading import has_bundled_model
+
+    if args.weights is None and (args.model == "magicanimate" or not has_bundled_model()):
+        raise UsageError("--weights DIR is required (a MagicAnimate release folder from "
+                         "'kinemate weights download magicanimate --dir DIR', or a kinemate model)")
+    size = parse_size(args.size) if args.size else None
+    dtype = args.dtype or ("float32" if args.device == "cpu" else "float16")
+    pipe = load_pipeline(args.weights, model=args.model, device=args.device, dtype=dtype)
+    marker = None  # provenance marker (kinemate.provenance.make_marker) plugs in here
+    result = animate_file(
+        args.reference, args.driving, args.output, pipe=pipe, control=args.control, size=size,
+        fit=args.fit, marker=marker, grid_path=args.grid, max_frames=args.max_frames,
+        progress=not args.no_progress, num_inference_steps=args.steps,
+        guidance_scale=args.guidance, seed=args.seed, context_frames=args.context_frames,
+        context_overlap=args.context_overlap, closed_loop=not args.open_windows,
+    )
+    print(f"wrote {result.output_path} ({result.num_frames} frames, {result.fps:g} fps, "
+          f"{result.size[0]}x{result.size[1]})")
+    if result.grid_path:
+        print(f"wrote {result.grid_path}")
+    return 0

@@ -1,0 +1,148 @@
+"""End to end through ``kinemate animate`` and behaviour of the sampling loop (tiny golden
+weights, small sizes, few steps)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # much faster for tiny tensors on a shared 2-core machine
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def release_dir(reference_dir, tmp_path_factory) -> Path:
+    """The golden tiny release layout plus stored text embeddings (it has no CLIP)."""
+    golden = reference_dir / "golden"
+    root = tmp_path_factory.mktemp("weights") / "magicanimate"
+    root.mkdir()
+    for sub in ("sd-vae-ft-mse", "MagicAnimate", "stable-diffusion-v1-5"):
+        os.symlink(golden / "weights" / sub, root / sub)
+    inputs = load_file(str(golden / "inputs.safetensors"))
+    save_file({"uncond": inputs["text_embeds_uncond"], "cond": inputs["text_embeds_cond"]},
+              str(root / "text_embeddings.safetensors"))
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_pipe(release_dir, one_thread):
+    from kinemate import load_pipeline
+
+    return load_pipeline(release_dir, model="magicanimate")
+
+
+def test_cli_animate_densepose_demo_end_to_end(release_dir, demo_inputs, tmp_path, one_thread):
+    from kinemate.cli import main
+    from kinemate.io import probe_video
+
+    out, grid = tmp_path / "out.mp4", tmp_path / "grid.mp4"
+    rc = main(["animate", "--model", "magicanimate", "--weights", str(release_dir),
+               str(demo_inputs / "demo4.png"), str(demo_inputs / "demo4_densepose.mp4"),
+               "-o", str(out), "--control", "densepose", "--size", "64x64", "--fit", "letterbox",
+               "--max-frames", "6", "--steps", "2", "--guidance", "7.5", "--seed", "3",
+               "--context-frames", "4", "--context-overlap", "2", "--grid", str(grid),
+               "--no-progress"])
+    assert rc == 0
+    driving = probe_video(demo_inputs / "demo4_densepose.mp4")
+    info = probe_video(out)
+    assert info.num_frames == 6
+    assert info.fps == pytest.approx(driving.fps)
+    assert (info.width, info.height) == (64, 64)
+    g = probe_video(grid)
+    assert g.num_frames == 6 and g.width == 3 * 64
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grid.mp4", "out.mp4"]
+
+
+def test_cli_animate_needs_weights_for_magicanimate(demo_inputs, tmp_path, capsys):
+    from kinemate.cli import main
+
+    rc = main(["animate", "--model", "magicanimate", str(demo_inputs / "demo4.png"),
+               str(demo_inputs / "demo4_densepose.mp4"), "-o", str(tmp_path / "o.mp4")])
+    assert rc == 2
+    assert "--weights" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+def test_cli_animate_rejects_bad_size(release_dir, demo_inputs, tmp_path, capsys):
+    from kinemate.cli import main
+
+    rc = main(["animate", "--weights", str(release_dir), str(demo_inputs / "demo4.png"),
+               str(demo_inputs / "demo4_densepose.mp4"), "-o", str(tmp_path / "o.mp4"),
+               "--size", "60x64"])
+    assert rc == 2 and "multiples of 8" in capsys.readouterr().err
+
+
+def _inputs(n: int, size=(64, 48), seed=0):
+    rng = np.random.default_rng(seed)
+    w, h = size
+    ref = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    controls = rng.integers(0, 256, (n, h, w, 3), dtype=np.uint8)
+    return ref, controls
+
+
+def test_any_frame_count_and_controlnet_once_per_frame_per_step(tiny_pipe):
+    ref, controls = _inputs(7)
+    seen = []
+    hook = tiny_pipe.controlnet.register_forward_pre_hook(
+        lambda m, args, kwargs: seen.append(args[0].shape[0]), with_kwargs=True)
+    windows = []
+    try:
+        frames = tiny_pipe(ref, controls, num_inference_steps=2, context_frames=4,
+                           context_overlap=2, seed=1, progress=False,
+                           callback=lambda i, t, info: windows.append(info["windows"]))
+    finally:
+        hook.remove()
+    assert frames.shape == (7, 48, 64, 3) and frames.dtype == np.uint8
+    assert windows[0] == [[0, 1, 2, 3], [2, 3, 4, 5], [4, 5, 6, 0], [6, 0, 1, 2]]
+    assert sum(seen) == 7 * 2  # every frame exactly once per step
+    assert max(seen) <= 4      # computed per window, never all frames at once
+
+
+def test_seed_reproducible_and_noise_tiling(tiny_pipe):
+    ref, controls = _inputs(5)
+    kwargs = dict(num_inference_steps=1, context_frames=4, context_overlap=1, progress=False)
+    a = tiny_pipe.sample_latents(ref, controls, seed=5, **kwargs)
+    b = tiny_pipe.sample_latents(ref, controls, seed=5, **kwargs)
+    c = tiny_pipe.sample_latents(ref, controls, seed=6, **kwargs)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    tiled = tiny_pipe.initial_noise(5, 48, 64, seed=1, tiling=2)
+    assert torch.equal(tiled[:, :, 0], tiled[:, :, 2]) and torch.equal(tiled[:, :, 1], tiled[:, :, 3])
+    assert not torch.equal(tiled[:, :, 0], tiled[:, :, 1])
+
+
+def test_open_windows_and_no_guidance_run(tiny_pipe):
+    ref, controls = _inputs(6)
+    windows = []
+    out = tiny_pipe.sample_latents(ref, controls, num_inference_steps=1, guidance_scale=1.0,
+                                   context_frames=4, context_overlap=1, closed_loop=False,
+                                   progress=False, callback=lambda i, t, info: windows.append(info["windows"]))
+    assert windows[0] == [[0, 1, 2, 3], [2, 3, 4, 5]]
+    assert out.shape == (1, 4, 6, 6, 8) and torch.isfinite(out).all()
+
+
+def test_lean_and_official_paths_agree(tiny_pipe):
+    ref, controls = _inputs(6)
+    kwargs = dict(num_inference_steps=1, context_frames=4, context_overlap=2, seed=2, progress=False)
+    lean = tiny_pipe.sample_latents(ref, controls, lean=True, **kwargs)
+    official = tiny_pipe.sample_latents(ref, controls, lean=False, **kwargs)
+    torch.testing.assert_close(lean, official, atol=1e-4, rtol=1e-4)
+
+
+def test_mismatched_sizes_are_input_errors(tiny_pipe):
+    from kinemate.errors import InputError
+
+    ref, controls = _inputs(2)
+    with pytest.raises(InputError, match="same size"):
+        tiny_pipe(ref[:40], controls, num_inference_steps=1, progress=False)
+    with pytest.raises(InputError, match="multiple of 8"):
+        tiny_pipe(ref[:44], controls[:, :44], num_inference_steps=1, progress=False)
