@@ -30,7 +30,7 @@ METRICS: dict[str, tuple[str, str, str]] = {
     "lpips": ("LPIPS", "down", "{:.4f}"),
     "flicker_warp_mae": ("flicker: warping error (grey levels)", "down", "{:.3f}"),
     "flicker_warp_mse": ("flicker: E_warp (MSE, 0..1)", "down", "{:.6f}"),
-    "gt_flicker_warp_mae": ("ground truth's own warping error", "down", "{:.3f}"),
+    "gt_flicker_warp_mae": ("ground truth's own warping error (reference level)", "", "{:.3f}"),
     "pck@0.1": ("pose PCK@0.1", "up", "{:.3f}"),
     "pck@0.2": ("pose PCK@0.2", "up", "{:.3f}"),
     "pck@0.05": ("pose PCK@0.05", "up", "{:.3f}"),
