@@ -106,3 +106,11 @@ def test_bad_inputs_raise_usage_errors():
         M.psnr(a.astype(np.float32), a.astype(np.float32))
     with pytest.raises(UsageError, match="at least 11x11"):
         M.ssim(a[:8, :8], a[:8, :8])
+
+
+def test_ssim_of_constant_images_is_the_luminance_term():
+    # no variance: SSIM = (2*mx*my + C1) / (mx^2 + my^2 + C1), C1 = (0.01*255)^2 = 6.5025
+    a = np.full((20, 20, 3), 100, np.uint8)
+    b = np.full((20, 20, 3), 110, np.uint8)
+    c1 = (0.01 * 255) ** 2
+    assert M.ssim(a, b) == pytest.approx((2 * 100 * 110 + c1) / (100**2 + 110**2 + c1), abs=1e-12)
