@@ -336,6 +336,10 @@ def evaluate_samples(samples: list[Sample], *, protocol: Protocol, networks: Net
     notes = list(notes or [])
     if protocol.pose and (why := _pose_available()):
         networks.missing["pose"] = why
+    if networks.i3d is not None and networks.i3d.info.pretrained and protocol.clip_len < 10:
+        # the Kinetics I3D's temporal kernels/pools need at least ~10 frames
+        networks.missing["fvd"] = f"not computed: the I3D needs clips of at least 10 frames (--clip-len {protocol.clip_len})"
+        networks.i3d = None
     feats = {k: [] for k in ("fid_gen", "fid_gt", "fvd_gen", "fvd_gt", "fid_vid_gen", "fid_vid_gt")}
     videos = []
     t0 = time.time()
