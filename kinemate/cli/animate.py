@@ -13,7 +13,8 @@ def register(subparsers) -> None:
                     "render for --control densepose, or any video of a person for --control pose).",
     )
     p.add_argument("reference", help="reference photo (png/jpg/...)")
-    p.add_argument("driving", help="driving video (or folder of frames)")
+    p.add_argument("driving", help="driving video (or folder of frames), or a pose JSON file/folder "
+                                   "(kinemate or OpenPose, see 'kinemate pose')")
     p.add_argument("-o", "--output", required=True, help="output video (.mp4, .gif, or a folder)")
     p.add_argument("--model", choices=["magicanimate", "kinemate-tiny"], default=None,
                    help="which model (default: the bundled kinemate-tiny, or what --weights holds)")
@@ -21,6 +22,10 @@ def register(subparsers) -> None:
                    help="weights folder: MagicAnimate release layout or a kinemate model folder")
     p.add_argument("--control", choices=["auto", "densepose", "pose"], default="auto",
                    help="what the driving video is turned into (default: what the model uses)")
+    p.add_argument("--no-retarget", action="store_true",
+                   help="--control pose: keep the driving person's proportions and position")
+    p.add_argument("--person", default="largest",
+                   help="--control pose: whom to follow: largest, central, or N (N-th from the left)")
     p.add_argument("--steps", type=int, default=None, help="denoising steps (default 25)")
     p.add_argument("--guidance", type=float, default=None, help="guidance scale (default 7.5)")
     p.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
@@ -45,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from kinemate.pipeline import load_pipeline
     from kinemate.pipeline.animate import animate_file, parse_size
     from kinemate.pipeline.loading import has_bundled_model
+    from kinemate.pose.people import parse_select
 
     if args.weights is None and (args.model == "magicanimate" or not has_bundled_model()):
         raise UsageError("--weights DIR is required (a MagicAnimate release folder from "
@@ -56,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
     result = animate_file(
         args.reference, args.driving, args.output, pipe=pipe, control=args.control, size=size,
         fit=args.fit, marker=marker, grid_path=args.grid, max_frames=args.max_frames,
-        progress=not args.no_progress, num_inference_steps=args.steps,
+        progress=not args.no_progress, retarget=not args.no_retarget,
+        person=parse_select(args.person), num_inference_steps=args.steps,
         guidance_scale=args.guidance, seed=args.seed, context_frames=args.context_frames,
         context_overlap=args.context_overlap, closed_loop=not args.open_windows,
     )

@@ -46,14 +46,17 @@ def animate_file(reference_path: str | Path, driving_path: str | Path, output_pa
                  pipe: AnimationPipeline, control: str = "auto", size: tuple[int, int] | None = None,
                  fit: str = "crop", marker: Any = None, grid_path: str | Path | None = None,
                  max_frames: int | None = None, progress: bool = True,
+                 retarget: bool = True, person: str | int = "largest",
                  **sampling: Any) -> AnimateResult:
     """Animate the person in ``reference_path`` with the motion of ``driving_path``.
 
     ``control``: "densepose" (the driving video is a DensePose render, passed through),
     "pose" (OpenPose maps extracted from the driving video and retargeted to the reference),
-    or "auto" (what ``pipe`` was trained on). Reference and control frames get the same
-    aspect-preserving ``fit`` ("crop" or "letterbox") onto ``size`` (W, H; default
-    ``pipe.default_size``). The video is written at the driving video's fps, frame by frame, to
+    or "auto" (what ``pipe`` was trained on; "pose" when ``driving_path`` is a pose JSON —
+    kinemate or OpenPose, see docs/pose.md). With "pose", ``retarget`` fits the motion to the
+    reference person and ``person`` picks whom to follow ("largest", "central", N). Reference
+    and control frames get the same aspect-preserving ``fit`` ("crop" or "letterbox") onto
+    ``size`` (W, H; default ``pipe.default_size``). The video is written at the driving video's fps, frame by frame, to
     a temporary name renamed when complete; ``marker`` (io marker protocol) marks every frame.
     ``grid_path`` also writes reference | control | result side by side. ``sampling`` goes to
     the pipeline (num_inference_steps, guidance_scale, seed, context_frames, context_overlap,
@@ -63,7 +66,10 @@ def animate_file(reference_path: str | Path, driving_path: str | Path, output_pa
     if control not in CONTROLS:
         raise UsageError(f"unknown control {control!r}; choose one of {', '.join(CONTROLS)}")
     if control == "auto":
-        control = "densepose" if pipe.control_kind == "densepose" else "pose"
+        from kinemate.pose import is_pose_file
+
+        pose_input = is_pose_file(driving_path)
+        control = "densepose" if pipe.control_kind == "densepose" and not pose_input else "pose"
     if fit not in ("crop", "letterbox"):
         raise UsageError(f"unknown fit {fit!r}; use crop or letterbox")
     size = check_size(size or pipe.default_size)
@@ -76,7 +82,8 @@ def animate_file(reference_path: str | Path, driving_path: str | Path, output_pa
 
         frames, fps, _ = control_frames_from_driving(driving_path, reference_raw, size, fit=fit,
                                                      framing=framing, max_frames=max_frames,
-                                                     progress=progress)
+                                                     progress=progress, retarget=retarget,
+                                                     select=person)
     else:
         from kinemate.pose.control import densepose_frames
 
