@@ -39,7 +39,7 @@ from kinemate.pose.skeleton import (
     R_HIP,
     R_SHOULDER,
 )
-from kinemate.pose.track import FORMAT_NAME, PoseTrack, parse_points, read_json, write_json_atomic
+from kinemate.pose.track import FORMAT_NAME, MAX_SIDE, PoseTrack, parse_points, read_json, write_json_atomic
 
 OPENPOSE_KEYS = {
     "hand_left": "hand_left_keypoints_2d",
@@ -184,6 +184,9 @@ def openpose_frames_to_track(
             raise InputError(f"{source}: frame {i} has no 'people' list; check the OpenPose JSON")
         cands.append([_person_to_candidate(p, f"{source}: frame {i}") for p in people])
     size = image_size or _canvas(frames)
+    if size is not None and not (0 < size[0] <= MAX_SIDE and 0 < size[1] <= MAX_SIDE):
+        raise InputError(f"{source}: image size {size[0]}x{size[1]} is out of range (1..{MAX_SIDE}); "
+                         "fix canvas_width/canvas_height")
     all_pts = [
         p[p[:, 2] > 0, :2] for fc in cands for c in fc for p in c.values() if (p[:, 2] > 0).any()
     ]
@@ -194,7 +197,8 @@ def openpose_frames_to_track(
         if len(xy) == 0 or normalized:
             size = (512, 512)
         else:
-            size = tuple(int(math.ceil(float(v) * 1.05 / 8.0) * 8) for v in xy.max(axis=0))  # type: ignore[assignment]
+            size = tuple(min(MAX_SIDE, max(8, int(math.ceil(float(v) * 1.05 / 8.0) * 8)))  # type: ignore[assignment]
+                         for v in xy.max(axis=0))
         inferred = True
     if normalized:
         scale = np.array([size[0], size[1]], np.float32)

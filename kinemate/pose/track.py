@@ -34,6 +34,8 @@ FORMAT_NAME = "kinemate.pose"
 FORMAT_VERSION = 1
 SKELETON = {"body": "openpose-coco18", "hand": "openpose-hand21", "face": "openpose-face70"}
 
+MAX_SIDE = 16384  # largest image side a pose file may refer to
+
 PARTS: dict[str, int] = {
     "body": NUM_BODY,
     "hand_left": NUM_HAND,
@@ -66,6 +68,10 @@ class PoseTrack:
             arr = np.asarray(getattr(self, name), np.float32)
             if arr.shape != (n, k, 3):
                 raise ValueError(f"PoseTrack.{name} must be ({n}, {k}, 3), got {arr.shape}")
+            bad = ~np.isfinite(arr).all(axis=-1)
+            if bad.any():  # a keypoint with a non-finite number is missing
+                arr = arr.copy()
+                arr[bad] = 0.0
             setattr(self, name, arr)
         if self.confidence is None:
             self.confidence = self.present().astype(np.float32)
@@ -194,7 +200,7 @@ class PoseTrack:
                 f"{source} is missing or has a malformed 'image_size'/'fps'/'frames' ({exc}); "
                 "re-create it with 'kinemate pose'"
             ) from None
-        if width <= 0 or height <= 0 or not math.isfinite(fps) or fps <= 0:
+        if not (0 < width <= MAX_SIDE and 0 < height <= MAX_SIDE) or not math.isfinite(fps) or fps <= 0:
             raise InputError(
                 f"{source} has an invalid image_size {width}x{height} or fps {fps}; "
                 "fix these fields or re-create the file with 'kinemate pose'"

@@ -156,6 +156,9 @@ def test_all_nan_pose_file_is_no_person(tmp_path):
         ('{"people": [{"pose_keypoints_2d": [1, 2, 3, 4]}]}', "54 \\(COCO-18\\) or 75"),
         ('{"people": [{"pose_keypoints_2d": ["a", "b", "c"]}]}', "54"),
         ("[]", "neither kinemate"),
+        ('{"format": "kinemate.pose", "version": 1, "image_size": [100000, 100000], "frames": []}',
+         "invalid image_size"),
+        ('{"people": [], "canvas_width": 99999999, "canvas_height": 10}', "out of range"),
     ],
 )
 def test_garbled_files_raise_input_error(tmp_path, content, match):
@@ -179,3 +182,13 @@ def test_openpose_missing_neck_is_filled_from_shoulders(tmp_path):
     t = load_pose(tmp_path / "f.json")
     np.testing.assert_allclose(t.body[0, NECK, :2], (body[2, :2] + body[5, :2]) / 2, atol=1e-3)
     assert t.body[0, NECK, 2] > 0
+
+
+def test_non_finite_arrays_in_memory_become_missing():
+    body = skeleton(lengths())
+    body[3, 0] = np.nan
+    body[4, 2] = np.inf
+    z = np.zeros
+    t = PoseTrack(body=body[None], hand_left=z((1, 21, 3)), hand_right=z((1, 21, 3)), face=z((1, 70, 3)),
+                  width=512, height=512)
+    assert t.body[0, 3, 2] == 0 and t.body[0, 4, 2] == 0 and np.isfinite(t.body).all()
