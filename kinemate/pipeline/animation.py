@@ -147,6 +147,14 @@ class AnimationPipeline:
             m.to(device=device, dtype=dtype)
         return self
 
+    @property
+    def max_context_frames(self) -> int | None:
+        """Longest window the temporal positional tables allow (24 for MagicAnimate)."""
+        if not self.unet.config.use_motion_module:
+            return None
+        kwargs = self.unet.config.motion_module_kwargs or {}
+        return int(kwargs.get("temporal_position_encoding_max_len", 24))
+
     def _text(self, uncond, cond) -> tuple[torch.Tensor, torch.Tensor]:
         """The (uncond, cond) text embeddings ``(1, 77, D)``; uncond defaults to cond when
         only cond is known (both are the empty prompt for MagicAnimate)."""
@@ -301,8 +309,15 @@ class AnimationPipeline:
         bank_dtype = o.reference_bank_dtype if reference_bank_dtype == "default" else reference_bank_dtype
         tiling = o.noise_tiling if noise_tiling == "default" else noise_tiling
         num_frames, height, width = self._check_inputs(reference, controls)
-        windows = context_windows(num_frames, size, overlap, closed_loop=loop,
-                                  context_stride=o.context_stride)
+        max_len = self.max_context_frames
+        if max_len and min(size, num_frames) > max_len:
+            raise UsageError(f"context_frames {size} exceeds what the motion modules support "
+                             f"({max_len} frames); use --context-frames {min(16, max_len)}")
+        try:
+            windows = context_windows(num_frames, size, overlap, closed_loop=loop,
+                                      context_stride=o.context_stride)
+        except ValueError as exc:
+            raise UsageError(f"{exc}; adjust --context-frames/--context-overlap") from None
 
         scheduler = copy.deepcopy(self.scheduler)
         scheduler.set_timesteps(steps, device=self.device)

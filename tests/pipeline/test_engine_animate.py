@@ -146,3 +146,27 @@ def test_mismatched_sizes_are_input_errors(tiny_pipe):
         tiny_pipe(ref[:40], controls, num_inference_steps=1, progress=False)
     with pytest.raises(InputError, match="multiple of 8"):
         tiny_pipe(ref[:44], controls[:, :44], num_inference_steps=1, progress=False)
+
+
+@pytest.mark.parametrize("name", ["DPMSolverMultistepScheduler", "EulerDiscreteScheduler"])
+def test_other_diffusers_schedulers(tiny_pipe, name):
+    import diffusers
+
+    ref, controls = _inputs(4)
+    original = tiny_pipe.scheduler
+    tiny_pipe.scheduler = getattr(diffusers, name).from_config(original.config)
+    try:
+        out = tiny_pipe.sample_latents(ref, controls, num_inference_steps=2, context_frames=4,
+                                       context_overlap=1, progress=False)
+    finally:
+        tiny_pipe.scheduler = original
+    assert out.shape == (1, 4, 4, 6, 8) and torch.isfinite(out).all()
+
+
+def test_context_longer_than_positional_table_is_a_usage_error(tiny_pipe):
+    from kinemate.errors import UsageError
+
+    ref, controls = _inputs(30)
+    with pytest.raises(UsageError, match="24 frames"):
+        tiny_pipe.sample_latents(ref, controls, num_inference_steps=1, context_frames=28,
+                                 progress=False)
