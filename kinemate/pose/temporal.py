@@ -6,6 +6,8 @@ when its confidence is at least ``min_conf``.
 
 * :func:`gate_confidence` — keypoints below ``min_conf`` become missing (confidence 0), so
   occluded or guessed joints are not drawn and do not steer retargeting.
+* :func:`fix_left_right_swaps` — undoes sudden left/right label swaps of arms, legs or the
+  two sides of the head (checked against the previous frame).
 * :func:`fill_gaps` — a keypoint missing for at most ``max_gap`` frames *between* two valid
   frames is linearly interpolated (confidence: the smaller of the two ends).
 * :func:`hold_person` — frames where the whole person is missing (left the picture, not found)
@@ -92,6 +94,50 @@ def hold_person(track: PoseTrack, max_hold: int | None = None) -> PoseTrack:
     return out
 
 
+# Left/right partner groups of the body, swapped as a whole (arm, leg, head sides).
+SWAP_GROUPS: tuple[tuple[tuple[int, int], ...], ...] = (
+    ((2, 5), (3, 6), (4, 7)),  # shoulders, elbows, wrists
+    ((8, 11), (9, 12), (10, 13)),  # hips, knees, ankles
+    ((14, 15), (16, 17)),  # eyes, ears
+)
+
+
+def fix_left_right_swaps(track: PoseTrack, min_conf: float = DEFAULT_MIN_CONF, ratio: float = 0.4) -> PoseTrack:
+    """Undo sudden left/right swaps (a classic single-frame estimator error, e.g. the legs of a
+    dancer trading labels for a few frames).
+
+    For each frame and each group (arms, legs, head sides), the group's joints are compared with
+    the previous frame's (after fixing) as they are and with left and right exchanged; if the
+    exchanged labelling is much closer (distance below ``ratio`` times the other, and the jump
+    larger than 5 % of the person's height), the group is swapped back. A gradual turn never
+    triggers it: its frame-to-frame jumps are small. The hand matching the swapped arm goes with it.
+    """
+    out = track.copy()
+    body = out.body
+    for t in range(1, len(out)):
+        prev, cur = body[t - 1], body[t]
+        ys = prev[prev[:, 2] >= min_conf, 1]
+        if len(ys) < 2:
+            continue
+        min_jump = 0.05 * max(float(ys.max() - ys.min()), 1.0)  # 5 % of the person's height
+        for g, group in enumerate(SWAP_GROUPS):
+            same, swap, n = 0.0, 0.0, 0
+            for a, b in group:
+                if min(prev[a, 2], prev[b, 2], cur[a, 2], cur[b, 2]) < min_conf:
+                    continue
+                same += np.hypot(*(cur[a, :2] - prev[a, :2])) + np.hypot(*(cur[b, :2] - prev[b, :2]))
+                swap += np.hypot(*(cur[b, :2] - prev[a, :2])) + np.hypot(*(cur[a, :2] - prev[b, :2]))
+                n += 1
+            if n == 0 or same / n < 2 * min_jump or swap >= ratio * same:
+                continue
+            for a, b in group:
+                cur[[a, b]] = cur[[b, a]]
+            if g == 0:  # the arms: the hands follow them
+                left, right = out.hand_left[t].copy(), out.hand_right[t].copy()
+                out.hand_left[t], out.hand_right[t] = right, left
+    return out
+
+
 def _alpha(cutoff: np.ndarray | float, dt: float) -> np.ndarray:
     tau = 1.0 / (2.0 * math.pi * np.asarray(cutoff, np.float64))
     return 1.0 / (1.0 + tau / dt)
@@ -149,8 +195,9 @@ def smooth_track(
     min_cutoff: float = 2.0,
     beta: float = 20.0,
 ) -> PoseTrack:
-    """The default clean-up: gate low confidences, fill short gaps, then One-Euro smoothing."""
-    out = gate_confidence(track, min_conf)
+    """The default clean-up: gate low confidences, undo left/right swaps, fill short gaps, then
+    One-Euro smoothing."""
+    out = fix_left_right_swaps(gate_confidence(track, min_conf), min_conf)
     out = fill_gaps(out, max_gap, min_conf)
     if smooth and len(out) > 1:
         out = one_euro(out, min_cutoff=min_cutoff, beta=beta, min_conf=min_conf)

@@ -93,3 +93,26 @@ def test_follow_person_keeps_identity_when_order_flips():
     frames[3] = [b[3]]
     chosen = follow_person(frames, (512, 512), "largest")
     assert chosen[3] is None and chosen[4]["body"][NECK, 0] == 112
+
+
+def test_sudden_left_right_swaps_are_undone_but_turns_are_not():
+    from kinemate.pose.temporal import fix_left_right_swaps
+
+    t = _walk(8, speed=2.0)
+    truth = t.body.copy()
+    legs = [8, 9, 10, 11, 12, 13]
+    swapped = [11, 12, 13, 8, 9, 10]
+    t.body[3:5, legs] = truth[3:5, swapped]  # the legs trade labels for two frames
+    t.hand_right[:, :, 2] = 1.0
+    fixed = fix_left_right_swaps(t)
+    np.testing.assert_allclose(fixed.body, truth)
+    assert (fixed.hand_right[..., 2] == 1).all()  # arms were not touched: hands stay
+    # a person turning around: shoulders cross over gradually, nothing is swapped
+    turn = _walk(12, speed=0.0)
+    for i in range(12):
+        f = np.cos(np.pi * i / 11)  # +1 -> -1: right shoulder moves from left to right
+        for r, l in ((2, 5), (3, 6), (4, 7)):
+            mid = (turn.body[i, r, 0] + turn.body[i, l, 0]) / 2
+            half = (turn.body[i, l, 0] - turn.body[i, r, 0]) / 2
+            turn.body[i, r, 0], turn.body[i, l, 0] = mid - f * half, mid + f * half
+    np.testing.assert_allclose(fix_left_right_swaps(turn).body, turn.body)
