@@ -114,6 +114,7 @@ def fix_left_right_swaps(track: PoseTrack, min_conf: float = DEFAULT_MIN_CONF, r
     """
     out = track.copy()
     body = out.body
+    swapped = np.zeros((len(out), len(SWAP_GROUPS)), bool)
     for t in range(1, len(out)):
         prev, cur = body[t - 1], body[t]
         ys = prev[prev[:, 2] >= min_conf, 1]
@@ -130,12 +131,22 @@ def fix_left_right_swaps(track: PoseTrack, min_conf: float = DEFAULT_MIN_CONF, r
                 n += 1
             if n == 0 or same / n < 2 * min_jump or swap >= ratio * same:
                 continue
-            for a, b in group:
-                cur[[a, b]] = cur[[b, a]]
-            if g == 0:  # the arms: the hands follow them
-                left, right = out.hand_left[t].copy(), out.hand_right[t].copy()
-                out.hand_left[t], out.hand_right[t] = right, left
+            _swap_group(out, t, g)
+            swapped[t, g] = True
+    # the labelling most frames had wins: if the first frame was the wrong one, flip them all
+    for g in range(len(SWAP_GROUPS)):
+        if swapped[:, g].mean() > 0.5:
+            for t in range(len(out)):
+                _swap_group(out, t, g)
     return out
+
+
+def _swap_group(track: PoseTrack, t: int, g: int) -> None:
+    for a, b in SWAP_GROUPS[g]:
+        track.body[t, [a, b]] = track.body[t, [b, a]]
+    if g == 0:  # the arms: the hands follow them
+        left, right = track.hand_left[t].copy(), track.hand_right[t].copy()
+        track.hand_left[t], track.hand_right[t] = right, left
 
 
 def _alpha(cutoff: np.ndarray | float, dt: float) -> np.ndarray:

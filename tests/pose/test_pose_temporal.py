@@ -107,6 +107,10 @@ def test_sudden_left_right_swaps_are_undone_but_turns_are_not():
     fixed = fix_left_right_swaps(t)
     np.testing.assert_allclose(fixed.body, truth)
     assert (fixed.hand_right[..., 2] == 1).all()  # arms were not touched: hands stay
+    # the first frame was the wrong one: the majority labelling wins
+    t2 = _walk(6, speed=2.0)
+    t2.body[0, legs] = truth[0, swapped]
+    np.testing.assert_allclose(fix_left_right_swaps(t2).body, truth[:6])
     # a person turning around: shoulders cross over gradually, nothing is swapped
     turn = _walk(12, speed=0.0)
     for i in range(12):
