@@ -107,15 +107,22 @@ class ReferenceBank:
                 out = out.clone()
                 out[:uncond_rows] = attention(attn, normed[:uncond_rows], normed[:uncond_rows])
             return out
-        # lean: the last written reference row is the conditional one (batch 1 or [uc, c])
-        if slot not in self._kv:
-            last = ref[-1:]
-            self._kv[slot] = (attn.to_k(last), attn.to_v(last))
-        k_ref, v_ref = self._kv[slot]
+        # lean: reference keys/values projected once per written bank; conditional video b
+        # reads reference row b of the last ``cond_batches`` rows (a [uncond, cond] writer
+        # batch ends with the cond rows), a single reference row serves every video
         cond = normed[uncond_rows:]
-        n_cond = cond.shape[0]
-        out_c = attention(attn, cond, cond, k_ref.expand(n_cond, -1, -1),
-                          v_ref.expand(n_cond, -1, -1))
+        cond_batches = cond.shape[0] // self.num_frames
+        if slot not in self._kv:
+            rows_ref = ref[-cond_batches:] if ref.shape[0] > 1 else ref
+            self._kv[slot] = (attn.to_k(rows_ref), attn.to_v(rows_ref))
+        k_ref, v_ref = self._kv[slot]
+        if k_ref.shape[0] == 1:
+            k_ref, v_ref = (t.expand(cond.shape[0], -1, -1) for t in (k_ref, v_ref))
+        else:
+            if k_ref.shape[0] != cond_batches:
+                raise RuntimeError(f"{k_ref.shape[0]} reference rows for {cond_batches} videos")
+            k_ref, v_ref = (t.repeat_interleave(self.num_frames, dim=0) for t in (k_ref, v_ref))
+        out_c = attention(attn, cond, cond, k_ref, v_ref)
         if not uncond_rows:
             return out_c
         out_u = attention(attn, normed[:uncond_rows], normed[:uncond_rows])
