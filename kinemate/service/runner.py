@@ -2,20 +2,72 @@
 
 ``PipelineRunner.load()`` runs once in the worker thread (the model stays on the device for
 every job); ``PipelineRunner(job, job_dir, report)`` runs one job through
-:func:`kinemate.pipeline.animate_file` and writes ``result.mp4`` and ``grid.mp4`` in the
-job folder, with a provenance mark when :mod:`kinemate.provenance` provides one.
+:func:`kinemate.pipeline.animate_file` and writes ``result.mp4`` (provenance-marked by
+:func:`kinemate.provenance.make_marker`) and ``grid.mp4`` (reference | control | result) in
+the job folder.
+
+Progress comes from two hooks the engine offers: the sampler's per-step ``callback`` (steps)
+and the io marker protocol, whose ``mark(frame)`` is called on every frame before it is
+encoded (frames written). Either may raise :class:`~kinemate.service.worker.JobCancelled`,
+which stops the pipeline; the video writers then remove their temporary files.
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
 from pathlib import Path
+
+import numpy as np
 
 from kinemate.service.config import ServiceConfig
 from kinemate.service.store import Job
 
 log = logging.getLogger("kinemate.service")
+
+DENOISE_SHARE = 0.9  # of the progress bar; decoding + encoding is the rest
+
+
+class _Progress:
+    """Turns sampler steps and written frames into progress reports."""
+
+    def __init__(self, report, steps: int, frames: int):
+        self.report, self.steps, self.frames = report, steps, frames
+        self.step = 0
+        self.written = 0
+
+    def _send(self, stage: str) -> None:
+        fraction = DENOISE_SHARE * self.step / max(self.steps, 1)
+        fraction += (1 - DENOISE_SHARE) * self.written / max(self.frames, 1)
+        self.report({"stage": stage, "step": self.step, "total_steps": self.steps,
+                     "frames": self.written, "total_frames": self.frames,
+                     "fraction": round(min(fraction, 1.0), 4)})
+
+    def on_step(self, index: int, _t, info: dict) -> None:  # the sampler's callback
+        self.step = index + 1
+        latents = info.get("latents") if isinstance(info, dict) else None
+        if latents is not None and getattr(latents, "ndim", 0) == 5:
+            self.frames = int(latents.shape[2])  # (B, C, F, H, W)
+        self._send("denoising")
+
+    def on_frame(self) -> None:
+        self.written += 1
+        self._send("writing")
+
+
+class _ProgressMarker:
+    """An io marker that counts frames for the progress report, then delegates to the
+    provenance marker (if any)."""
+
+    def __init__(self, inner, progress: _Progress):
+        self.inner, self.progress = inner, progress
+
+    def mark(self, frame: np.ndarray) -> np.ndarray:
+        self.progress.on_frame()
+        return self.inner.mark(frame) if self.inner is not None else frame
+
+    def finalize(self, path: Path) -> None:
+        if self.inner is not None:
+            self.inner.finalize(path)
 
 
 class PipelineRunner:
@@ -24,6 +76,7 @@ class PipelineRunner:
         self.pipe = None
 
     def load(self) -> dict:
+        """Load the model once (in the worker thread); returns facts for /api/v1/health."""
         import torch
 
         from kinemate.pipeline import load_pipeline
@@ -31,10 +84,8 @@ class PipelineRunner:
         dtype = getattr(torch, self.config.dtype)
         weights = str(self.config.weights) if self.config.weights else None
         self.pipe = load_pipeline(weights, device=self.config.device, dtype=dtype)
-        return {"model": getattr(self.pipe, "name", "kinemate"),
-                "control_kind": getattr(self.pipe, "control_kind", "densepose"),
-                "default_size": list(getattr(self.pipe, "default_size", (512, 512))),
-                "device": self.config.device}
+        return {"model": self.pipe.name, "control_kind": self.pipe.control_kind,
+                "default_size": list(self.pipe.default_size), "device": self.config.device}
 
     def __call__(self, job: Job, job_dir: Path, report) -> dict:
         from kinemate.pipeline import animate_file
@@ -43,52 +94,34 @@ class PipelineRunner:
             self.load()
         params = job.params
         size = tuple(int(x) for x in params["size"].split("x")) if params.get("size") else None
+        progress = _Progress(report, params["steps"], job.inputs["driving"].get("frames", 0))
+        report({"stage": "preparing", "step": 0, "total_steps": params["steps"],
+                "frames": 0, "total_frames": progress.frames, "fraction": 0.0})
         settings = {"steps": params["steps"], "guidance": params["guidance"],
                     "seed": params["seed"], "control": params["control"], "fit": params["fit"],
                     "size": params.get("size"), "job": job.id}
-        marker = _marker(getattr(self.pipe, "name", "kinemate"), settings, params["watermark"])
+        marker = _ProgressMarker(_provenance_marker(self.pipe.name, settings,
+                                                    params["watermark"]), progress)
         result = job_dir / "result.mp4"
         grid = job_dir / "grid.mp4"
-        kwargs = dict(pipe=self.pipe, control=params["control"], size=size, fit=params["fit"],
-                      marker=marker, grid_path=grid, num_inference_steps=params["steps"],
-                      guidance_scale=params["guidance"], seed=params["seed"])
-        accepted = inspect.signature(animate_file).parameters
-        callback_name = next((n for n in ("callback", "progress_callback", "on_progress")
-                              if n in accepted), None)
-        if callback_name:
-            kwargs[callback_name] = _progress_adapter(report)
-        if "progress" in accepted:
-            kwargs["progress"] = False
-        kwargs = {k: v for k, v in kwargs.items() if k in accepted or _has_var_kw(accepted)}
-        driving = job_dir / job.inputs["driving"]["file"]
-        out = animate_file(job_dir / job.inputs["reference"]["file"], driving, result, **kwargs)
-        report({"stage": "done", "fraction": 1.0})
-        record = {"file": result.name, "marked": marker is not None}
-        if grid.is_file():
-            record["grid"] = grid.name
-        frames = getattr(out, "num_frames", None) or (out.get("frames") if isinstance(out, dict)
-                                                      else None)
-        if frames:
-            record["frames"] = int(frames)
-        return record
+        out = animate_file(
+            job_dir / job.inputs["reference"]["file"], job_dir / job.inputs["driving"]["file"],
+            result, pipe=self.pipe, control=params["control"], size=size, fit=params["fit"],
+            marker=marker, grid_path=grid, progress=False,
+            num_inference_steps=params["steps"], guidance_scale=params["guidance"],
+            seed=params["seed"], callback=progress.on_step)
+        report({"stage": "done", "step": progress.step, "total_steps": params["steps"],
+                "frames": out.num_frames, "total_frames": out.num_frames, "fraction": 1.0})
+        return {"file": result.name, "grid": grid.name if grid.is_file() else None,
+                "frames": out.num_frames, "fps": out.fps, "size": list(out.size),
+                "control": out.control, "model": self.pipe.name,
+                "provenance": marker.inner is not None}
 
 
-def _has_var_kw(params) -> bool:
-    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-
-
-def _progress_adapter(report):
-    def callback(*args, **info):
-        if args and isinstance(args[0], dict):
-            info = {**args[0], **info}
-        report({k: v for k, v in info.items() if isinstance(v, (int, float, str, type(None)))})
-    return callback
-
-
-def _marker(model_name: str, settings: dict, watermark: bool):
+def _provenance_marker(model_name: str, settings: dict, watermark: bool):
     try:
         from kinemate.provenance import make_marker
-    except ImportError:
-        log.info("kinemate.provenance.make_marker is not available; results are not marked")
+    except ImportError:  # pragma: no cover - provenance is part of the package
+        log.warning("kinemate.provenance is not available; results are not marked")
         return None
     return make_marker(model_name, settings, watermark=watermark)

@@ -35,6 +35,13 @@ def test_job_runs_to_a_video_with_progress_and_downloads(server, client, key, ti
     frames, _fps = read_video(out)
     assert frames.shape == (4, 64, 64, 3)
     assert frames.std() > 1.0  # a picture, not a constant
+    from kinemate.provenance import verify
+
+    manifest = verify(out).manifest  # signed C2PA manifest naming the job's settings
+    assert manifest.present and manifest.validation_state == "Valid"
+    assert manifest.kinemate["settings"]["job"] == job["id"]
+    assert manifest.kinemate["settings"]["seed"] == 7
+    assert done["result"]["frames"] == 4 and done["result"]["provenance"] is True
 
     res = client.get(f"/api/v1/jobs/{job['id']}/grid", key=key)
     assert res.status == 200
@@ -70,16 +77,18 @@ def test_openapi_docs_and_limits(client):
 def test_cancel_queued_and_running_jobs(server, client, key, tiny_inputs):
     ref = tiny_inputs["reference"].read_bytes()
     long = client.submit(key, ref, tiny_inputs["driving16"].read_bytes(),
-                         params={"steps": "3"}).json()
+                         params={"steps": "40"}).json()  # would take minutes if not cancelled
     queued = client.submit(key, ref, tiny_inputs["driving"].read_bytes()).json()
     res = client.post(f"/api/v1/jobs/{queued['id']}/cancel", key=key)
     assert res.status == 200
     assert res.json()["state"] == "cancelled"  # queued jobs stop at once
-    client.wait(key, long["id"], states=("running",))
+    client.wait(key, long["id"], states=(), predicate=lambda j: j["progress"].get("step"))
     res = client.post(f"/api/v1/jobs/{long['id']}/cancel", key=key)
     assert res.status == 200 and res.json()["cancel_requested"]
-    final = client.wait(key, long["id"])
-    assert final["state"] in ("cancelled", "succeeded")  # cancelled unless it was already done
+    final = client.wait(key, long["id"], timeout=60)
+    assert final["state"] == "cancelled" and final["progress"]["step"] < 40
+    files = sorted(p.name for p in (server.data_dir / "jobs" / long["id"]).iterdir())
+    assert files == ["driving.mp4", "reference.png"], files  # no partial outputs left
     res = client.get(f"/api/v1/jobs/{queued['id']}/result", key=key)
     assert res.status == 409 and "cancelled" in res.detail
 
