@@ -4,6 +4,7 @@ behind ``kinemate animate`` and the service)."""
 from __future__ import annotations
 
 import contextlib
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,25 @@ def check_size(size: tuple[int, int]) -> tuple[int, int]:
     if w < 8 or h < 8 or w % 8 or h % 8:
         raise UsageError(f"output size {w}x{h} must be positive multiples of 8 (e.g. 512x512)")
     return w, h
+
+
+def spill_frames(frames, path: Path) -> np.ndarray:
+    """Write a stream of equal-size uint8 frames to ``path`` and return them as a read-only
+    memory map ``(F, H, W, 3)``: random access for the sampler without holding every control
+    frame in RAM (pages are read back as windows need them)."""
+    count, shape = 0, None
+    with open(path, "wb") as f:
+        for frame in frames:
+            frame = np.ascontiguousarray(frame, dtype=np.uint8)
+            if shape is None:
+                shape = frame.shape
+            elif frame.shape != shape:
+                raise InputError(f"control frame {count} has size {frame.shape}, expected {shape}")
+            f.write(frame.tobytes())
+            count += 1
+    if count == 0:
+        return np.zeros((0, 1, 1, 3), dtype=np.uint8)
+    return np.memmap(path, dtype=np.uint8, mode="r", shape=(count, *shape))
 
 
 def animate_file(reference_path: str | Path, driving_path: str | Path, output_path: str | Path, *,
@@ -88,13 +108,13 @@ def animate_file(reference_path: str | Path, driving_path: str | Path, output_pa
         from kinemate.pose.control import densepose_frames
 
         frames, fps, _ = densepose_frames(driving_path, size, fit=fit, max_frames=max_frames)
-    controls = np.stack(list(frames)) if frames is not None else np.zeros((0,))
-    if len(controls) == 0:
-        raise InputError(f"{driving_path} has no frames; give a video with at least one frame")
-
     output_path = Path(output_path)
     grid_path = Path(grid_path) if grid_path else None
     with contextlib.ExitStack() as stack:  # on an error both outputs are removed
+        spill = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="kinemate-controls-")))
+        controls = spill_frames(frames, spill / "controls.u8")
+        if len(controls) == 0:
+            raise InputError(f"{driving_path} has no frames; give a video with at least one frame")
         out = stack.enter_context(VideoWriter(output_path, fps, marker=marker))
         grid = stack.enter_context(VideoWriter(grid_path, fps)) if grid_path else None
         for i, frame in enumerate(pipe.stream(reference, controls, progress=progress, **sampling)):
