@@ -361,6 +361,9 @@ def create_app(config: ServiceConfig, *, store: JobStore | None = None,
         if idempotency_key is not None and not re.fullmatch(r"[\x21-\x7e]{1,128}",
                                                             idempotency_key):
             raise HTTPException(422, "Idempotency-Key must be 1-128 visible ASCII characters")
+        if worker.state == "error":
+            raise HTTPException(503, f"the server cannot run jobs: its model failed to load "
+                                f"({worker.error}) — tell the operator; try again later")
         ctype = request.headers.get("content-type", "")
         if not ctype.lower().startswith("multipart/form-data"):
             raise HTTPException(415, "send the job as multipart/form-data with the files "

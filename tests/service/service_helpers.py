@@ -147,9 +147,10 @@ class Server:
         self.proc: subprocess.Popen | None = None
         self.log_path = data_dir / f"server-{self.port}.log"
 
-    def start(self, timeout: float = 120.0) -> "Server":
+    def start(self, timeout: float = 120.0, until: tuple[str, ...] = ("ready",)) -> "Server":
+        """Start and wait until the worker state is one of ``until``."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, *os.environ.get("KM_DEV_SERVE", "-m kinemate").split(), "serve", "--host", "127.0.0.1",
+        cmd = [sys.executable, "-m", "kinemate", "serve", "--host", "127.0.0.1",
                "--port", str(self.port), "--data-dir", str(self.data_dir)]
         if self.weights is not None:
             cmd += ["--weights", str(self.weights)]
@@ -166,7 +167,7 @@ class Server:
             try:
                 health = self.client.get("/api/v1/health", timeout=2).json()
                 state = health["worker"]["state"]
-                if state == "ready":
+                if state in until:
                     return self
                 if state == "error":
                     raise AssertionError(f"worker failed to load: {health}\n{self.log()}")

@@ -223,3 +223,19 @@ def test_pose_json_driving_with_preview(server, client, key, tiny_inputs, tmp_pa
     assert (image.max(axis=2) > 60).mean() > 0.01  # coloured limbs on black
     done = client.wait(key, job["id"])
     assert done["state"] == "succeeded", done
+
+
+def test_unloadable_model_is_reported_and_jobs_are_refused(tmp_path, tiny_inputs):
+    from service_helpers import Server
+
+    (tmp_path / "not-a-model").mkdir()
+    server = Server(tmp_path / "data", tmp_path / "not-a-model").start(until=("error",))
+    try:
+        health = server.client.get("/api/v1/health").json()
+        assert health["worker"]["state"] == "error"
+        assert "neither a kinemate model folder" in health["worker"]["error"]
+        res = server.client.submit(server.new_key(), tiny_inputs["reference"].read_bytes(),
+                                   tiny_inputs["driving"].read_bytes())
+        assert res.status == 503 and "failed to load" in res.detail
+    finally:
+        server.stop()
