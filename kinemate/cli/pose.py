@@ -61,6 +61,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", default="mediapipe", help="pose estimator: mediapipe (bundled) or dwpose")
     p.add_argument("--pose-model-dir", metavar="DIR",
                    help="folder of the user-supplied model files of a non-bundled backend (dwpose)")  # fmt: skip
+    p.add_argument("--workers", type=int, default=1,
+                   help="extract with N processes in parallel (one chunk of the video each; default 1)")  # fmt: skip
     p.add_argument("--body-only", action="store_true", help="no hands and face (faster extraction)")
     p.add_argument("--no-smooth", action="store_true", help="no One-Euro smoothing")
     p.add_argument("--max-frames", type=int, default=None, help="only the first N frames")
@@ -82,15 +84,23 @@ def run(args: argparse.Namespace) -> int:
     if is_pose:
         track = kp.load_driving_track(inp, select=select, smooth=not args.no_smooth, max_frames=args.max_frames)
     else:
-        options = {"model_dir": args.pose_model_dir} if args.pose_model_dir else {}
-        if args.body_only:
-            options.update(hands=False, face=False)
-        backend = kp.get_backend(args.backend, max_people=args.max_people, video=True, **options)
-        try:
-            track = kp.extract_pose(inp, backend=backend, select=select, smooth=not args.no_smooth,
-                                    max_frames=args.max_frames, progress=not args.quiet)  # fmt: skip
-        finally:
-            backend.close()
+        if args.workers < 1:
+            raise UsageError("--workers must be at least 1")
+        if args.workers > 1:
+            track = kp.extract_pose(inp, backend=args.backend, select=select, smooth=not args.no_smooth,
+                                    max_frames=args.max_frames, progress=not args.quiet, workers=args.workers,
+                                    max_people=args.max_people, hands=not args.body_only,
+                                    face=not args.body_only)  # fmt: skip
+        else:
+            options = {"model_dir": args.pose_model_dir} if args.pose_model_dir else {}
+            if args.body_only:
+                options.update(hands=False, face=False)
+            backend = kp.get_backend(args.backend, max_people=args.max_people, video=True, **options)
+            try:
+                track = kp.extract_pose(inp, backend=backend, select=select, smooth=not args.no_smooth,
+                                        max_frames=args.max_frames, progress=not args.quiet)  # fmt: skip
+            finally:
+                backend.close()
 
     reference = None
     out_track = track

@@ -60,6 +60,7 @@ def extract_pose(
     require_person: bool = True,
     hands: bool = True,
     face: bool = True,
+    workers: int = 1,
 ) -> PoseTrack:
     """Extract one person's pose track from a video file, an image folder, an image file, or
     frames in memory (uint8 (H, W, 3) or (F, H, W, 3) RGB).
@@ -67,10 +68,24 @@ def extract_pose(
     ``select``: which person when several are seen — "largest", "central" or n (n-th from the
     left), then followed over time. ``max_people``: how many people the MediaPipe backend looks
     for per frame (1 is fastest). ``hands``/``face``: also extract them (both False: body
-    only, faster; applies to a backend built here from its name). ``smooth``: One-Euro smoothing (gating and gap filling always
-    run). Raises :class:`NoPersonError` if ``require_person`` and nobody is found in any frame.
+    only, faster; applies to a backend built here from its name). ``workers`` > 1: split a
+    video into that many chunks extracted by parallel processes (see
+    :mod:`kinemate.pose.parallel`; a backend given by name only). ``smooth``: One-Euro
+    smoothing (gating and gap filling always run). Raises :class:`NoPersonError` if ``require_person`` and nobody is found in any frame.
     """
     own = isinstance(backend, str)
+    if own and workers > 1 and not isinstance(source, np.ndarray) and not _is_image_file(Path(source)):
+        from kinemate.io import probe_video
+        from kinemate.pose.parallel import extract_candidates_parallel
+
+        info = probe_video(source, fps=fps)
+        if info.num_frames and info.num_frames > 1:
+            options = {"max_people": max_people, "video": True, "hands": hands, "face": face}
+            cands = extract_candidates_parallel(str(source), info.num_frames, workers=workers, backend=backend,  # type: ignore[arg-type]
+                                                options=options, fps=fps, max_frames=max_frames,
+                                                progress=progress)  # fmt: skip
+            return _finish(cands, info.width, info.height, info.fps, str(source), str(backend), select,
+                           min_conf=min_conf, max_gap=max_gap, smooth=smooth, require_person=require_person)  # fmt: skip
     if own:
         is_still = isinstance(source, np.ndarray) and source.ndim == 3 or (
             not isinstance(source, np.ndarray) and _is_image_file(Path(source))
@@ -85,10 +100,19 @@ def extract_pose(
     finally:
         if own:
             be.close()
+    return _finish(cands, width, height, rate, name, be.name, select,
+                   min_conf=min_conf, max_gap=max_gap, smooth=smooth, require_person=require_person)  # fmt: skip
+
+
+def _finish(
+    cands: list[list[Candidate]], width: int, height: int, rate: float, name: str, backend_name: str,
+    select: str | int, *, min_conf: float, max_gap: int, smooth: bool, require_person: bool,
+) -> PoseTrack:  # fmt: skip
+    """Follow one person through the per-frame candidates, then clean the track up."""
     if not cands:
         raise InputError(f"{name} has no frames; pass a video with at least one frame")
     chosen = follow_person(cands, (width, height), select)
-    track = track_from_candidates(chosen, width, height, rate, source=name, backend=be.name, select=select)
+    track = track_from_candidates(chosen, width, height, rate, source=name, backend=backend_name, select=select)
     if require_person and not track.present(min_conf).any():
         raise NoPersonError(
             f"no person was found in {name} ({len(track)} frame(s)); use a video/photo where one "

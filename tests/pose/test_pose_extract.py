@@ -177,6 +177,17 @@ def test_body_only_backend(astronaut):
     assert not (track.face[..., 2] > 0).any() and not (track.hand_left[..., 2] > 0).any()
 
 
+def test_parallel_workers_match_one_worker(backend, astronaut, tmp_path):
+    clip = _shifted_clip(astronaut, 6, 8)
+    path = write_video(tmp_path / "moving.mp4", clip, 10)
+    one = extract_pose(path, backend=backend, smooth=False, progress=False)
+    two = extract_pose(path, workers=2, max_people=1, smooth=False, progress=False)
+    assert len(two) == 6 and two.present().all() and two.fps == pytest.approx(10)
+    np.testing.assert_allclose(two.body[:, NECK, :2], one.body[:, NECK, :2], atol=4)
+    limited = extract_pose(path, workers=2, max_people=1, smooth=False, progress=False, max_frames=3)
+    assert len(limited) == 3
+
+
 def test_one_frame_video_and_photo_input(backend, astronaut, tmp_path):
     clip = _shifted_clip(astronaut, 1, 0)
     path = write_video(tmp_path / "one.mp4", clip, 25)
