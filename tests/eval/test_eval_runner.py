@@ -226,21 +226,47 @@ def test_protocol_frame_selection_and_framing(videos):
         Protocol(stride=0)
 
 
-def test_eval_dataset_with_the_bundled_kinemate_pipeline(tmp_path):
+def _tiny_pipeline_weights(tmp_path: Path) -> Path | None:
+    """The golden tiny MagicAnimate-layout weights (+ their stored text embeddings) saved in
+    kinemate format; None = the bundled kinemate-tiny model; skip when neither exists."""
+    from kinemate.pipeline import load_pipeline
     from kinemate.pipeline.loading import has_bundled_model
 
-    if not has_bundled_model():
-        pytest.skip("the bundled kinemate-tiny model is not in this checkout")
+    golden = Path(__file__).resolve().parents[2].parent / "shared/reference/magicanimate/golden"
+    if (golden / "weights").is_dir():
+        from safetensors.torch import load_file
+
+        pipe = load_pipeline(golden / "weights")
+        if pipe.text_embeds_cond is None:
+            inputs = load_file(str(golden / "inputs.safetensors"))
+            pipe.text_embeds_uncond, pipe.text_embeds_cond = inputs["text_embeds_uncond"], inputs["text_embeds_cond"]
+        return Path(pipe.save_pretrained(tmp_path / "golden-tiny"))
+    if has_bundled_model():
+        return None
+    pytest.skip("neither the golden tiny weights nor the bundled kinemate-tiny model is available")
+
+
+def test_eval_dataset_with_a_kinemate_pipeline(tmp_path, demo_inputs):
+    weights = _tiny_pipeline_weights(tmp_path)
+    from kinemate.pipeline import load_pipeline
+
+    densepose = load_pipeline(weights).control_kind == "densepose"
     data = tmp_path / "data" / "clip0"
     data.mkdir(parents=True)
-    frames = _clip(0, n=6, size=128)
-    write_image(data / "reference.png", frames[0])
+    if densepose:  # a DensePose render drives a DensePose model
+        frames = read_video(demo_inputs / "running.mp4", max_frames=6)[0]
+        write_image(data / "reference.png", read_video(demo_inputs / "running.mp4", max_frames=1)[0][0])
+    else:
+        frames = _clip(0, n=6, size=128)
+        write_image(data / "reference.png", frames[0])
     write_video(data / "driving.mp4", frames, 15)
     write_video(data / "ground_truth.mp4", frames, 15)
     out = tmp_path / "out"
-    assert _run(["dataset", str(tmp_path / "data"), "-o", str(out), "--steps", "1", "--size", "64",
-                 "--clip-len", "3", "--no-pose", "--random-networks", "--no-plots"]) == 0
+    argv = ["dataset", str(tmp_path / "data"), "-o", str(out), "--steps", "1", "--size", "64",
+            "--clip-len", "3", "--no-pose", "--random-networks", "--no-plots"]
+    assert _run(argv + (["--weights", str(weights)] if weights else [])) == 0
     rep = json.loads((out / "report.json").read_text())
     assert rep["inputs"]["generator"].startswith("kinemate pipeline")
     assert rep["videos"][0]["frames"] == 6 and rep["videos"][0]["size"] == [64, 64]
     assert 0 < rep["summary"]["psnr"] < 60 and math.isfinite(rep["summary"]["flicker_warp_mae"])
+    assert (out / "generated" / "clip0.mp4").is_file()
