@@ -140,7 +140,8 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"{args.output}: {info['frames']} frames ({info['frames_with_person']} with a person, "
         f"{info['hands']} with hands, {info['faces']} with a face), {info['size']} @ {info['fps']} fps"
-        + (", retargeted" if out_track.meta.get("retargeted") else "")
+        + (f", retargeted (mean confidence {float(out_track.confidence.mean()):.2f})"
+           if out_track.meta.get("retargeted") else "")
     )
     return 0
 

@@ -272,6 +272,7 @@ def test_cli_pose_end_to_end(astronaut, tmp_path, capsys):
                "--controls", str(tmp_path / "controls.mp4"), "--size", "128x192", "--preview",
                str(tmp_path / "on_ref.png")])  # fmt: skip
     assert rc == 0
+    assert "retargeted (mean confidence 0." in capsys.readouterr().out
     rt = load_pose(tmp_path / "rt.json")
     assert rt.meta["retargeted"] and rt.size == (256, 256)
     controls, _ = read_video(tmp_path / "controls.mp4")
