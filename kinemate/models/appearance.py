@@ -35,7 +35,7 @@ class ReferenceTail(nn.Module):
         if bank is not None and block.slot is not None:
             x = self.proj_in(self.norm(hidden_states))
             tokens = rearrange(x, "b c h w -> b (h w) c")
-            bank.features[block.slot] = block.norm1(tokens).detach().clone()
+            bank.record(block.slot, block.norm1(tokens))
         return (hidden_states,)
 
 

@@ -50,7 +50,8 @@ def attention(attn, query_states: torch.Tensor, kv_states: torch.Tensor,
 class ReferenceBank:
     """Reference features of one sampling call (created by the pipeline, discarded after).
 
-    ``mode`` is ``"write"`` while the appearance encoder runs and ``"read"`` while the video
+    ``detach=False`` keeps the graph of the written features (training through the reference
+    attention into the appearance encoder). ``mode`` is ``"write"`` while the appearance encoder runs and ``"read"`` while the video
     UNet runs. ``bank_dtype`` emulates the official fp16 rounding of the features
     (``torch.float16``) or keeps them (``None``). ``lean`` selects the exact lean path:
     reference attention only for conditional rows, reference keys/values projected once per
@@ -60,6 +61,7 @@ class ReferenceBank:
 
     bank_dtype: torch.dtype | None = torch.float16
     lean: bool = True
+    detach: bool = True  # False keeps the autograd graph of the written features (training)
     mode: str = "write"
     num_frames: int = 1
     uncond_batches: int = 0
@@ -80,9 +82,13 @@ class ReferenceBank:
         self.uncond_batches = uncond_batches
 
     # -- the two operations -------------------------------------------------------------
-    def write(self, slot: int, attn, normed: torch.Tensor) -> torch.Tensor:
-        self.features[slot] = normed.detach().clone()
+    def record(self, slot: int, normed: torch.Tensor) -> None:
+        """Store the reference feature of ``slot`` (a copy, detached unless ``detach=False``)."""
+        self.features[slot] = normed.detach().clone() if self.detach else normed
         self._kv.pop(slot, None)
+
+    def write(self, slot: int, attn, normed: torch.Tensor) -> torch.Tensor:
+        self.record(slot, normed)
         return attention(attn, normed, normed)
 
     def _reference(self, slot: int, like: torch.Tensor) -> torch.Tensor:
