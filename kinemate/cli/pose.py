@@ -55,7 +55,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--fit", choices=("crop", "letterbox"), default="crop",
                    help="aspect-preserving fit of the control maps (default: crop)")  # fmt: skip
     p.add_argument("--person", default="largest",
-                   help="which person to follow when several are seen: largest, central, or N (N-th from the left)")  # fmt: skip
+                   help="which person to follow when several are seen (in the input and in --reference): "
+                        "largest, central, or N (N-th from the left)")  # fmt: skip
     p.add_argument("--max-people", type=int, default=2,
                    help="people to look for per frame (MediaPipe finds one per pass; default 2)")  # fmt: skip
     p.add_argument("--backend", default="mediapipe", help="pose estimator: mediapipe (bundled) or dwpose")
@@ -109,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
 
         reference = read_image(args.reference)
         out_track = kp.control.prepare_controls_track(
-            track, reference, retarget=not args.no_retarget, backend=args.backend
+            track, reference, retarget=not args.no_retarget, backend=args.backend, select=select
         )
 
     _save(out_track, Path(args.output), args.format)

@@ -68,16 +68,18 @@ def prepare_controls_track(
     reference_pose: PoseTrack | None = None,
     backend: str | PoseBackend = "mediapipe",
     min_conf: float = DEFAULT_MIN_CONF,
+    select: str | int = "largest",
 ) -> PoseTrack:
     """Hold the person through frames where they are missing, then retarget to the reference
-    (unless ``retarget`` is False or the track is already retargeted)."""
+    (unless ``retarget`` is False or the track is already retargeted). ``select`` picks the
+    person in the reference photo if it shows several."""
     track = hold_person(track)
     if not retarget or track.meta.get("retargeted"):
         return track
     if reference_pose is None:
         if reference_rgb is None:
             raise ValueError("retargeting needs reference_rgb or reference_pose")
-        reference_pose = detect_reference_pose(reference_rgb, backend=backend, min_conf=min_conf)
+        reference_pose = detect_reference_pose(reference_rgb, backend=backend, min_conf=min_conf, select=select)
     return retarget_track(track, reference_pose, min_conf=min_conf)
 
 
@@ -110,7 +112,9 @@ def control_frames_from_driving(
     With ``retarget`` (default) the motion is fitted to the reference person and drawn through
     ``framing`` — the :class:`kinemate.io.Framing` applied to the reference photo (default
     ``Framing.compute(reference size, dst_wh, fit)``) — so skeleton and photo line up. Without
-    it, the driving pose is framed from the driving size with the same ``fit``. Frames without
+    it, the driving pose is framed from the driving size with the same ``fit``. ``select``
+    ("largest", "central", N-th from the left) picks the person in the driving input and in
+    the reference photo. Frames without
     a person repeat the nearest person frame (never a blank map). ``track_out``, if given,
     receives ``{"driving": ..., "controls": ...}`` tracks (for previews and saving).
     """
@@ -119,7 +123,7 @@ def control_frames_from_driving(
     track = load_driving_track(driving_path, backend=backend, select=select, smooth=smooth,
                                max_frames=max_frames, progress=progress, min_conf=min_conf)  # fmt: skip
     controls = prepare_controls_track(track, reference_rgb, retarget=retarget, reference_pose=reference_pose,
-                                      backend=backend, min_conf=min_conf)  # fmt: skip
+                                      backend=backend, min_conf=min_conf, select=select)  # fmt: skip
     if track_out is not None:
         track_out["driving"] = track
         track_out["controls"] = controls

@@ -116,6 +116,12 @@ def test_two_people_choose_by_rule(backend, demo_inputs):
     left = detect_reference_pose(image, backend=backend, select=0)
     right = detect_reference_pose(image, backend=backend, select=1)
     assert left.body[0, NECK, 0] < image.shape[1] / 2 < right.body[0, NECK, 0]
+    # retargeting onto the chosen person of a two-person reference
+    from kinemate.pose.control import prepare_controls_track
+
+    drv = detect_reference_pose(skdata.astronaut(), backend=backend)
+    on_right = prepare_controls_track(drv, image, backend=backend, select=1)
+    assert on_right.body[0, NECK, 0] == pytest.approx(right.body[0, NECK, 0], abs=1)
 
 
 def test_two_people_in_a_video_are_followed_by_rule(backend, demo_inputs, tmp_path):
