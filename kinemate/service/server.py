@@ -17,11 +17,13 @@ def serve(config: ServiceConfig, *, host: str = "127.0.0.1", port: int = 8000,
     from kinemate.service.app import create_app
 
     app = create_app(config, runner=runner)
-    logging.getLogger("kinemate").setLevel(log_level.upper())
-    if not logging.getLogger("kinemate").handlers:
+    service_log = logging.getLogger("kinemate.service")
+    service_log.setLevel(log_level.upper())
+    if not service_log.handlers:  # job events with timestamps, next to uvicorn's lines
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        logging.getLogger("kinemate").addHandler(handler)
+        service_log.addHandler(handler)
+        service_log.propagate = False
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False,
                 timeout_graceful_shutdown=10, limit_concurrency=200,
                 h11_max_incomplete_event_size=64 * 1024)
