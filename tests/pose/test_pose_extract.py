@@ -106,6 +106,10 @@ def test_demo_reference_photos(backend, demo_inputs, name):
         for knee, hip in ((R_KNEE, R_HIP), (L_KNEE, L_HIP)):
             if body[knee, 2] > 0:
                 assert body[knee, 1] > body[hip, 1]
+        # both hands on the hips: each hand's wrist sits on the body's wrist of the same side
+        for hand, wrist in ((ref.hand_left[0], 7), (ref.hand_right[0], 4)):
+            assert (hand[:, 2] > 0).all()
+            assert np.hypot(*(hand[0, :2] - body[wrist, :2])) < 40
 
 
 def test_two_people_choose_by_rule(backend, demo_inputs):
