@@ -42,6 +42,8 @@ def register(subparsers) -> None:
     p.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"],
                    help="compute dtype (default float32 on cpu, float16 on cuda)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-watermark", action="store_true",
+                   help="do not embed the invisible watermark (the C2PA manifest records this)")
     p.set_defaults(func=run)
 
 
@@ -58,7 +60,18 @@ def run(args: argparse.Namespace) -> int:
     size = parse_size(args.size) if args.size else None
     dtype = args.dtype or ("float32" if args.device == "cpu" else "float16")
     pipe = load_pipeline(args.weights, model=args.model, device=args.device, dtype=dtype)
-    marker = None  # provenance marker (kinemate.provenance.make_marker) plugs in here
+    from pathlib import Path
+
+    from kinemate.provenance import make_marker
+
+    settings = {"reference": Path(args.reference).name, "driving": Path(args.driving).name,
+                "control": args.control, "size": args.size, "fit": args.fit, "steps": args.steps,
+                "guidance": args.guidance, "seed": args.seed, "context_frames": args.context_frames,
+                "context_overlap": args.context_overlap, "closed_loop": not args.open_windows,
+                "max_frames": args.max_frames, "retarget": not args.no_retarget,
+                "person": args.person, "device": args.device, "dtype": dtype}
+    marker = make_marker(getattr(pipe, "name", None) or args.model or "kinemate",
+                         settings, watermark=not args.no_watermark)
     result = animate_file(
         args.reference, args.driving, args.output, pipe=pipe, control=args.control, size=size,
         fit=args.fit, marker=marker, grid_path=args.grid, max_frames=args.max_frames,
