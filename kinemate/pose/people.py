@@ -49,13 +49,16 @@ def rank_candidates(
     cands: Sequence[Candidate], size_wh: tuple[int, int], select: str | int = "largest"
 ) -> list[int]:
     """Indices of ``cands`` best first by the rule: "largest" (box area), "central" (box
-    centre nearest the image centre), or an int n (the n-th person counted from the left)."""
+    centre nearest the image centre), or an int n (the n-th person counted from the left, 0
+    first; past the last person, the rightmost)."""
     boxes = [candidate_box(c) for c in cands]
     valid = [i for i, b in enumerate(boxes) if b is not None]
     if isinstance(select, (int, np.integer)) and not isinstance(select, bool):
         order = sorted(valid, key=lambda i: (boxes[i][0] + boxes[i][2]) / 2)  # type: ignore[index]
-        n = int(select)
-        return [order[n]] + [i for i in order if i != order[n]] if 0 <= n < len(order) else []
+        if not order:
+            return []
+        n = min(max(int(select), 0), len(order) - 1)  # past the last person: the rightmost
+        return [order[n]] + [i for i in order if i != order[n]]
     if select == "largest":
         return sorted(valid, key=lambda i: -_area(boxes[i]))  # type: ignore[arg-type]
     if select == "central":

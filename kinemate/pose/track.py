@@ -282,7 +282,7 @@ def write_json_atomic(path: str | os.PathLike[str], data: Any) -> Path:
 
 
 def _num(v: float) -> float:
-    """A JSON number: 2 decimals for pixels, finite."""
+    """A JSON number: 3 decimals, finite."""
     v = float(v)
     return round(v, 3) if math.isfinite(v) else 0.0
 

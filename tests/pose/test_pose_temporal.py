@@ -120,3 +120,13 @@ def test_sudden_left_right_swaps_are_undone_but_turns_are_not():
             half = (turn.body[i, l, 0] - turn.body[i, r, 0]) / 2
             turn.body[i, r, 0], turn.body[i, l, 0] = mid - f * half, mid + f * half
     np.testing.assert_allclose(fix_left_right_swaps(turn).body, turn.body)
+
+
+def test_person_number_past_the_last_is_the_rightmost():
+    from kinemate.pose.people import rank_candidates
+
+    a = {"body": skeleton(lengths(), neck=(100, 150))}
+    b = {"body": skeleton(lengths(), neck=(400, 150))}
+    assert rank_candidates([b, a], (512, 512), 0)[0] == 1
+    assert rank_candidates([b, a], (512, 512), 5)[0] == 0
+    assert rank_candidates([], (512, 512), 1) == []
