@@ -6,7 +6,14 @@ import cv2
 import numpy as np
 import pytest
 
-from kinemate.provenance.watermark import PAYLOAD_BITS, Payload, detect, embed, level_for, model_id
+from kinemate.provenance.watermark import (
+    PAYLOAD_BITS,
+    Payload,
+    detect,
+    embed,
+    level_for,
+    model_id,
+)
 
 PAYLOAD = Payload.for_model("kinemate-tiny")
 
@@ -89,3 +96,20 @@ def test_survives_resize_crop_jpeg(photos, attack):
     found = detect(np.ascontiguousarray(out))
     assert found.payload == PAYLOAD, f"{attack}: sync z {found.sync_z:.1f}"
     assert found.bit_accuracy(PAYLOAD) == 1.0
+
+
+def test_convolutional_code_corrects_bit_errors():
+    from kinemate.provenance.watermark import CODED_BITS, conv_encode, viterbi_decode
+
+    coded = conv_encode(PAYLOAD.to_bits())
+    assert coded.shape == (CODED_BITS,)
+    soft = coded.astype(np.float64) * 2 - 1
+    assert Payload.from_bits(viterbi_decode(soft)) == PAYLOAD
+    rng = np.random.default_rng(3)
+    noisy = soft.copy()
+    flip = rng.choice(CODED_BITS, size=8, replace=False)  # 8 spread-out raw errors (~6 %)
+    noisy[flip] *= -0.5
+    assert Payload.from_bits(viterbi_decode(noisy)) == PAYLOAD
+    # pure noise never decodes to a valid payload (32 check bits)
+    assert all(Payload.from_bits(viterbi_decode(rng.normal(size=CODED_BITS))) is None
+               for _ in range(200))
