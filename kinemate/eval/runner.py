@@ -22,7 +22,7 @@ import shlex
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -220,12 +220,6 @@ def _pose_available() -> str | None:
 
 
 # ----------------------------------------------------------------------------------- evaluation
-
-def _finite_mean(x) -> float:
-    x = np.asarray(x, np.float64)
-    x = x[np.isfinite(x)]
-    return float(x.mean()) if x.size else float("nan")
-
 
 def _evaluate_one(s: Sample, protocol: Protocol, nets: Networks, feats: dict, notes: list[str]) -> dict:
     gt = load_frames(s.ground_truth, protocol) if s.ground_truth else None
