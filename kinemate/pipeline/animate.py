@@ -116,7 +116,7 @@ def animate_file(reference_path: str | Path, driving_path: str | Path, output_pa
         if len(controls) == 0:
             raise InputError(f"{driving_path} has no frames; give a video with at least one frame")
         out = stack.enter_context(VideoWriter(output_path, fps, marker=marker))
-        grid = stack.enter_context(VideoWriter(grid_path, fps)) if grid_path else None
+        grid = stack.enter_context(VideoWriter(grid_path, fps, marker=marker)) if grid_path else None
         for i, frame in enumerate(pipe.stream(reference, controls, progress=progress, **sampling)):
             out.write(frame)
             if grid is not None:
