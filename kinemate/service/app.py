@@ -461,12 +461,13 @@ def create_app(config: ServiceConfig, *, store: JobStore | None = None,
              responses={200: {"content": {"image/png": {}}}})
     def get_preview(job_id: str, key: Key):
         """PNG of the control map of the first driving frame (the pose the model will see)."""
-        from kinemate.service.preview import preview_png
+        from kinemate.service.preview import preview_png, resolve_control
 
         job = owned_job(job_id, key)
         path = preview_png(job, Path(config.jobs_dir) / job.id, worker.info)
-        return FileResponse(path, media_type="image/png",
-                            headers={"Cache-Control": "private, max-age=3600"})
+        return FileResponse(path, media_type="image/png", headers={
+            "Cache-Control": "private, max-age=3600",
+            "X-Kinemate-Control": resolve_control(job, worker.info)})
 
     return app
 

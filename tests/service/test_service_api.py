@@ -51,6 +51,7 @@ def test_job_runs_to_a_video_with_progress_and_downloads(server, client, key, ti
 
     res = client.get(f"/api/v1/jobs/{job['id']}/preview", key=key)
     assert res.status == 200 and res.body.startswith(b"\x89PNG")
+    assert res.headers["x-kinemate-control"] == "densepose"  # 'auto' with a DensePose model
 
     listed = client.get("/api/v1/jobs", key=key).json()["jobs"]
     assert [j["id"] for j in listed] == [job["id"]]
@@ -215,6 +216,7 @@ def test_pose_json_driving_with_preview(server, client, key, tiny_inputs, tmp_pa
     assert job["inputs"]["driving"]["kind"] == "pose" and job["inputs"]["driving"]["frames"] == 3
     preview = client.get(f"/api/v1/jobs/{job['id']}/preview", key=key)
     assert preview.status == 200, preview.body
+    assert preview.headers["x-kinemate-control"] == "pose"
     (tmp_path / "preview.png").write_bytes(preview.body)
     from kinemate.io import read_image
 

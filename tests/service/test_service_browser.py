@@ -82,6 +82,7 @@ def test_web_page_uploads_shows_preview_progress_and_plays_result(server, browse
     assert video["d"] > 0 and not video["paused"]
     preview = page.eval_on_selector("#pose-preview", "img => [img.naturalWidth, img.complete]")
     assert preview[0] > 0 and preview[1]
+    assert "DensePose map of the first frame" in page.inner_text("#pose-caption")
     href = page.get_attribute("#download", "href")
     assert href and href.startswith("blob:")
     with page.expect_download() as download:

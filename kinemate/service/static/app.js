@@ -110,7 +110,10 @@ async function loadPreview(id) {
     if (currentJob !== id) return;
     setBlob("preview", $("pose-preview"), await res.blob());
     $("pose-preview").hidden = false;
-    $("pose-caption").textContent = "control of the first frame (what the model sees)";
+    const kind = res.headers.get("X-Kinemate-Control");
+    $("pose-caption").textContent = kind === "pose"
+      ? "pose of the first frame, fitted to your photo (what the model sees)"
+      : "DensePose map of the first frame (what the model sees)";
   } catch (err) {
     $("pose-caption").textContent = "no preview: " + err.message;
   }
