@@ -41,7 +41,8 @@ def register(subparsers) -> None:
                                      "format; default: the bundled kinemate-tiny model)")
     p.add_argument("--device", default="cpu", help="torch device for the worker (cpu, cuda, "
                                                    "cuda:1, ...)")
-    p.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
+    p.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"),
+                   help="model precision (default float32; float16 on CUDA is faster)")
     p.add_argument("--max-jobs-per-key", type=int, default=None,
                    help="queued + running jobs one key may have (default 4)")
     p.add_argument("--max-upload-mb", type=float, default=None,
@@ -50,7 +51,7 @@ def register(subparsers) -> None:
                    help="denoising steps when a job does not say (default 25)")
     p.set_defaults(func=run)
 
-    keys = p.add_subparsers(dest="serve_command", metavar="keys")
+    keys = p.add_subparsers(dest="serve_command", title="API keys", metavar="keys ACTION")
     k = keys.add_parser("keys", help="create, list or revoke API keys")
     ks = k.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
     for name, helptext in (("create", "create a key and print it (shown only once)"),
@@ -105,6 +106,8 @@ def run(args) -> int:
         if args.max_upload_mb <= 0:
             raise UsageError("--max-upload-mb must be positive")
         limits = dataclasses.replace(limits, max_request_bytes=int(args.max_upload_mb * 2**20))
+    if not 1 <= args.default_steps <= limits.max_steps:
+        raise UsageError(f"--default-steps must be 1-{limits.max_steps}")
     weights = Path(args.weights) if args.weights else None
     if weights is not None and not weights.is_dir():
         raise UsageError(f"--weights {weights} is not a folder — give the model folder")
