@@ -131,30 +131,38 @@ def test_key_commands_create_list_revoke(server, client):
 def test_per_key_limit_and_idempotent_duplicates(server, client, tiny_inputs):
     key = server.new_key("limits")
     ref = tiny_inputs["reference"].read_bytes()
-    drv = tiny_inputs["driving"].read_bytes()
+    drv = tiny_inputs["driving16"].read_bytes()
+    slow = {"steps": "40"}  # these jobs stay active for the whole test (cancelled at the end)
     # Concurrent duplicate submissions with one Idempotency-Key make exactly one job.
     results = []
 
     def submit():
-        results.append(client.submit(key, ref, drv, headers={"Idempotency-Key": "same-1"}))
+        results.append(client.submit(key, ref, drv, params=slow,
+                                     headers={"Idempotency-Key": "same-1"}))
 
     threads = [threading.Thread(target=submit) for _ in range(6)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert sorted(r.status for r in results)[-1] == 201
-    assert [r.status for r in results].count(201) == 1, [r.status for r in results]
-    assert all(r.status in (200, 201) for r in results)
+    statuses = [r.status for r in results]
+    assert statuses.count(201) == 1 and statuses.count(200) == 5, statuses
     assert len({r.json()["id"] for r in results}) == 1
     # Up to 4 queued + running jobs per key (the default), then 429.
-    statuses = [client.submit(key, ref, drv, params={"steps": "1"}).status for _ in range(5)]
-    assert statuses.count(429) >= 1 and statuses[:3] == [201, 201, 201], statuses
-    res = client.submit(key, ref, drv)
-    if res.status == 429:
-        assert "limit" in res.detail
-    for job in client.get("/api/v1/jobs", key=key).json()["jobs"]:
+    statuses = [client.submit(key, ref, drv, params=slow).status for _ in range(4)]
+    assert statuses == [201, 201, 201, 429], statuses
+    res = client.submit(key, ref, drv, params=slow)
+    assert res.status == 429 and "limit" in res.detail
+    assert client.submit(server.new_key("another"), ref, tiny_inputs["driving"].read_bytes(),
+                         params={"steps": "1"}).status == 201  # limits are per key
+    jobs = client.get("/api/v1/jobs", key=key).json()["jobs"]
+    assert len(jobs) == 4
+    for job in jobs:
         client.post(f"/api/v1/jobs/{job['id']}/cancel", key=key)
+    for job in jobs:
+        assert client.wait(key, job["id"], timeout=60)["state"] == "cancelled"
+    assert client.submit(key, ref, tiny_inputs["driving"].read_bytes(),
+                         params={"steps": "1"}).status == 201  # slots are free again
 
 
 def test_odd_file_names_are_kept_for_display_only(server, client, key, tiny_inputs):
