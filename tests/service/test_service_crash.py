@@ -42,3 +42,28 @@ def test_sigkill_mid_job_then_restart_finishes_the_job(server, tiny_inputs, tmp_
     after = {row[0] for row in sqlite3.connect(server.data_dir / "kinemate.db").execute(
         "SELECT id FROM jobs")}
     assert before <= after  # every accepted job survived the crash
+
+
+def test_two_servers_on_one_data_dir_share_the_queue(server, model_dir, tiny_inputs):
+    """Several workers on one database: every job runs exactly once, both workers take jobs."""
+    from service_helpers import Server
+
+    other = Server(server.data_dir, model_dir, ["--max-upload-mb", "8"]).start()
+    try:
+        key = server.new_key("two-workers")
+        ids = []
+        for i in range(4):  # the per-key limit
+            via = (server if i % 2 else other).client  # either server accepts jobs
+            res = via.submit(key, tiny_inputs["reference"].read_bytes(),
+                             tiny_inputs["driving"].read_bytes(), params={"steps": "2"})
+            assert res.status == 201, res.body
+            ids.append(res.json()["id"])
+        for job_id in ids:
+            job = server.client.wait(key, job_id, timeout=180)
+            assert job["state"] == "succeeded" and job["attempts"] == 1, job
+        with sqlite3.connect(server.data_dir / "kinemate.db") as db:
+            workers = {row[0].rsplit(":", 1)[0] for row in db.execute(
+                f"SELECT worker FROM jobs WHERE id IN ({','.join('?' * len(ids))})", ids)}
+        assert len(workers) == 2, workers  # host:pid of both processes
+    finally:
+        other.stop()
