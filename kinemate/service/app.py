@@ -340,7 +340,7 @@ def create_app(config: ServiceConfig, *, store: JobStore | None = None,
             "type": "object", "required": ["reference", "driving"],
             "properties": {
                 "reference": {"type": "string", "format": "binary",
-                              "description": "reference photo (PNG, JPEG, WebP, BMP)"},
+                              "description": "reference photo (PNG, JPEG, WebP, BMP, TIFF)"},
                 "driving": {"type": "string", "format": "binary",
                             "description": "driving video (MP4/MOV, WebM/MKV, AVI, GIF) or "
                                            "pose track JSON"},
@@ -551,8 +551,8 @@ def _store_inputs(files: dict[str, UploadFile], job_dir: Path, config: ServiceCo
     kind = media.sniff(_copy_capped(ref, tmp, lim.max_image_bytes, "the reference image"))
     if kind not in media.IMAGE_KINDS:
         raise media.UploadRejected(
-            "the reference is not a PNG, JPEG, WebP or BMP image (judged from its content, not "
-            f"its name{'; it looks like ' + kind if kind else ''}) — upload a photo", 415)
+            "the reference is not a PNG, JPEG, WebP, BMP or TIFF image (judged from its content, "
+            f"not its name{'; it looks like ' + kind if kind else ''}) — upload a photo", 415)
     final = job_dir / f"reference{media.IMAGE_KINDS[kind]}"
     tmp.rename(final)
     info = media.check_image(final, kind, lim)

@@ -17,7 +17,7 @@ from kinemate.errors import InputError
 from kinemate.service.config import Limits
 
 # kind -> suffix of the server-side file
-IMAGE_KINDS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp", "bmp": ".bmp"}
+IMAGE_KINDS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp", "bmp": ".bmp", "tiff": ".tif"}
 VIDEO_KINDS = {"mp4": ".mp4", "matroska": ".mkv", "avi": ".avi", "gif": ".gif"}
 
 
@@ -41,6 +41,8 @@ def sniff(head: bytes) -> str | None:
         return "avi"
     if head.startswith(b"BM") and len(head) >= 14:
         return "bmp"
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return "tiff"
     if head[:6] in (b"GIF87a", b"GIF89a"):
         return "gif"
     if head[4:8] == b"ftyp":
@@ -108,8 +110,8 @@ def check_image(path: Path, kind: str | None, limits: Limits) -> ImageInfo:
 
     if kind not in IMAGE_KINDS:
         raise UploadRejected(
-            "the reference is not a PNG, JPEG, WebP or BMP image (judged from its content, not "
-            "its name) — upload a photo in one of those formats", 415)
+            "the reference is not a PNG, JPEG, WebP, BMP or TIFF image (judged from its content, "
+            "not its name) — upload a photo in one of those formats", 415)
     try:
         with Image.open(path) as im:
             width, height = im.size

@@ -9,6 +9,7 @@ model receives (:func:`kinemate.pose.control_frames_from_driving`). Cached as
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from pathlib import Path
@@ -19,6 +20,7 @@ from kinemate.errors import KinemateError
 from kinemate.service.media import UploadRejected
 from kinemate.service.store import Job
 
+log = logging.getLogger("kinemate.service")
 MAX_SIDE = 512
 _lock = threading.Lock()  # pose extraction models are not re-entrant; previews are rare
 
@@ -76,5 +78,9 @@ def preview_png(job: Job, job_dir: Path, worker_info: dict) -> Path:
         except KinemateError as exc:
             message = str(exc).replace(f"{job_dir}{os.sep}", "").replace(str(job_dir), "job")
             raise UploadRejected(f"no pose preview for this job: {message}") from exc
+        except Exception as exc:  # noqa: BLE001 - a decoder/detector failure on odd input
+            log.exception("job %s: preview failed", job.id)
+            raise UploadRejected(f"no pose preview could be made for this job "
+                                 f"({type(exc).__name__}); the job itself may still run") from exc
         write_image(path, image)
     return path

@@ -249,3 +249,32 @@ def test_unloadable_model_is_reported_and_jobs_are_refused(tmp_path, tiny_inputs
         assert res.status == 503 and "failed to load" in res.detail
     finally:
         server.stop()
+
+
+def test_formats_are_recognised_by_content_not_name(server, client, key, tiny_inputs, tmp_path):
+    """Every supported container and image format is accepted whatever its name says."""
+    import io
+    import subprocess
+
+    from PIL import Image
+
+    from kinemate.io import ffmpeg_exe
+
+    codecs = {"webm": ["-c:v", "libvpx", "-b:v", "200k"], "mov": ["-c:v", "libx264"],
+              "avi": ["-c:v", "mjpeg"], "gif": [], "mkv": ["-c:v", "libx264"]}
+    photo = Image.open(tiny_inputs["reference"])
+    for i, (ext, args) in enumerate(codecs.items()):
+        clip = tmp_path / f"clip.{ext}"
+        subprocess.run([ffmpeg_exe(), "-y", "-loglevel", "error", "-i",
+                        str(tiny_inputs["driving"]), *args, str(clip)], check=True, timeout=120)
+        image_format = ["JPEG", "WEBP", "BMP", "TIFF", "PNG"][i]
+        buf = io.BytesIO()
+        photo.save(buf, image_format)
+        res = client.submit(key, buf.getvalue(), clip.read_bytes(), ref_name="photo.gif",
+                            drv_name="notes.txt")  # names that lie
+        assert res.status == 201, (ext, image_format, res.body)
+        job = res.json()
+        assert job["inputs"]["driving"]["frames"] == 4, (ext, job["inputs"])
+        assert job["inputs"]["reference"]["kind"] == image_format.lower()
+        client.post(f"/api/v1/jobs/{job['id']}/cancel", key=key)
+        client.wait(key, job["id"])
