@@ -278,3 +278,26 @@ def test_formats_are_recognised_by_content_not_name(server, client, key, tiny_in
         assert job["inputs"]["reference"]["kind"] == image_format.lower()
         client.post(f"/api/v1/jobs/{job['id']}/cancel", key=key)
         client.wait(key, job["id"])
+
+
+def test_a_job_that_cannot_run_fails_with_a_clear_message(server, client, key, tmp_path):
+    """Pose control needs a person in the photo: a photo of noise makes the job fail (not the
+    server), with a message that names no server paths."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (96, 96, 3), np.uint8)).save(
+        buf, "PNG")
+    pose_json = _stick_figure_track(tmp_path / "moves.pose.json").read_bytes()
+    res = client.submit(key, buf.getvalue(), pose_json, drv_name="moves.json",
+                        params={"control": "pose"})
+    assert res.status == 201, res.body
+    job = client.wait(key, res.json()["id"])
+    assert job["state"] == "failed", job
+    assert "person" in job["error"] and str(server.data_dir) not in job["error"], job["error"]
+    res = client.get(f"/api/v1/jobs/{job['id']}/result", key=key)
+    assert res.status == 409 and "failed" in res.detail
+    assert client.get("/api/v1/health").json()["worker"]["state"] == "ready"
