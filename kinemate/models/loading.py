@@ -258,9 +258,47 @@ def read_text_embeddings(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     return tensors["uncond"].float(), tensors["cond"].float()
 
 
+def read_inference_config(path: Path) -> dict:
+    """The official ``configs/inference/inference.yaml`` (YAML or JSON): a dict with
+    ``unet_additional_kwargs`` (motion modules) and ``noise_scheduler_kwargs``."""
+    path = Path(path)
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            config = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise WeightsError(f"cannot read inference config {path}: {exc}") from None
+    else:
+        config = read_config(path)
+    if not isinstance(config, dict) or "unet_additional_kwargs" not in config:
+        raise WeightsError(f"{path} is not a MagicAnimate inference config (no "
+                           "unet_additional_kwargs)")
+    return config
+
+
+def find_inference_config(root: Path) -> Path | None:
+    """An inference config placed in the weights root (``inference.yaml``/``.json`` or any
+    ``*.json``/``*.yaml`` holding ``unet_additional_kwargs``); None if there is none."""
+    for path in sorted(Path(root).glob("*")):
+        if path.suffix not in (".json", ".yaml", ".yml") or not path.is_file():
+            continue
+        try:
+            read_inference_config(path)
+        except WeightsError:
+            continue
+        return path
+    return None
+
+
 def load_release(root: Path, *, dtype=torch.float32, device="cpu",
-                 motion: dict | None = None, vae_dir: Path | None = None) -> Components:
+                 motion: dict | None = None, vae_dir: Path | None = None,
+                 inference_config: Path | None = None) -> Components:
     """Load the MagicAnimate release layout under ``root`` (see module docstring).
+
+    Motion-module hyper-parameters: ``motion`` (the ``unet_additional_kwargs`` dict), else
+    those of ``inference_config`` or of an inference config found in ``root``, else the
+    official ones (``MAGICANIMATE_MOTION_KWARGS``).
 
     Without ``stable-diffusion-v1-5/text_encoder`` the text embeddings come from
     ``root/text_embeddings.safetensors`` if present, else stay None and must be given to the
@@ -276,6 +314,9 @@ def load_release(root: Path, *, dtype=torch.float32, device="cpu",
         vae_dir = root / "sd-vae-ft-mse"
         if not vae_dir.is_dir():
             vae_dir = sd / "vae"  # the official fallback when no separate VAE is given
+    inference_config = inference_config or find_inference_config(root)
+    if motion is None and inference_config is not None:
+        motion = read_inference_config(inference_config)["unet_additional_kwargs"]
     unet = load_video_unet(sd / "unet", ma / "temporal_attention" / "temporal_attention.ckpt",
                            motion=motion or MAGICANIMATE_MOTION_KWARGS, dtype=dtype, device=device)
     appearance = load_appearance_encoder(ma / "appearance_encoder", dtype=dtype, device=device)
@@ -289,7 +330,8 @@ def load_release(root: Path, *, dtype=torch.float32, device="cpu",
     for m in (unet, appearance, controlnet, vae):
         m.eval().requires_grad_(False)
     return Components(unet, appearance, controlnet, vae, uncond, cond,
-                      meta={"format": "magicanimate-release", "root": str(root)})
+                      meta={"format": "magicanimate-release", "root": str(root),
+                            "inference_config": str(inference_config) if inference_config else None})
 
 
 # -- kinemate format -----------------------------------------------------------------------

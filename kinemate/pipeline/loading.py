@@ -27,7 +27,8 @@ from kinemate.errors import UsageError, WeightsError
 from kinemate.models.loading import (COMPONENT_CLASSES, is_release_layout, load_component,
                                      load_release, read_config, read_text_embeddings,
                                      save_component)
-from kinemate.pipeline.animation import AnimationPipeline, SamplingOptions, make_scheduler
+from kinemate.pipeline.animation import (MAGICANIMATE_SCHEDULER, AnimationPipeline,
+                                         SamplingOptions, make_scheduler)
 
 INDEX = "kinemate.json"
 FORMAT = "kinemate-pipeline"
@@ -80,8 +81,15 @@ def load_pipeline(weights: str | Path | None = None, *, model: str | None = None
         return _load_kinemate(root, device=device, dtype=dtype)
     if is_release_layout(root):
         parts = load_release(root, dtype=dtype, device=device)
+        scheduler = dict(MAGICANIMATE_SCHEDULER)
+        if parts.meta.get("inference_config"):
+            from kinemate.models.loading import read_inference_config
+
+            scheduler.update(read_inference_config(parts.meta["inference_config"])
+                             .get("noise_scheduler_kwargs") or {})
         return AnimationPipeline(
-            parts.unet, parts.appearance_encoder, parts.controlnet, parts.vae, make_scheduler(),
+            parts.unet, parts.appearance_encoder, parts.controlnet, parts.vae,
+            make_scheduler(scheduler),
             text_embeds_uncond=parts.text_embeds_uncond, text_embeds_cond=parts.text_embeds_cond,
             name="magicanimate", control_kind="densepose", default_size=(512, 512))
     raise WeightsError(f"{root} is neither a kinemate model folder ({INDEX}) nor the MagicAnimate "

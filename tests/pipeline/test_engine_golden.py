@@ -44,7 +44,12 @@ def golden_pipe():
     torch.set_num_threads(1)
 
     torch.manual_seed(0)
-    pipe = load_pipeline(GOLDEN / INDEX["weights_dir"])  # the user-facing loader
+    weights = GOLDEN / INDEX["weights_dir"]
+    pipe = load_pipeline(weights, dtype=getattr(torch, INDEX.get("compute_dtype", "float32")))
+    if INDEX["weights"].get("inference_config"):  # found in the folder by the loader itself
+        motion = json.loads((weights / INDEX["weights"]["inference_config"]).read_text())
+        mm = motion["unet_additional_kwargs"]["motion_module_kwargs"]
+        assert pipe.unet.config.motion_module_kwargs == mm
     pipe.scheduler = make_scheduler(INDEX["scheduler"])
     pipe.vae_scaling_factor = float(INDEX["vae_scaling_factor"])
     pipe.controlnet_conditioning_scale = float(INDEX["controlnet_conditioning_scale"])
@@ -103,6 +108,10 @@ def check(case: dict, name: str, actual: torch.Tensor, expected: dict[str, torch
 
 def check_common(case):
     from kinemate.pipeline.context import context_windows
+
+    controls = control_frames(case)
+    assert controls.shape[1:3] == (case["height"], case["width"])
+    assert len(controls) == case["video_length"]
 
     assert case.get("context_batch_size", 1) == 1
     assert case.get("context_schedule", "uniform") == "uniform"
