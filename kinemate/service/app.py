@@ -49,7 +49,7 @@ from kinemate.service.worker import Runner, Worker
 log = logging.getLogger("kinemate.service")
 STATIC = Path(__file__).with_name("static")
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
-FIELDS = ("steps", "guidance", "seed", "control", "size", "fit", "watermark")
+FIELDS = ("steps", "guidance", "seed", "control", "size", "fit", "watermark", "retarget")
 MAX_SEED = 2**63 - 1
 # The web page loads only its own files; media are shown from blob: URLs made by its script.
 PAGE_CSP = ("default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; "
@@ -125,6 +125,8 @@ class JobParams(BaseModel):
                              "the model's)")
     fit: Literal["crop", "letterbox"] = "crop"
     watermark: bool = True
+    retarget: bool = Field(True, description="pose control: fit the motion to the person in "
+                           "the photo (bone lengths, position)")
 
     @field_validator("guidance")
     @classmethod

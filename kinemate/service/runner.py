@@ -99,7 +99,8 @@ class PipelineRunner:
                 "frames": 0, "total_frames": progress.frames, "fraction": 0.0})
         settings = {"steps": params["steps"], "guidance": params["guidance"],
                     "seed": params["seed"], "control": params["control"], "fit": params["fit"],
-                    "size": params.get("size"), "job": job.id}
+                    "size": params.get("size"), "retarget": params.get("retarget", True),
+                    "job": job.id}
         marker = _ProgressMarker(_provenance_marker(self.pipe.name, settings,
                                                     params["watermark"]), progress)
         result = job_dir / "result.mp4"
@@ -107,7 +108,7 @@ class PipelineRunner:
         out = animate_file(
             job_dir / job.inputs["reference"]["file"], job_dir / job.inputs["driving"]["file"],
             result, pipe=self.pipe, control=params["control"], size=size, fit=params["fit"],
-            marker=marker, grid_path=grid, progress=False,
+            marker=marker, grid_path=grid, progress=False, retarget=params.get("retarget", True),
             num_inference_steps=params["steps"], guidance_scale=params["guidance"],
             seed=params["seed"], callback=progress.on_step)
         report({"stage": "done", "step": progress.step, "total_steps": params["steps"],

@@ -160,6 +160,7 @@ class Worker:
         except KinemateError as exc:
             # Messages name files by path; the owner knows them as the job's inputs.
             message = str(exc).replace(f"{job_dir}{os.sep}", "").replace(str(job_dir), "job")
+            message = message.replace("pass --no-retarget", "send retarget=false")  # CLI words
             self.store.finish(job.id, self.id, "failed", error=message)
             log.info("job %s: failed: %s", job.id, exc)
         except Exception as exc:  # noqa: BLE001 - a bug; keep the worker alive, record it

@@ -298,6 +298,7 @@ def test_a_job_that_cannot_run_fails_with_a_clear_message(server, client, key, t
     job = client.wait(key, res.json()["id"])
     assert job["state"] == "failed", job
     assert "person" in job["error"] and str(server.data_dir) not in job["error"], job["error"]
+    assert "--no-retarget" not in job["error"]  # CLI words are translated for the API
     res = client.get(f"/api/v1/jobs/{job['id']}/result", key=key)
     assert res.status == 409 and "failed" in res.detail
     assert client.get("/api/v1/health").json()["worker"]["state"] == "ready"

@@ -140,6 +140,7 @@ BAD_PARAMS = {
              "99999999x8", "64 by 64"],
     "fit": ["stretch", "", "CROP"],
     "watermark": ["maybe", "2", ""],
+    "retarget": ["perhaps", "-1"],
     "bogus": ["1"],
     "Steps": ["2"],
     "__proto__": ["{}"],

@@ -74,6 +74,7 @@ $("job-form").addEventListener("submit", async (event) => {
     if (v !== "") form.append(name, v);
   }
   form.append("watermark", $("watermark").checked ? "true" : "false");
+  form.append("retarget", $("retarget").checked ? "true" : "false");
   $("submit").disabled = true;
   try {
     const res = await api("/jobs", { method: "POST", body: form });
