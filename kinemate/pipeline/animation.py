@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from einops import rearrange
 
-from kinemate.errors import InputError, UsageError
+from kinemate.errors import InputError, UsageError, WeightsError
 from kinemate.models.reference import ReferenceBank
 from kinemate.pipeline.context import accumulate, context_windows, fuse, guide, last_use
 
@@ -161,8 +161,11 @@ class AnimationPipeline:
         cond = cond if cond is not None else self.text_embeds_cond
         uncond = uncond if uncond is not None else self.text_embeds_uncond
         if cond is None:
-            raise UsageError("this model has no text encoder and no stored text embeddings; "
-                             "pass text_embeds_uncond/text_embeds_cond")
+            raise WeightsError("this model has neither a CLIP text encoder nor stored text "
+                               "embeddings; put SD1.5's text_encoder/ and tokenizer/ into "
+                               "stable-diffusion-v1-5/ (or a text_embeddings.safetensors with "
+                               "'uncond'/'cond' into the weights folder), or pass "
+                               "text_embeds_cond= in Python")
         uncond = cond if uncond is None else uncond
         return (uncond.to(self.device, self.dtype), cond.to(self.device, self.dtype))
 

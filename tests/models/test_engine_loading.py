@@ -149,3 +149,34 @@ def test_kinemate_format_round_trip(tmp_path, golden_weights):
     assert type(again.scheduler).__name__ == "DDIMScheduler"
     assert again.scheduler.config.beta_schedule == "linear"
 
+
+
+def test_release_with_clip_computes_the_empty_prompt_once(tmp_path, golden_weights):
+    """With stable-diffusion-v1-5/{text_encoder,tokenizer} the empty-prompt embedding is
+    computed with CLIP at load time (a tiny random CLIP here, width = cross_attention_dim)."""
+    import json
+
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    from kinemate.pipeline import load_pipeline
+
+    root = fake_release(tmp_path, golden_weights)
+    sd = root / "stable-diffusion-v1-5"
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, "a</w>": 2, "a": 3}
+    (tmp_path / "vocab.json").write_text(json.dumps(vocab))
+    (tmp_path / "merges.txt").write_text("#version: 0.2\n")
+    CLIPTokenizer(str(tmp_path / "vocab.json"), str(tmp_path / "merges.txt"),
+                  model_max_length=77).save_pretrained(str(sd / "tokenizer"))
+    torch.manual_seed(0)
+    clip = CLIPTextModel(CLIPTextConfig(vocab_size=4, hidden_size=32, intermediate_size=37,
+                                        num_hidden_layers=1, num_attention_heads=2,
+                                        max_position_embeddings=77, bos_token_id=0,
+                                        eos_token_id=1, pad_token_id=1)).eval()
+    clip.save_pretrained(str(sd / "text_encoder"))
+    pipe = load_pipeline(root)
+    ids = torch.tensor([[0] + [1] * 76])  # <start> then <end>/padding: the empty prompt
+    with torch.no_grad():
+        expected = clip(ids)[0]
+    assert pipe.text_embeds_cond.shape == (1, 77, 32)
+    torch.testing.assert_close(pipe.text_embeds_cond, expected)
+    assert pipe.text_embeds_uncond is pipe.text_embeds_cond

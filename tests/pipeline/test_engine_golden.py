@@ -172,8 +172,9 @@ def test_golden_step(golden_pipe, case, lean):
             pytest.fail(f"unknown golden output {name!r} in {case['name']}")
 
 
+@pytest.mark.parametrize("lean", [True, False], ids=["lean", "official"])
 @pytest.mark.parametrize("case", PIPE, ids=[c["name"] for c in PIPE])
-def test_golden_pipeline(golden_pipe, case):
+def test_golden_pipeline(golden_pipe, case, lean):
     pipe = golden_pipe
     expected = tensors(case["file"])
     check_common(case)
@@ -196,7 +197,7 @@ def test_golden_pipeline(golden_pipe, case):
             source, controls, num_inference_steps=case["num_inference_steps"],
             guidance_scale=case["guidance_scale"] if case["cfg"] else 1.0,
             context_frames=case["context_frames"], context_overlap=case["context_overlap"],
-            closed_loop=case["context_closed_loop"], latents=init, eta=INDEX["eta"],
+            closed_loop=case["context_closed_loop"], latents=init, eta=INDEX["eta"], lean=lean,
             reference_bank_dtype=None if bank_dtype(case) is None else str(bank_dtype(case)).split(".")[1],
             text_embeds_uncond=uncond, text_embeds_cond=cond, progress=False,
             callback=lambda i, t, info: (timesteps.append(int(t)), steps.__setitem__(i, info)))
