@@ -135,6 +135,17 @@ class Client:
 
 
 # -- the server ---------------------------------------------------------------------------
+def _die_with_parent() -> None:
+    """In the child: get SIGKILL when the test process dies, so no server outlives a killed
+    test run (Linux prctl PR_SET_PDEATHSIG; elsewhere a no-op)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
+    except OSError:
+        pass
+
+
 class Server:
     def __init__(self, data_dir: Path, weights: Path | None = None,
                  extra_args: list[str] | None = None):
@@ -159,7 +170,7 @@ class Server:
                    OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env,
-                                     cwd=REPO)
+                                     cwd=REPO, preexec_fn=_die_with_parent)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
