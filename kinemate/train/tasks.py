@@ -201,8 +201,9 @@ class DiffusionObjective(torch.nn.Module):
                              mid_block_additional_residual=mid,
                              cross_attention_kwargs={"reference": bank})
         finally:
+            # not cleared: with gradient checkpointing the UNet's attention is recomputed
+            # (in read mode) during backward and needs the bank; it dies with the graph
             self._bank = None
-            bank.clear()
         err = (pred.float() - noise.float()).pow(2).mean(dim=(1, 2, 3, 4))
         if self.snr_gamma > 0:  # min-SNR-gamma weighting (Hang et al. 2023), epsilon target
             snr = a.view(b).float() / (1 - a.view(b).float())
@@ -298,6 +299,12 @@ class DiffusionTask:
         for model in (self.module.appearance_encoder, self.module.controlnet):
             if getattr(model, "_supports_gradient_checkpointing", False):
                 model.enable_gradient_checkpointing()
+        # the appearance encoder's transformers write the reference bank: recomputing them
+        # in backward (when the bank is in read mode) would be wrong, so only its resnets are
+        # checkpointed
+        for m in self.module.appearance_encoder.modules():
+            if isinstance(m, Transformer2DModel):
+                m.gradient_checkpointing = False
         for m in self.module.unet.modules():  # the video UNet's spatial transformers
             if isinstance(m, Transformer2DModel):
                 m.enable_gradient_checkpointing()

@@ -85,7 +85,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
         result = sdir / "final"
         if not finished:
             return sdir
-    if result is not None and cfg.export_dir and accelerator.is_main_process:
+    if (result is not None and cfg.export_dir and accelerator.is_main_process
+            and (result / "kinemate.json").is_file()):  # a whole model, not just a VAE
         export(result, Path(cfg.export_dir), fp16=cfg.export_fp16)
         _echo(accelerator, f"exported {result} -> {cfg.export_dir}")
     if accelerator.is_main_process:
