@@ -174,10 +174,16 @@ class Worker:
             self.current_job = None
 
     def _heartbeat(self, job_id: str, stop: threading.Event) -> None:
+        """Renew this job's lease; meanwhile also requeue jobs of dead workers (so a long job
+        here does not hold up recovery of another worker's crash)."""
         interval = max(self.config.lease_seconds / 3, 0.2)
+        last_recover = time.monotonic()
         while not stop.wait(interval):
             try:
                 if not self.store.renew_lease(job_id, self.id, self.config.lease_seconds):
                     return
+                if time.monotonic() - last_recover > self.config.lease_seconds / 2:
+                    self.recover()
+                    last_recover = time.monotonic()
             except Exception:  # noqa: BLE001 - a busy database must not kill the heartbeat
                 log.warning("could not renew the lease of job %s", job_id, exc_info=True)
