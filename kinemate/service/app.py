@@ -372,10 +372,10 @@ def create_app(config: ServiceConfig, *, store: JobStore | None = None,
                                 "'reference' and 'driving' (e.g. curl -F reference=@photo.png "
                                 "-F driving=@dance.mp4)")
         if idempotency_key is not None:
-            existing = _existing(store, key.id, idempotency_key)
+            existing = await run_in_threadpool(_existing, store, key.id, idempotency_key)
             if existing is not None:
                 return JSONResponse(job_json(existing), 200)
-        _check_active(store, key, config)
+        await run_in_threadpool(_check_active, store, key, config)  # early, before the upload
         form = await request.form(max_files=2, max_fields=len(FIELDS) + 2,
                                   max_part_size=64 * 1024)
         try:
@@ -390,10 +390,10 @@ def create_app(config: ServiceConfig, *, store: JobStore | None = None,
                     raise HTTPException(422, "control 'densepose' needs a DensePose video, but "
                                         "the driving file is a pose JSON — use control 'pose' "
                                         "or 'auto'")
-                job, created = store.create_job(
-                    job_id, key.id, params.model_dump(), inputs,
-                    max_active=config.limits.max_active_jobs_per_key,
-                    idempotency_key=idempotency_key)
+                job, created = await run_in_threadpool(  # the moment of acceptance
+                    lambda: store.create_job(job_id, key.id, params.model_dump(), inputs,
+                                             max_active=config.limits.max_active_jobs_per_key,
+                                             idempotency_key=idempotency_key))
             except BaseException:
                 shutil.rmtree(job_dir, ignore_errors=True)
                 raise
