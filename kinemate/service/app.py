@@ -215,7 +215,9 @@ def create_app(config: ServiceConfig, *, store: JobStore | None = None,
                runner: Runner | None = None) -> FastAPI:
     """Build the app. ``runner`` defaults to the real pipeline (loaded once, in the worker
     thread); ``store`` defaults to SQLite under ``config.data_dir``."""
-    Path(config.jobs_dir).mkdir(parents=True, exist_ok=True)
+    if not Path(config.data_dir).exists():  # uploads are people's photos: owner-only access
+        Path(config.data_dir).mkdir(parents=True, mode=0o700)
+    Path(config.jobs_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
     store = store if store is not None else SQLiteJobStore(config.db_path)
     prepare = None
     if runner is None:
