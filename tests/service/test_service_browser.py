@@ -93,5 +93,9 @@ def test_web_page_uploads_shows_preview_progress_and_plays_result(server, browse
     page.wait_for_selector("#jobs tbody tr")
     assert "succeeded" in page.inner_text("#jobs tbody")
     page.screenshot(path=str(artifacts_dir() / "service_web_page.png"), full_page=True)
+    # Deleting the job from the page removes it from the list.
+    page.click("#delete")
+    page.wait_for_selector("#job-card", state="hidden")
+    wait_until(page, "document.querySelectorAll('#jobs tbody tr').length === 0", timeout=10)
     assert errors == []
     page.close()

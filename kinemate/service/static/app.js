@@ -135,6 +135,7 @@ function render(job) {
   if (job.attempts > 1) parts.push(`attempt ${job.attempts}`);
   $("progress-text").textContent = parts.join(" · ");
   $("cancel").disabled = !active;
+  $("delete").disabled = active;
   if (job.error) showError($("job-error"), job.error);
 }
 
@@ -181,6 +182,16 @@ $("cancel").addEventListener("click", async () => {
   if (!currentJob) return;
   try { render(await (await api(`/jobs/${currentJob}/cancel`, { method: "POST" })).json()); }
   catch (err) { showError($("job-error"), err.message); }
+});
+
+$("delete").addEventListener("click", async () => {
+  if (!currentJob) return;
+  try {
+    await api(`/jobs/${currentJob}`, { method: "DELETE" });
+    currentJob = null;
+    $("job-card").hidden = true;
+    refreshJobs();
+  } catch (err) { showError($("job-error"), err.message); }
 });
 
 // -- job list ----------------------------------------------------------------------------
