@@ -27,6 +27,7 @@ import math
 import re
 import secrets
 import shutil
+import threading
 import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -226,6 +227,7 @@ def create_app(config: ServiceConfig, *, store: JobStore | None = None,
         runner = PipelineRunner(config)
         prepare = runner.load
     worker = Worker(store, config, runner, prepare=prepare or getattr(runner, "load", None))
+    checks = threading.BoundedSemaphore(config.limits.max_concurrent_checks)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -387,7 +389,8 @@ def create_app(config: ServiceConfig, *, store: JobStore | None = None,
             job_dir = Path(config.jobs_dir) / job_id
             job_dir.mkdir(parents=True)
             try:
-                inputs = await run_in_threadpool(_store_inputs, files, job_dir, config)
+                inputs = await run_in_threadpool(_checked_inputs, files, job_dir, config,
+                                                 checks)
                 if inputs["driving"]["kind"] == "pose" and params.control == "densepose":
                     raise HTTPException(422, "control 'densepose' needs a DensePose video, but "
                                         "the driving file is a pose JSON — use control 'pose' "
@@ -544,6 +547,14 @@ def _copy_capped(upload: UploadFile, dst: Path, cap: int, what: str) -> bytes:
     if total == 0:
         raise media.UploadRejected(f"{what} is empty (0 bytes) — choose the file again")
     return head
+
+
+def _checked_inputs(files: dict[str, UploadFile], job_dir: Path, config: ServiceConfig,
+                    checks: threading.BoundedSemaphore) -> dict:
+    """:func:`_store_inputs`, at most ``max_concurrent_checks`` at a time (decoding every
+    frame of an upload is CPU work; many at once must not starve the worker)."""
+    with checks:
+        return _store_inputs(files, job_dir, config)
 
 
 def _store_inputs(files: dict[str, UploadFile], job_dir: Path, config: ServiceConfig) -> dict:

@@ -32,6 +32,7 @@ class Limits:
     max_steps: int = 100
     max_guidance: float = 30.0
     max_active_jobs_per_key: int = 4  # queued + running jobs of one API key
+    max_concurrent_checks: int = 2  # uploads decoded at the same time (CPU guard)
     max_name_chars: int = 200  # display names kept from client file names
 
 
