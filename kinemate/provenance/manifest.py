@@ -201,6 +201,8 @@ def read_manifest(path: Path) -> ManifestReport:
             "JumbfNotFound" in msg
         ):
             return ManifestReport(present=False)
+        if "NotSupported" in type(exc).__name__ or "unsupported" in msg.lower():
+            return ManifestReport(present=False, error="C2PA is not supported for this file type")
         return ManifestReport(present=False, error=f"{type(exc).__name__}: {msg}")
     except Exception as exc:  # an unsupported or unreadable container
         return ManifestReport(present=False, error=f"{type(exc).__name__}: {exc}")
