@@ -61,6 +61,7 @@ def build_manifest(
     watermark: bool,
     signing_kind: str,
     title: str,
+    watermark_strength: float | None = None,
 ) -> dict:
     """The manifest definition (c2pa-python ``Builder`` JSON)."""
     settings = _jsonable(settings or {})
@@ -77,6 +78,8 @@ def build_manifest(
     if watermark:
         generation["watermark_scheme"] = f"kinemate-ss-v{payload.version}"
         generation["watermark_payload"] = "".join(map(str, payload.to_bits().tolist()))
+        if watermark_strength is not None:
+            generation["watermark_strength"] = float(watermark_strength)
     if signing_kind == "local-untrusted":
         generation["signing_note"] = (
             "signed with a key generated locally by kinemate; the signer's identity is not "
