@@ -16,7 +16,7 @@ from typing import Any, Optional, get_args, get_origin, get_type_hints
 
 from kinemate.errors import ConfigError
 
-STAGE_KINDS = ("vae", "stage1", "stage2")
+STAGE_KINDS = ("vae", "vae_decoder", "stage1", "stage2")
 
 
 @dataclass
@@ -61,7 +61,9 @@ class ModelConfig:
 class StageConfig:
     """One training stage.
 
-    kind: ``vae`` (fit the autoencoder on frames), ``stage1`` (appearance encoder + pose
+    kind: ``vae`` (fit the autoencoder on frames), ``vae_decoder`` (fine-tune only the decoder
+    of the previous stage's autoencoder: the latent space, hence the diffusion stages, stay
+    unchanged), ``stage1`` (appearance encoder + pose
     ControlNet [+ UNet spatial layers] on frame pairs, temporal modules off) or ``stage2``
     (temporal modules only, on clips; everything else frozen).
     """

@@ -186,7 +186,7 @@ class StageDataset(Dataset):
         f = self.source.num_frames(clip_index)
         if f < 1:
             raise InputError(f"clip {clip_index} of the dataset has no frames")
-        if self.kind == "vae":
+        if self.kind in ("vae", "vae_decoder"):
             frames, _ = self.source.clip(clip_index, [int(rng.integers(f))])
             return {"image": to_signed(frames[0])}
         ref = int(rng.integers(f))

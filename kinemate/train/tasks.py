@@ -39,11 +39,25 @@ def load_vae(path: str | Path):
 class VAETask:
     """Stage ``vae``: the autoencoder alone, on single frames."""
 
-    def __init__(self, cfg: TrainConfig, stage: StageConfig, device: torch.device):
+    def __init__(self, cfg: TrainConfig, stage: StageConfig, device: torch.device,
+                 previous: Path | None = None):
         self.cfg, self.stage, self.device = cfg, stage, device
         torch.manual_seed(cfg.seed)
-        vae = load_vae(cfg.model.vae) if cfg.model.vae else build_vae(cfg.model.arch.get("vae"))
-        self.module = VAEObjective(vae, stage.kl_weight).to(device)
+        self.decoder_only = stage.kind == "vae_decoder"
+        if self.decoder_only:
+            src = previous if previous is not None else (Path(cfg.model.vae) if cfg.model.vae else None)
+            if src is None:
+                raise ConfigError("stage vae_decoder needs an autoencoder: put a 'vae' stage "
+                                  "before it or set model.vae")
+            vae = load_vae(src)
+        else:
+            vae = load_vae(cfg.model.vae) if cfg.model.vae else build_vae(cfg.model.arch.get("vae"))
+        self.module = VAEObjective(vae, stage.kl_weight, decoder_only=self.decoder_only).to(device)
+        if self.decoder_only:  # the latent space stays exactly as the diffusion stages see it
+            vae.requires_grad_(False)
+            vae.decoder.requires_grad_(True)
+            if getattr(vae, "post_quant_conv", None) is not None:
+                vae.post_quant_conv.requires_grad_(True)
         self.module.train()
         self.factor = vae_downsample(vae)
         self.latent_channels = vae.config.latent_channels
@@ -69,8 +83,9 @@ class VAETask:
     def save_result(self, module: VAEObjective, out_dir: Path) -> None:
         vae = module.vae
         vae.eval()
-        frames = _heldout_frames(self.cfg, 16).to(self.device)
-        vae.register_to_config(scaling_factor=fit_scaling_factor(vae, frames))
+        if not self.decoder_only:  # a new latent space: fit its scaling factor
+            frames = _heldout_frames(self.cfg, 16).to(self.device)
+            vae.register_to_config(scaling_factor=fit_scaling_factor(vae, frames))
         vae.save_pretrained(str(out_dir), safe_serialization=True)
 
     @torch.no_grad()

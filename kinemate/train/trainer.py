@@ -131,10 +131,10 @@ def _previous_result(cfg: TrainConfig, stage: StageConfig) -> Path | None:
 
 
 def build_task(cfg: TrainConfig, stage: StageConfig, device: torch.device):
-    if stage.kind == "vae":
+    if stage.kind in ("vae", "vae_decoder"):
         from kinemate.train.tasks import VAETask
 
-        return VAETask(cfg, stage, device)
+        return VAETask(cfg, stage, device, previous=_previous_result(cfg, stage))
     from kinemate.train.tasks import DiffusionTask
 
     return DiffusionTask(cfg, stage, device, previous=_previous_result(cfg, stage))
@@ -203,7 +203,14 @@ def run_stage(cfg: TrainConfig, stage: StageConfig, accelerator, *, progress: bo
                         scheduler=scheduler, ema=ema, accelerator=accelerator,
                         keep=cfg.keep_checkpoints, extra={"stage": stage.kind})
 
-    while step < stage.steps:
+    end = stage.steps
+    while step < end:
+        if (sdir / "FINISH_NOW").is_file() and step > 0:
+            # an operator asked to end the stage here (e.g. out of time): the result equals a
+            # run configured with steps=<this step> (the LR schedule does not depend on steps)
+            end = step
+            _echo(accelerator, f"stage {stage.kind}: FINISH_NOW found, ending at step {step}")
+            break
         batch = next(batches)
         gen = torch.Generator().manual_seed(
             mix_seed(cfg.seed, stage.kind, "noise", micro_step, accelerator.process_index))
@@ -227,7 +234,7 @@ def run_stage(cfg: TrainConfig, stage: StageConfig, accelerator, *, progress: bo
         if ema is not None:
             ema.update(accelerator.unwrap_model(wrapped))
         bar.update(1)
-        if step % cfg.log_every == 0 or step == stage.steps:
+        if step % cfg.log_every == 0 or step == end:
             mean_loss = loss_acc / max(n_acc, 1)
             mean_loss = float(accelerator.reduce(torch.tensor(mean_loss, device=device), "mean"))
             sps = (step - step_log) / max(time.time() - t_log, 1e-9)
@@ -239,16 +246,16 @@ def run_stage(cfg: TrainConfig, stage: StageConfig, accelerator, *, progress: bo
         stop_now = stop_after_steps is not None and steps_this_call >= stop_after_steps
         due = (step % cfg.checkpoint_every == 0
                or (time.time() - t_ckpt) > 60 * cfg.checkpoint_every_minutes)
-        if step < stage.steps and (due or stop_now):
+        if step < end and (due or stop_now):
             do_checkpoint()
             t_ckpt = time.time()
             if accelerator.is_main_process:
                 plot_losses({stage.kind: sdir / "log.csv"}, sdir / "loss.png")
-        if cfg.sample_every and step % cfg.sample_every == 0 and step < stage.steps:
+        if cfg.sample_every and step % cfg.sample_every == 0 and step < end:
             if accelerator.is_main_process:
                 _sample(task, accelerator.unwrap_model(wrapped), ema, sdir / "samples" / f"step_{step:07d}.mp4")
             accelerator.wait_for_everyone()
-        if stop_now and step < stage.steps:
+        if stop_now and step < end:
             bar.close()
             _echo(accelerator, f"stage {stage.kind}: stopped at step {step} (checkpoint written)")
             accelerator.free_memory()

@@ -46,13 +46,20 @@ class VAEObjective(nn.Module):
     to sample the posterior.
     """
 
-    def __init__(self, vae, kl_weight: float = 1e-6, sample_posterior: bool = False):
+    def __init__(self, vae, kl_weight: float = 1e-6, sample_posterior: bool = False,
+                 decoder_only: bool = False):
         super().__init__()
         self.vae = vae
         self.kl_weight = kl_weight
         self.sample_posterior = sample_posterior
+        self.decoder_only = decoder_only
 
     def forward(self, image: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        if self.decoder_only:  # frozen encoder: decode its posterior means
+            with torch.no_grad():
+                z = self.vae.encode(image).latent_dist.mean
+            rec = self.vae.decode(z).sample
+            return F.l1_loss(rec, image) + F.mse_loss(rec, image)
         post = self.vae.encode(image).latent_dist
         # Sampling the posterior from its initial unit variance makes a short fit learn almost
         # nothing (the noise swamps the code until logvar has shrunk); the pipeline decodes

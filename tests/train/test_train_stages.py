@@ -153,3 +153,19 @@ def test_config_errors(tmp_path):
     good.write_text("seed: 5\nstages:\n  - kind: vae\n    steps: 3\n")
     cfg = load_config(good)
     assert cfg.seed == 5 and cfg.stages[0].kind == "vae" and cfg.stages[0].steps == 3
+
+
+def test_vae_decoder_stage_keeps_the_latent_space(vae_run, tmp_path):
+    from kinemate.train.tasks import load_vae
+
+    tmp, _ = vae_run
+    cfg = config_from_dict(tiny_config(tmp, [VAE_STAGE, {"kind": "vae_decoder", "steps": 3,
+                                                         "batch_size": 2, "lr": 1e-3}]))
+    train(cfg, resume=True, progress=False)
+    before = load_vae(tmp / "run" / "vae" / "final").state_dict()
+    after = load_vae(tmp / "run" / "vae_decoder" / "final").state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith(("encoder.", "quant_conv.")))
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("decoder."))
+    # the next stage starts from the fine-tuned autoencoder
+    nxt = _previous_result(cfg, cfg.stages[0].__class__(kind="stage1"))
+    assert nxt == tmp / "run" / "vae_decoder" / "final"
