@@ -77,6 +77,18 @@ class SamplingOptions:
     reference_bank_dtype: str | None = "float16"  # official fp16 rounding; None keeps it
     lean: bool = True
     noise_tiling: int | None = None  # 16 = the official shared initial noise per 16 frames
+    window_batch: int = 1  # windows per UNet call (GPU throughput)
+
+
+def _window_groups(windows: list[list[int]], size: int) -> list[list[int]]:
+    """Indices of consecutive windows of equal length, at most ``size`` per group."""
+    groups: list[list[int]] = []
+    for i, window in enumerate(windows):
+        if groups and len(groups[-1]) < size and len(windows[groups[-1][0]]) == len(window):
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
 
 
 class _ControlResiduals:
@@ -214,17 +226,18 @@ class AnimationPipeline:
     def unet_window(self, latents: torch.Tensor, t, down: list[torch.Tensor], mid: torch.Tensor,
                     bank: ReferenceBank, uncond: torch.Tensor, cond: torch.Tensor,
                     cfg: bool) -> torch.Tensor:
-        """Video UNet on one window ``(1, 4, f, h, w)`` -> ``(2 or 1, 4, f, h, w)`` (rows
-        ``[uncond, cond]`` with CFG). ControlNet residuals are the same for both rows."""
-        f = latents.shape[2]
+        """Video UNet on ``k`` windows ``(k, 4, f, h, w)`` (usually k = 1) -> ``(2k or k, 4, f,
+        h, w)``: rows ``[uncond x k, cond x k]`` with CFG. ControlNet residuals ``(k, C, f,
+        h', w')`` are the same for both halves."""
+        k, f = latents.shape[0], latents.shape[2]
         if cfg:
             latents = latents.repeat(2, 1, 1, 1, 1)
             down = [r.repeat(2, 1, 1, 1, 1) for r in down]
             mid = mid.repeat(2, 1, 1, 1, 1)
-            text = torch.cat([uncond, cond])
+            text = torch.cat([uncond.expand(k, -1, -1), cond.expand(k, -1, -1)])
         else:
-            text = cond
-        bank.start_read(num_frames=f, uncond_batches=1 if cfg else 0)
+            text = cond.expand(k, -1, -1)
+        bank.start_read(num_frames=f, uncond_batches=k if cfg else 0)
         return self.unet(latents, t, text, down_block_additional_residuals=down,
                          mid_block_additional_residual=mid,
                          cross_attention_kwargs={"reference": bank})
@@ -233,12 +246,16 @@ class AnimationPipeline:
     def predict_noise(self, latents: torch.Tensor, t, ref_latents: torch.Tensor,
                       controls: Sequence[np.ndarray], windows: list[list[int]], *,
                       guidance_scale: float, bank: ReferenceBank, scheduler=None,
-                      text_embeds_uncond=None, text_embeds_cond=None,
+                      text_embeds_uncond=None, text_embeds_cond=None, window_batch: int = 1,
                       on_window: Callable | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """One step's noise prediction for the whole video latent ``(1, 4, N, h, w)``.
 
         Returns ``(guided (1,4,N,h,w), raw (B,4,N,h,w))``; ``raw`` is the window-averaged UNet
-        output, rows ``[uncond, cond]`` with CFG (``guidance_scale > 1``) or ``[cond]``."""
+        output, rows ``[uncond, cond]`` with CFG (``guidance_scale > 1``) or ``[cond]``.
+        ``window_batch`` windows of equal length go through the UNet together (GPU
+        throughput; needs the lean bank)."""
+        if window_batch > 1 and not bank.lean:
+            raise UsageError("window_batch > 1 needs the lean reference path (lean=True)")
         uncond, cond = self._text(text_embeds_uncond, text_embeds_cond)
         cfg = guidance_scale > 1.0
         model_input = scheduler.scale_model_input(latents, t) if scheduler is not None else latents
@@ -247,12 +264,18 @@ class AnimationPipeline:
         total = torch.zeros((2 if cfg else 1, *latents.shape[1:]), device=latents.device,
                             dtype=latents.dtype)
         counts = torch.zeros(latents.shape[2], device=latents.device, dtype=latents.dtype)
-        for i, window in enumerate(windows):
-            down, mid = residuals.for_window(i, window)
-            pred = self.unet_window(model_input[:, :, window], t, down, mid, bank, uncond, cond, cfg)
-            accumulate(total, counts, window, pred)
-            if on_window is not None:
-                on_window(i, window)
+        for group in _window_groups(windows, window_batch):
+            parts = [residuals.for_window(i, windows[i]) for i in group]
+            down = [torch.cat(r) for r in zip(*(p[0] for p in parts))]
+            mid = torch.cat([p[1] for p in parts])
+            batch = torch.cat([model_input[:, :, windows[i]] for i in group])
+            pred = self.unet_window(batch, t, down, mid, bank, uncond, cond, cfg)
+            k = len(group)
+            for j, i in enumerate(group):
+                rows = pred[[j, k + j]] if cfg else pred[j:j + 1]
+                accumulate(total, counts, windows[i], rows)
+                if on_window is not None:
+                    on_window(i, windows[i])
         raw = fuse(total, counts)
         guided = guide(raw[:1], raw[1:], guidance_scale) if cfg else raw
         return guided, raw
@@ -293,7 +316,8 @@ class AnimationPipeline:
                        context_overlap: int | None = None, closed_loop: bool | None = None,
                        latents: torch.Tensor | None = None, eta: float | None = None,
                        lean: bool | None = None, reference_bank_dtype: str | None = "default",
-                       noise_tiling: int | None | str = "default", progress: bool = True,
+                       noise_tiling: int | None | str = "default", window_batch: int | None = None,
+                       progress: bool = True,
                        text_embeds_uncond=None, text_embeds_cond=None,
                        callback: Callable[[int, torch.Tensor, dict], None] | None = None) -> torch.Tensor:
         """Run the sampler; returns the final latents ``(1, 4, N, H/8, W/8)``.
@@ -342,7 +366,8 @@ class AnimationPipeline:
                 noise_pred, _ = self.predict_noise(
                     latents, t, ref_latents, controls, windows, guidance_scale=scale, bank=bank,
                     scheduler=scheduler, text_embeds_uncond=text_embeds_uncond,
-                    text_embeds_cond=text_embeds_cond, on_window=lambda *_: bar.update(1))
+                    text_embeds_cond=text_embeds_cond, window_batch=window_batch or o.window_batch,
+                    on_window=lambda *_: bar.update(1))
                 latents = scheduler.step(noise_pred, t, latents, **step_kwargs).prev_sample
                 if callback is not None:
                     callback(i, t, {"noise_pred": noise_pred, "latents": latents,

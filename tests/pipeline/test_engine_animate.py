@@ -170,3 +170,18 @@ def test_context_longer_than_positional_table_is_a_usage_error(tiny_pipe):
     with pytest.raises(UsageError, match="24 frames"):
         tiny_pipe.sample_latents(ref, controls, num_inference_steps=1, context_frames=28,
                                  progress=False)
+
+
+def test_windows_batched_through_the_unet_give_the_same_video(tiny_pipe):
+    ref, controls = _inputs(9)
+    kwargs = dict(num_inference_steps=1, context_frames=4, context_overlap=1, seed=4, progress=False)
+    calls = []
+    hook = tiny_pipe.unet.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        one = tiny_pipe.sample_latents(ref, controls, **kwargs)
+        n_single = len(calls)
+        three = tiny_pipe.sample_latents(ref, controls, window_batch=3, **kwargs)
+    finally:
+        hook.remove()
+    assert n_single == 3 and len(calls) - n_single == 1  # windows [0-3] [3-6] [6-8,0]
+    torch.testing.assert_close(three, one, atol=1e-5, rtol=1e-5)
