@@ -143,18 +143,48 @@ def motion_key(key: str) -> str:
     return key
 
 
-def motion_module_tensors(path: Path, unet_keys: set[str]) -> dict[str, torch.Tensor]:
-    """Tensors of ``temporal_attention.ckpt`` under the video UNet's key names.
+def _strip(key: str, prefix: str) -> str:
+    return key[len(prefix):] if key.startswith(prefix) else key
 
-    Accepts the forms the official loader accepts: bare keys, a leading ``module.``, a leading
-    ``unet.``, optionally inside ``{"state_dict": ...}``. Every tensor must be a motion-module
-    tensor of the UNet, else WeightsError (the official loader would drop or ignore them)."""
-    out = {motion_key(key): value for key, value in read_tensors(path).items()}
-    foreign = [k for k in out if ".motion_modules." not in k or k not in unet_keys]
+
+def motion_module_tensors(path: Path, unet_shapes: dict[str, torch.Size]) -> dict[str, torch.Tensor]:
+    """Tensors of ``temporal_attention.ckpt`` under the video UNet's key names, chosen the way
+    the official loader chooses them (optionally inside ``{"state_dict": ...}``):
+
+    A. a leading ``module.`` stripped; if every key is a video-UNet key of the right shape, all
+       of them load -- spatial tensors too, over the SD1.5 UNet's (the release file is 5.11 GB
+       on the hub, the size of the whole 3D UNet, so it is believed to carry fine-tuned spatial
+       weights as well as the motion modules);
+    B. otherwise only keys containing ``motion_modules`` load, a leading ``unet.`` stripped;
+       spatial UNet tensors under a ``unet.`` prefix are skipped (as officially), with a log line.
+
+    Unlike the official loader, a tensor that is neither (an unknown key, a wrong shape, a
+    misnamed module) is a WeightsError naming it, and missing motion modules are reported by
+    the caller's strict load instead of silently keeping random weights."""
+    raw = {_strip(key, "module."): value for key, value in read_tensors(path).items()}
+    if raw and all(k in unet_shapes and tuple(v.shape) == tuple(unet_shapes[k])
+                   for k, v in raw.items()):
+        spatial = sum(".motion_modules." not in k for k in raw)
+        if spatial:
+            log.info("%s also holds %d spatial UNet tensors; they replace the SD1.5 UNet's "
+                     "(as the official loader does)", path, spatial)
+        return raw
+    out = {_strip(k, "unet."): v for k, v in raw.items() if "motion_modules" in k}
+    skipped = [k for k in raw if "motion_modules" not in k]
+    foreign = [k for k in out if ".motion_modules." not in k or k not in unet_shapes]
+    foreign += [k for k in skipped if _strip(k, "unet.") not in unet_shapes]
     if foreign:
         raise WeightsError(f"{path} holds {len(foreign)} tensors that are not motion-module "
                            f"weights of this UNet: {_listing(foreign)}; expected keys like "
                            "down_blocks.0.motion_modules.0.temporal_transformer.norm.weight")
+    wrong = [k for k, v in out.items() if tuple(v.shape) != tuple(unet_shapes[k])]
+    if wrong:
+        raise WeightsError(f"{path}: {len(wrong)} motion-module tensors have the wrong shape "
+                           f"for this UNet ({_listing(wrong)}); is the motion-module config "
+                           "(inference.yaml) the one these weights were trained with?")
+    if skipped:
+        log.warning("%s: %d spatial UNet tensors under a 'unet.' prefix are not loaded (the "
+                    "official loader skips them too)", path, len(skipped))
     return out
 
 
@@ -188,14 +218,14 @@ def load_video_unet(unet_dir: Path, motion_ckpt: Path, *, motion: dict | None = 
     """SD ``unet/`` folder (config + .bin or .safetensors) + ``temporal_attention.ckpt``."""
     config = read_config(unet_dir / "config.json")
     unet = build_on_meta(lambda: VideoUNet.from_2d_config(config, motion))
-    keys = set(unet.state_dict())
+    shapes = {k: v.shape for k, v in unet.state_dict().items()}
     spatial_file = find_weights(unet_dir)
     spatial = read_tensors(spatial_file)
     stray = [k for k in spatial if ".motion_modules." in k]
     if stray:
         raise WeightsError(f"{spatial_file} unexpectedly holds motion-module tensors "
                            f"({_listing(stray)}); it must be the plain SD1.5 UNet")
-    tensors = {**spatial, **motion_module_tensors(motion_ckpt, keys)}
+    tensors = {**spatial, **motion_module_tensors(motion_ckpt, shapes)}
     return load_strict(unet, tensors, what=f"{spatial_file} + {motion_ckpt}",
                        defaults=positional_defaults(unet), dtype=dtype, device=device)
 

@@ -180,3 +180,36 @@ def test_release_with_clip_computes_the_empty_prompt_once(tmp_path, golden_weigh
     assert pipe.text_embeds_cond.shape == (1, 77, 32)
     torch.testing.assert_close(pipe.text_embeds_cond, expected)
     assert pipe.text_embeds_uncond is pipe.text_embeds_cond
+
+
+def test_full_unet_motion_checkpoint_replaces_spatial_weights(tmp_path, golden_weights,
+                                                              reference_unet):
+    """The hub's temporal_attention.ckpt has the size of the whole 3D UNet: with bare (or
+    ``module.``) keys every tensor loads, spatial ones over the SD1.5 UNet (official attempt A)."""
+    full = {k: v.clone() for k, v in reference_unet.items()}
+    key = "up_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q.weight"
+    full[key] = full[key] + 1.0
+    unet = load_unet(fake_release(tmp_path, golden_weights,
+                                  motion={"module." + k: v for k, v in full.items()}))
+    state = unet.state_dict()
+    assert torch.equal(state[key], full[key])
+    assert not torch.equal(state[key], reference_unet[key])
+
+
+def test_unet_prefixed_full_checkpoint_loads_only_motion_modules(tmp_path, golden_weights,
+                                                                 reference_unet):
+    """With ``unet.`` keys the official loader falls back to the motion modules alone (B)."""
+    full = {k: v.clone() for k, v in reference_unet.items()}
+    key = "up_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q.weight"
+    full[key] = full[key] + 1.0
+    unet = load_unet(fake_release(tmp_path, golden_weights,
+                                  motion={"unet." + k: v for k, v in full.items()}))
+    assert torch.equal(unet.state_dict()[key], reference_unet[key])
+
+
+def test_motion_tensor_of_wrong_shape_is_refused(tmp_path, golden_weights, motion_sd):
+    key = "down_blocks.0.motion_modules.0.temporal_transformer.proj_in.weight"
+    bad = dict(motion_sd)
+    bad[key] = torch.zeros(3, 3)
+    with pytest.raises(WeightsError, match="wrong shape"):
+        load_unet(fake_release(tmp_path, golden_weights, motion=bad))
