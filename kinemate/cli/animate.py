@@ -12,9 +12,13 @@ def register(subparsers) -> None:
         description="Animate the person in REFERENCE with the motion of DRIVING (a DensePose "
                     "render for --control densepose, or any video of a person for --control pose).",
     )
-    p.add_argument("reference", help="reference photo (png/jpg/...)")
-    p.add_argument("driving", help="driving video (or folder of frames), or a pose JSON file/folder "
-                                   "(kinemate or OpenPose, see 'kinemate pose')")
+    p.add_argument("reference", nargs="?", help="reference photo (png/jpg/...)")
+    p.add_argument("driving", nargs="?",
+                   help="driving video (or folder of frames), or a pose JSON file/folder "
+                        "(kinemate or OpenPose, see 'kinemate pose')")
+    p.add_argument("--example", action="store_true",
+                   help="use the bundled example (a synthetic person and a dance video) as "
+                        "REFERENCE and DRIVING")
     p.add_argument("-o", "--output", required=True, help="output video (.mp4, .gif, or a folder)")
     p.add_argument("--model", choices=["magicanimate", "kinemate-tiny"], default=None,
                    help="which model (default: the bundled kinemate-tiny, or what --weights holds)")
@@ -47,6 +51,14 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+def example_inputs():
+    """The bundled example: (reference photo, driving video) inside the package."""
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "assets" / "examples"
+    return folder / "person.png", folder / "dance.mp4"
+
+
 def run(args: argparse.Namespace) -> int:
     from kinemate.errors import UsageError
     from kinemate.pipeline import load_pipeline
@@ -54,12 +66,23 @@ def run(args: argparse.Namespace) -> int:
     from kinemate.pipeline.loading import has_bundled_model
     from kinemate.pose.people import parse_select
 
+    if args.example:
+        if args.reference or args.driving:
+            raise UsageError("--example brings its own photo and video; give either --example "
+                             "or REFERENCE and DRIVING")
+        args.reference, args.driving = (str(p) for p in example_inputs())
+    elif not (args.reference and args.driving):
+        raise UsageError("give a reference photo and a driving video (or pose JSON), e.g. "
+                         "'kinemate animate ref.png dance.mp4 -o out.mp4', or try --example")
     if args.weights is None and (args.model == "magicanimate" or not has_bundled_model()):
         raise UsageError("--weights DIR is required (a MagicAnimate release folder from "
                          "'kinemate weights download magicanimate --dir DIR', or a kinemate model)")
     size = parse_size(args.size) if args.size else None
     dtype = args.dtype or ("float32" if args.device == "cpu" else "float16")
     pipe = load_pipeline(args.weights, model=args.model, device=args.device, dtype=dtype)
+    origin = args.weights or "bundled with kinemate"
+    print(f"model: {pipe.name} ({origin}; {pipe.control_kind} control, native size "
+          f"{pipe.default_size[0]}x{pipe.default_size[1]})")
     from pathlib import Path
 
     from kinemate.provenance import make_marker
