@@ -25,7 +25,10 @@ Register another estimator with ``register_backend("name", factory)``; ``get_bac
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -127,6 +130,30 @@ def mediapipe_face(face_landmarks: Any, width: int, height: int) -> np.ndarray:
     return np.concatenate([xy, conf[:, None]], axis=1)
 
 
+@contextlib.contextmanager
+def _native_logs_quiet():
+    """Silence MediaPipe's C++ start-up lines (``W0000 ... inference_feedback_manager``, the
+    XNNPACK delegate notice) that it writes straight to file descriptor 2, which users cannot
+    act on. Kept when kinemate's debug logs are on (``-v``)."""
+    if logging.getLogger("kinemate").isEnabledFor(logging.DEBUG):
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no usable stderr (embedded use): nothing to silence
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 class MediaPipeBackend:
     """MediaPipe Holistic (bundled models, CPU). See the module docstring."""
 
@@ -158,8 +185,23 @@ class MediaPipeBackend:
         self.min_detection_confidence = float(min_detection_confidence)
         self._primary: Any = None
         self._extra: Any = None
+        self._calls: dict[int, int] = {}
 
     def _holistic(self, static: bool) -> Any:
+        with _native_logs_quiet():
+            return self._new_graph(static)
+
+    def _process(self, graph: Any, image: np.ndarray) -> Any:
+        """``graph.process(image)``; the first frames of a graph quietly (its C++ side prints
+        start-up notices on the first frame and on the first person it finds)."""
+        seen = self._calls.get(id(graph), 0)
+        if seen >= 3:
+            return graph.process(image)
+        self._calls[id(graph)] = seen + 1
+        with _native_logs_quiet():
+            return graph.process(image)
+
+    def _new_graph(self, static: bool) -> Any:
         import mediapipe as mp
 
         if not (self.hands or self.face):  # body only: the pose graph alone is ~2-3x faster
@@ -199,10 +241,10 @@ class MediaPipeBackend:
         if self._primary is None:
             self._primary = self._holistic(static=not self.video)
         found: list[Candidate] = []
-        cand = self._to_candidate(self._primary.process(image), width, height)
+        cand = self._to_candidate(self._process(self._primary, image), width, height)
         if cand is None and self.video:
             # tracking lost in video mode: a static pass re-detects from scratch
-            cand = self._to_candidate(self._static().process(image), width, height)
+            cand = self._to_candidate(self._process(self._static(), image), width, height)
         if cand is not None:
             found.append(cand)
         work = image
@@ -211,7 +253,7 @@ class MediaPipeBackend:
             if box is None:
                 break
             work = _blank_box(work, box)
-            nxt = self._to_candidate(self._static().process(work), width, height)
+            nxt = self._to_candidate(self._process(self._static(), work), width, height)
             if nxt is None or _overlaps(nxt, found):
                 break
             found.append(nxt)
