@@ -19,7 +19,7 @@ install-dev: $(BIN)/python
 
 # Main job: animate the bundled example and print where the video went.
 demo: install
-	$(BIN)/kinemate animate --example -o out/demo.mp4
+	$(BIN)/kinemate animate --example -o out/demo.mp4 --grid out/demo_grid.mp4
 
 # Whole test suite (what CI runs).
 test: install-dev

@@ -51,6 +51,21 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+def model_notice(weights) -> str | None:
+    """The ``notice`` a kinemate model folder declares about itself (the bundled model says
+    plainly what it is), or None."""
+    import json
+    from pathlib import Path
+
+    from kinemate.pipeline.loading import bundled_model_dir
+
+    index = Path(weights) / "kinemate.json" if weights else bundled_model_dir() / "kinemate.json"
+    try:
+        return json.loads(index.read_text()).get("notice")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def example_inputs():
     """The bundled example: (reference photo, driving video) inside the package."""
     from pathlib import Path
@@ -83,6 +98,9 @@ def run(args: argparse.Namespace) -> int:
     origin = args.weights or "bundled with kinemate"
     print(f"model: {pipe.name} ({origin}; {pipe.control_kind} control, native size "
           f"{pipe.default_size[0]}x{pipe.default_size[1]})")
+    notice = model_notice(args.weights)
+    if notice:
+        print(f"note: {notice}")
     from pathlib import Path
 
     from kinemate.provenance import make_marker
