@@ -3,35 +3,16 @@ weights, small sizes, few steps)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
 
 
 @pytest.fixture(scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # much faster for tiny tensors on a shared 2-core machine
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def release_dir(reference_dir, tmp_path_factory) -> Path:
-    """The golden tiny release layout plus stored text embeddings (it has no CLIP)."""
-    golden = reference_dir / "golden"
-    root = tmp_path_factory.mktemp("weights") / "magicanimate"
-    root.mkdir()
-    for sub in ("sd-vae-ft-mse", "MagicAnimate", "stable-diffusion-v1-5"):
-        os.symlink(golden / "weights" / sub, root / sub)
-    inputs = load_file(str(golden / "inputs.safetensors"))
-    save_file({"uncond": inputs["text_embeds_uncond"], "cond": inputs["text_embeds_cond"]},
-              str(root / "text_embeddings.safetensors"))
-    return root
+def release_dir(golden_release) -> Path:
+    return golden_release
 
 
 @pytest.fixture(scope="module")

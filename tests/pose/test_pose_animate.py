@@ -3,13 +3,10 @@ retarget -> OpenPose maps -> the pipeline (tiny golden weights, 64x64, 2 steps).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from safetensors.torch import load_file, save_file
 from skimage import data as skdata
 
 from kinemate.cli import main
@@ -17,25 +14,8 @@ from kinemate.io import probe_video, read_video, resize, write_image, write_vide
 
 
 @pytest.fixture(scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tiny_release(reference_dir, tmp_path_factory) -> Path:
-    """The golden tiny MagicAnimate release layout plus stored text embeddings."""
-    golden = reference_dir / "golden"
-    root = tmp_path_factory.mktemp("weights") / "magicanimate"
-    root.mkdir()
-    for sub in ("sd-vae-ft-mse", "MagicAnimate", "stable-diffusion-v1-5"):
-        os.symlink(golden / "weights" / sub, root / sub)
-    inputs = load_file(str(golden / "inputs.safetensors"))
-    save_file({"uncond": inputs["text_embeds_uncond"], "cond": inputs["text_embeds_cond"]},
-              str(root / "text_embeddings.safetensors"))
-    return root
+def tiny_release(golden_release) -> Path:
+    return golden_release
 
 
 def _clip(n: int = 3) -> np.ndarray:

@@ -3,26 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
-import pytest
-
-
-@pytest.fixture(scope="module")
-def golden_release(reference_dir, tmp_path_factory) -> Path:
-    """The golden tiny MagicAnimate release layout, with stored text embeddings (no CLIP)."""
-    from safetensors.torch import load_file, save_file
-
-    golden = reference_dir / "golden"
-    root = tmp_path_factory.mktemp("prov-weights") / "magicanimate"
-    root.mkdir()
-    for sub in ("sd-vae-ft-mse", "MagicAnimate", "stable-diffusion-v1-5"):
-        os.symlink(golden / "weights" / sub, root / sub)
-    inputs = load_file(str(golden / "inputs.safetensors"))
-    save_file({"uncond": inputs["text_embeds_uncond"], "cond": inputs["text_embeds_cond"]},
-              str(root / "text_embeddings.safetensors"))
-    return root
 
 
 def _animate(release: Path, demo: Path, out: Path, *extra: str) -> int:
