@@ -281,16 +281,23 @@ class AnimationPipeline:
         return guided, raw
 
     # -- noise, sampling, decoding ----------------------------------------------------
+    @property
+    def latent_factor(self) -> int:
+        """Pixels per latent along each side: the VAE's downsampling (8 for SD's VAE; a
+        3-level VAE gives 4)."""
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
     def initial_noise(self, num_frames: int, height: int, width: int, seed: int | None,
                       tiling: int | None = None) -> torch.Tensor:
-        """``(1, 4, N, H/8, W/8)`` standard normal noise drawn on the CPU from ``seed`` (same
-        numbers on every device). ``tiling=16`` repeats one 16-frame draw along the frames
-        (the official "shared initial noise")."""
+        """``(1, C, N, H/f, W/f)`` standard normal noise (``f`` = :attr:`latent_factor`, 8 for
+        SD) drawn on the CPU from ``seed`` (same numbers on every device). ``tiling=16`` repeats
+        one 16-frame draw along the frames (the official "shared initial noise")."""
         g = torch.Generator("cpu")
         g.manual_seed(int(seed) if seed is not None else int(torch.seed() % 2**63))
         channels = self.unet.config.in_channels
         frames = tiling or num_frames
-        noise = torch.randn((1, channels, frames, height // 8, width // 8), generator=g,
+        f = self.latent_factor
+        noise = torch.randn((1, channels, frames, height // f, width // f), generator=g,
                             dtype=torch.float32)
         if tiling:
             noise = noise.repeat(1, 1, -(-num_frames // tiling), 1, 1)[:, :, :num_frames]
@@ -305,8 +312,10 @@ class AnimationPipeline:
             raise InputError(f"control frames {first.shape} and reference {ref.shape} must have "
                              "the same size; frame both with the same Framing")
         h, w = ref.shape[:2]
-        if h % 8 or w % 8:
-            raise InputError(f"size {w}x{h} is not a multiple of 8; choose --size as multiples of 8")
+        f = self.latent_factor
+        if h % f or w % f:
+            raise InputError(f"size {w}x{h} is not a multiple of {f}; choose --size as multiples "
+                             "of 8")
         return len(controls), h, w
 
     @torch.no_grad()

@@ -191,3 +191,27 @@ def test_windows_batched_through_the_unet_give_the_same_video(tiny_pipe):
         hook.remove()
     assert n_single == 3 and len(calls) - n_single == 1  # windows [0-3] [3-6] [6-8,0]
     torch.testing.assert_close(three, one, atol=1e-5, rtol=1e-5)
+
+
+def test_latent_size_follows_the_vae_downsampling(tiny_pipe):
+    """A 3-level VAE (4x, as a small model may use) with a ControlNet embedding to match: the
+    pipeline sizes its latents by the VAE, not by SD's fixed 8."""
+    import copy
+
+    from diffusers import AutoencoderKL, ControlNetModel
+
+    pipe = copy.copy(tiny_pipe)
+    torch.manual_seed(0)
+    pipe.vae = AutoencoderKL(block_out_channels=(8, 8, 8), layers_per_block=1, norm_num_groups=4,
+                             down_block_types=("DownEncoderBlock2D",) * 3,
+                             up_block_types=("UpDecoderBlock2D",) * 3, latent_channels=4)
+    config = {k: v for k, v in tiny_pipe.controlnet.config.items() if not k.startswith("_")}
+    config["conditioning_embedding_out_channels"] = (8, 8, 16)
+    pipe.controlnet = ControlNetModel(**config)
+    assert pipe.latent_factor == 4 and tiny_pipe.latent_factor == 8
+    ref, controls = _inputs(3, size=(32, 32))
+    latents = pipe.sample_latents(ref, controls, num_inference_steps=1, context_frames=3,
+                                  context_overlap=1, seed=0, progress=False)
+    assert latents.shape[-2:] == (8, 8)
+    assert pipe(ref, controls, num_inference_steps=1, context_frames=3, context_overlap=1,
+                seed=0, progress=False).shape == (3, 32, 32, 3)
