@@ -316,43 +316,32 @@ def dwpose_model_dir(model_dir: str | os.PathLike[str] | None = None) -> Path:
     return Path.home() / ".cache" / "kinemate" / "dwpose"
 
 
-class DWPoseBackend:
-    """DWPose from user-supplied ONNX files (detector YOLOX-L + DWPose-L 384)."""
-
-    name = "dwpose"
-
-    def __init__(self, *, model_dir: str | os.PathLike[str] | None = None, **_: Any) -> None:
-        folder = dwpose_model_dir(model_dir)
-        missing = [f for f in DWPOSE_FILES if not (folder / f).is_file()]
-        if missing:
-            raise WeightsError(
-                f"the dwpose backend needs the ONNX files {', '.join(DWPOSE_FILES)} in {folder} "
-                f"(missing: {', '.join(missing)}); download them from the DWPose release "
-                "(e.g. the Hugging Face repo yzd-v/DWPose), put them there or set "
-                "KINEMATE_DWPOSE_DIR to their folder — or use the bundled '--backend mediapipe'"
-            )
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError:
-            raise WeightsError(
-                "the dwpose backend needs onnxruntime, which is not installed; run "
-                "'pip install onnxruntime' or use the bundled '--backend mediapipe'"
-            ) from None
+def dwpose_backend(*, model_dir: str | os.PathLike[str] | None = None, **_: Any) -> PoseBackend:
+    """The ``dwpose`` name: DWPose from user-supplied ONNX files (YOLOX-L detector + DWPose-L
+    384). kinemate does not run DWPose inference yet; this says what is missing and what to
+    use instead, so that asking for it never fails obscurely."""
+    folder = dwpose_model_dir(model_dir)
+    missing = [f for f in DWPOSE_FILES if not (folder / f).is_file()]
+    if missing:
         raise WeightsError(
-            f"found the DWPose files in {folder}, but DWPose inference is not part of this "
-            "kinemate version; use '--backend mediapipe' (bundled) or convert your poses to "
-            "OpenPose JSON and pass that with --pose-json"
+            f"the dwpose backend needs the ONNX files {', '.join(DWPOSE_FILES)} in {folder} "
+            f"(missing: {', '.join(missing)}); download them from the DWPose release "
+            "(e.g. the Hugging Face repo yzd-v/DWPose), put them there or set "
+            "KINEMATE_DWPOSE_DIR to their folder — or use the bundled '--backend mediapipe'"
         )
-
-    def detect(self, image: np.ndarray) -> list[Candidate]:  # pragma: no cover - never built
-        raise NotImplementedError
-
-    def reset(self) -> None:  # pragma: no cover
-        pass
-
-    def close(self) -> None:  # pragma: no cover
-        pass
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        raise WeightsError(
+            "the dwpose backend needs onnxruntime, which is not installed; run "
+            "'pip install onnxruntime' or use the bundled '--backend mediapipe'"
+        ) from None
+    raise WeightsError(
+        f"found the DWPose files in {folder}, but DWPose inference is not part of this "
+        "kinemate version; use '--backend mediapipe' (bundled), or convert your poses to "
+        "OpenPose JSON and give that file as the driving input"
+    )
 
 
 register_backend("mediapipe", MediaPipeBackend)
-register_backend("dwpose", DWPoseBackend)
+register_backend("dwpose", dwpose_backend)
