@@ -379,6 +379,10 @@ def build_component(name: str, config: dict) -> nn.Module:
 
         return ControlNetModel.from_config(config)
     if name == "vae":
+        if config.get("_class_name") == "PatchAutoencoder":
+            from kinemate.models.patch_vae import PatchAutoencoder
+
+            return PatchAutoencoder.from_config(config)
         from diffusers import AutoencoderKL
 
         return AutoencoderKL.from_config(config)

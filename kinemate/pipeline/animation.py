@@ -284,8 +284,10 @@ class AnimationPipeline:
     @property
     def latent_factor(self) -> int:
         """Pixels per latent along each side: the VAE's downsampling (8 for SD's VAE; a
-        3-level VAE gives 4)."""
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+        3-level VAE or a 4-pixel :class:`~kinemate.models.PatchAutoencoder` gives 4)."""
+        from kinemate.models.patch_vae import latent_downsample
+
+        return latent_downsample(self.vae)
 
     def initial_noise(self, num_frames: int, height: int, width: int, seed: int | None,
                       tiling: int | None = None) -> torch.Tensor:

@@ -78,6 +78,7 @@ class StageConfig:
     train_unet_spatial: Optional[bool] = None  # stage1: None = True when training from scratch
     kl_weight: float = 1e-6  # vae only
     crop: int = 0  # vae only: train on random square crops of this size (0: whole frames)
+    fit_frames: int = 4096  # vae with a patch autoencoder: frames of the closed-form fit
     reference_dropout: float = 0.1  # share of samples trained without the reference (CFG)
     snr_gamma: float = 0.0  # > 0: min-SNR-gamma loss weighting
     ema_decay: float = 0.999

@@ -12,7 +12,8 @@ import torch
 from kinemate.errors import ConfigError, WeightsError
 from kinemate.train.config import StageConfig, TrainConfig
 from kinemate.train.data import StageDataset, make_source
-from kinemate.train.vae import VAEObjective, build_vae, fit_scaling_factor, vae_downsample
+from kinemate.models.patch_vae import latent_downsample
+from kinemate.train.vae import VAEObjective, build_vae, fit_scaling_factor, is_closed_form
 
 
 def _heldout_frames(cfg: TrainConfig, n: int) -> torch.Tensor:
@@ -27,13 +28,20 @@ def _heldout_frames(cfg: TrainConfig, n: int) -> torch.Tensor:
 
 
 def load_vae(path: str | Path):
+    """A saved ``AutoencoderKL`` or :class:`kinemate.models.PatchAutoencoder` folder."""
+    import json
+
     from diffusers import AutoencoderKL
+
+    from kinemate.models.patch_vae import PatchAutoencoder
 
     path = Path(path)
     if not (path / "config.json").is_file():
-        raise WeightsError(f"no AutoencoderKL at {path} (config.json missing); train one with a "
+        raise WeightsError(f"no autoencoder at {path} (config.json missing); train one with a "
                            "'vae' stage or point model.vae at a diffusers VAE folder")
-    return AutoencoderKL.from_pretrained(str(path))
+    cls_name = json.loads((path / "config.json").read_text()).get("_class_name")
+    cls = PatchAutoencoder if cls_name == "PatchAutoencoder" else AutoencoderKL
+    return cls.from_pretrained(str(path))
 
 
 class VAETask:
@@ -52,6 +60,9 @@ class VAETask:
             vae = load_vae(src)
         else:
             vae = load_vae(cfg.model.vae) if cfg.model.vae else build_vae(cfg.model.arch.get("vae"))
+        if self.decoder_only and is_closed_form(vae):
+            raise ConfigError("stage vae_decoder fine-tunes a learned decoder; a patch "
+                              "autoencoder is linear and fitted exactly: drop the stage")
         self.module = VAEObjective(vae, stage.kl_weight, decoder_only=self.decoder_only).to(device)
         if self.decoder_only:  # the latent space stays exactly as the diffusion stages see it
             vae.requires_grad_(False)
@@ -59,7 +70,8 @@ class VAETask:
             if getattr(vae, "post_quant_conv", None) is not None:
                 vae.post_quant_conv.requires_grad_(True)
         self.module.train()
-        self.factor = vae_downsample(vae)
+        self.factor = latent_downsample(vae)
+        self.closed_form = is_closed_form(vae)
         self.latent_channels = vae.config.latent_channels
 
     def enable_gradient_checkpointing(self) -> None:
@@ -80,8 +92,16 @@ class VAETask:
         eps = torch.randn(b, self.latent_channels, h // self.factor, w // self.factor, generator=gen)
         return {"image": image.to(self.device), "eps": eps.to(self.device)}
 
+    @torch.no_grad()
+    def fit_closed_form(self, images: torch.Tensor) -> None:
+        """Fit a closed-form autoencoder (PCA patch autoencoder) on ``images`` ``(N, 3, H, W)``."""
+        self.module.vae.fit(images.to(self.device))
+
     def save_result(self, module: VAEObjective, out_dir: Path) -> None:
         vae = module.vae
+        if self.closed_form:  # its scaling factor was set by the fit
+            vae.eval().save_pretrained(str(out_dir), safe_serialization=True)
+            return
         vae.eval()
         if not self.decoder_only:  # a new latent space: fit its scaling factor
             frames = _heldout_frames(self.cfg, 16).to(self.device)

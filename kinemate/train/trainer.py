@@ -151,6 +151,8 @@ def run_stage(cfg: TrainConfig, stage: StageConfig, accelerator, *, progress: bo
         sdir.mkdir(parents=True, exist_ok=True)
     device = accelerator.device
     task = build_task(cfg, stage, device)
+    if getattr(task, "closed_form", False):
+        return _fit_closed_form(cfg, stage, task, accelerator)
     module = task.module
     params = [p for p in module.parameters() if p.requires_grad]
     if not params:
@@ -284,6 +286,42 @@ def run_stage(cfg: TrainConfig, stage: StageConfig, accelerator, *, progress: bo
         _echo(accelerator, f"stage {stage.kind}: done in {elapsed / 60:.1f} min -> {final}")
     accelerator.wait_for_everyone()
     accelerator.free_memory()
+    return True
+
+
+def _fit_closed_form(cfg: TrainConfig, stage: StageConfig, task, accelerator) -> bool:
+    """A stage whose model is fitted in one pass (the PCA patch autoencoder): gather
+    ``stage.fit_frames`` training frames, fit, write ``final/`` and ``DONE``."""
+    sdir = stage_dir(cfg, stage)
+    t0 = time.time()
+    loader = make_loader(make_source(cfg.data), stage.kind, seed=cfg.seed,
+                         clip_frames=cfg.data.clip_frames, batch_size=stage.batch_size, step=0,
+                         rank=0, world=1, num_workers=cfg.num_workers)
+    frames, n = [], 0
+    for batch in loader:
+        frames.append(batch["image"])
+        n += len(batch["image"])
+        if n >= stage.fit_frames:
+            break
+    images = torch.cat(frames)[: stage.fit_frames]
+    _echo(accelerator, f"stage {stage.kind}: fitting {type(task.module.vae).__name__} on "
+          f"{len(images)} frames")
+    task.fit_closed_form(images)
+    if accelerator.is_main_process:
+        tmp, final = sdir / ".tmp-final", sdir / "final"
+        for d in (tmp, final):
+            if d.exists():
+                shutil.rmtree(d)
+        task.save_result(task.module, tmp)
+        tmp.rename(final)
+        elapsed = time.time() - t0
+        info = {"stage": stage.kind, "steps": 0, "fit_frames": len(images),
+                "world_size": accelerator.num_processes, "wall_time_s": round(elapsed, 1),
+                "final_loss_ema": None}
+        (sdir / "DONE").write_text(json.dumps(info, indent=2))
+        _sample(task, task.module, None, sdir / "samples" / "final.png")
+        _echo(accelerator, f"stage {stage.kind}: fitted in {elapsed:.1f} s -> {final}")
+    accelerator.wait_for_everyone()
     return True
 
 

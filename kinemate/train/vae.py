@@ -28,15 +28,30 @@ DEFAULT_TINY_VAE = {
 
 
 def build_vae(config: dict | None = None):
+    """An untrained autoencoder from ``model.arch.vae``: ``AutoencoderKL`` keys over
+    :data:`DEFAULT_TINY_VAE`, or ``{"type": "patch", "patch_size": p, "latent_channels": k}``
+    for a :class:`kinemate.models.PatchAutoencoder` (fitted in closed form, not trained)."""
+    config = dict(config or {})
+    kind = config.pop("type", "kl")
+    if kind == "patch":
+        from kinemate.models.patch_vae import PatchAutoencoder
+
+        return PatchAutoencoder(**config)
+    if kind != "kl":
+        raise ValueError(f"model.arch.vae.type must be 'kl' (AutoencoderKL) or 'patch' "
+                         f"(PCA patch autoencoder); got {kind!r}")
     from diffusers import AutoencoderKL
 
     cfg = dict(DEFAULT_TINY_VAE)
-    cfg.update(config or {})
+    cfg.update(config)
     return AutoencoderKL(**cfg)
 
 
-def vae_downsample(vae) -> int:
-    return 2 ** (len(vae.config.block_out_channels) - 1)
+def is_closed_form(vae) -> bool:
+    """True for autoencoders fitted in one pass (no gradient steps)."""
+    from kinemate.models.patch_vae import PatchAutoencoder
+
+    return isinstance(vae, PatchAutoencoder)
 
 
 class VAEObjective(nn.Module):

@@ -169,3 +169,35 @@ def test_vae_decoder_stage_keeps_the_latent_space(vae_run, tmp_path):
     # the next stage starts from the fine-tuned autoencoder
     nxt = _previous_result(cfg, cfg.stages[0].__class__(kind="stage1"))
     assert nxt == tmp / "run" / "vae_decoder" / "final"
+
+
+def test_patch_autoencoder_is_fitted_in_one_pass_and_drives_the_diffusion_stages(tmp_path):
+    """``model.arch.vae.type: patch``: the vae stage fits the PCA patch autoencoder (no gradient
+    steps), and the diffusion stages and the saved pipeline work on its 4x latents."""
+    from kinemate.models import PatchAutoencoder
+    from kinemate.pipeline.loading import load_pipeline
+    from kinemate.synth import generate_clip
+    from kinemate.train.tasks import load_vae
+
+    raw = tiny_config(tmp_path, [{"kind": "vae", "steps": 1, "batch_size": 4, "fit_frames": 12},
+                                 {"kind": "stage1", "steps": 2, "batch_size": 1}])
+    arch = raw["model"]["arch"]
+    arch["vae"] = {"type": "patch", "patch_size": 4}
+    arch["unet"].update(in_channels=48, out_channels=48)
+    arch["controlnet"] = {"conditioning_embedding_out_channels": [8, 16, 16]}  # x4
+    cfg = config_from_dict(raw)
+    train(cfg, progress=False)
+    done = json.loads((tmp_path / "run" / "vae" / "DONE").read_text())
+    assert done["steps"] == 0 and done["fit_frames"] == 12
+    vae = load_vae(tmp_path / "run" / "vae" / "final")
+    assert isinstance(vae, PatchAutoencoder) and vae.config.scaling_factor != 1.0
+    pipe = load_pipeline(tmp_path / "run" / "stage1" / "final")
+    assert isinstance(pipe.vae, PatchAutoencoder) and pipe.latent_factor == 4
+    assert pipe.vae_scaling_factor == vae.config.scaling_factor
+    clip = generate_clip(1_000_004, num_frames=4, size=(32, 32))
+    out = pipe(clip.frames[0], clip.skeleton, num_inference_steps=2, progress=False)
+    assert out.shape == (4, 32, 32, 3) and out.dtype.name == "uint8"
+    with pytest.raises(ConfigError, match="patch autoencoder"):
+        bad = config_from_dict({**raw, "output_dir": str(tmp_path / "bad")})
+        bad.stages[1] = bad.stages[1].__class__(kind="vae_decoder", steps=1)
+        train(bad, progress=False)
