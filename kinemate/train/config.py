@@ -48,13 +48,16 @@ class ModelConfig:
     """The networks. ``init`` is a kinemate-format pipeline folder to start from (fine-tuning);
     without it the components are built from ``arch`` (from scratch). ``vae`` optionally names
     a folder with a trained AutoencoderKL (otherwise stage ``vae`` trains one, or ``init``
-    provides it)."""
+    provides it). ``scheduler`` overrides keys of the noise scheduler's config (MagicAnimate's
+    DDIM by default, or ``init``'s), e.g. ``{prediction_type: v_prediction}``: the training
+    target follows it and the saved model samples with it."""
 
     init: Optional[str] = None
     vae: Optional[str] = None
     arch: dict = field(default_factory=dict)
     name: str = "kinemate-custom"
     sampling: dict = field(default_factory=dict)  # SamplingOptions saved with the model
+    scheduler: dict = field(default_factory=dict)  # noise-scheduler config overrides
 
 
 @dataclass

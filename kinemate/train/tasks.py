@@ -199,8 +199,13 @@ class DiffusionObjective(torch.nn.Module):
     """
 
     def __init__(self, unet, appearance_encoder, controlnet, text_embeds: torch.Tensor,
-                 alphas_cumprod: torch.Tensor, *, frozen_conditioning: bool, snr_gamma: float = 0.0):
+                 alphas_cumprod: torch.Tensor, *, frozen_conditioning: bool, snr_gamma: float = 0.0,
+                 prediction_type: str = "epsilon"):
         super().__init__()
+        if prediction_type not in ("epsilon", "v_prediction"):
+            raise ConfigError(f"prediction_type {prediction_type!r} is not supported for "
+                              "training; use 'epsilon' or 'v_prediction'")
+        self.prediction_type = prediction_type
         self.unet = unet
         self.appearance_encoder = appearance_encoder
         self.controlnet = controlnet
@@ -239,10 +244,17 @@ class DiffusionObjective(torch.nn.Module):
             # not cleared: with gradient checkpointing the UNet's attention is recomputed
             # (in read mode) during backward and needs the bank; it dies with the graph
             self._bank = None
-        err = (pred.float() - noise.float()).pow(2).mean(dim=(1, 2, 3, 4))
-        if self.snr_gamma > 0:  # min-SNR-gamma weighting (Hang et al. 2023), epsilon target
+        if self.prediction_type == "v_prediction":  # v = sqrt(a) eps - sqrt(1 - a) x0
+            target = a.sqrt() * noise - (1 - a).sqrt() * latents
+        else:
+            target = noise
+        err = (pred.float() - target.float()).pow(2).mean(dim=(1, 2, 3, 4))
+        if self.snr_gamma > 0:  # min-SNR-gamma weighting (Hang et al. 2023)
             snr = a.view(b).float() / (1 - a.view(b).float())
-            err = err * torch.clamp(snr, max=self.snr_gamma) / snr
+            # epsilon: min(snr, g) / snr; v (whose loss is (snr + 1) x the epsilon loss in x0
+            # units): min(snr, g) / (snr + 1)
+            denom = snr + 1 if self.prediction_type == "v_prediction" else snr
+            err = err * torch.clamp(snr, max=self.snr_gamma) / denom
         return err.mean()
 
 
@@ -318,14 +330,15 @@ class DiffusionTask:
         from kinemate.pipeline.animation import make_scheduler
         from kinemate.pipeline.animation import MAGICANIMATE_SCHEDULER
 
-        sched = make_scheduler(self.scheduler_config or MAGICANIMATE_SCHEDULER)
-        if self.scheduler_config is None:
-            self.scheduler_config = dict(sched.config)
+        sched = make_scheduler({**(self.scheduler_config or MAGICANIMATE_SCHEDULER),
+                                **(cfg.model.scheduler or {})})
+        self.scheduler_config = {**dict(sched.config), "_class_name": type(sched).__name__}
         alphas = _alphas_cumprod(sched)
         self.text = text.float()
         self.module = DiffusionObjective(unet, app, cn, self.text, alphas,
                                          frozen_conditioning=frozen_cond,
-                                         snr_gamma=stage.snr_gamma).to(device)
+                                         snr_gamma=stage.snr_gamma,
+                                         prediction_type=sched.config.prediction_type).to(device)
         self.module.train()
 
     def enable_gradient_checkpointing(self) -> None:

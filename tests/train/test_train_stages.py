@@ -201,3 +201,25 @@ def test_patch_autoencoder_is_fitted_in_one_pass_and_drives_the_diffusion_stages
         bad = config_from_dict({**raw, "output_dir": str(tmp_path / "bad")})
         bad.stages[1] = bad.stages[1].__class__(kind="vae_decoder", steps=1)
         train(bad, progress=False)
+
+
+def test_v_prediction_target_is_trained_and_saved_with_the_model(vae_run, tmp_path):
+    from kinemate.pipeline.loading import load_pipeline
+
+    tmp, _ = vae_run
+    raw = tiny_config(tmp, [VAE_STAGE, {"kind": "stage1", "steps": 1, "batch_size": 1}])
+    raw["model"]["scheduler"] = {"prediction_type": "v_prediction"}
+    raw["output_dir"] = str(tmp_path / "v")
+    cfg = config_from_dict(raw)
+    (tmp_path / "v").mkdir()
+    import shutil
+    shutil.copytree(tmp / "run" / "vae", tmp_path / "v" / "vae")  # reuse the finished VAE stage
+    task = build_task(cfg, cfg.stages[1], torch.device("cpu"))
+    assert task.module.prediction_type == "v_prediction"
+    _assert_drops(_fit_fixed_batch(task, 25, 2e-3), 0.8)
+    train(cfg, resume=True, progress=False)
+    pipe = load_pipeline(tmp_path / "v" / "stage1" / "final")
+    assert pipe.scheduler.config.prediction_type == "v_prediction"
+    bad = dict(raw, model={**raw["model"], "scheduler": {"prediction_type": "sample"}})
+    with pytest.raises(ConfigError, match="prediction_type"):
+        build_task(config_from_dict(bad), cfg.stages[1], torch.device("cpu"))
