@@ -33,6 +33,9 @@ def register(subparsers) -> None:
     p.add_argument("--steps", type=int, default=None, help="denoising steps (default 25)")
     p.add_argument("--guidance", type=float, default=None, help="guidance scale (default 7.5)")
     p.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    p.add_argument("--init-strength", type=float, default=None, metavar="S",
+                   help="start from the reference noised to this share of the schedule, in "
+                        "(0, 1]; 1 = pure noise (default: the model's, 1 for MagicAnimate)")
     p.add_argument("--context-frames", type=int, default=None, help="frames per window (default 16)")
     p.add_argument("--context-overlap", type=int, default=None, help="window overlap (default 4)")
     p.add_argument("--open-windows", action="store_true",
@@ -107,8 +110,8 @@ def run(args: argparse.Namespace) -> int:
 
     settings = {"reference": Path(args.reference).name, "driving": Path(args.driving).name,
                 "control": args.control, "size": args.size, "fit": args.fit, "steps": args.steps,
-                "guidance": args.guidance, "seed": args.seed, "context_frames": args.context_frames,
-                "context_overlap": args.context_overlap, "closed_loop": not args.open_windows,
+                "guidance": args.guidance, "seed": args.seed, "init_strength": args.init_strength,
+                "context_frames": args.context_frames, "context_overlap": args.context_overlap, "closed_loop": not args.open_windows,
                 "max_frames": args.max_frames, "retarget": not args.no_retarget,
                 "person": args.person, "device": args.device, "dtype": dtype}
     marker = make_marker(getattr(pipe, "name", None) or args.model or "kinemate",
@@ -120,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
         person=parse_select(args.person), num_inference_steps=args.steps,
         guidance_scale=args.guidance, seed=args.seed, context_frames=args.context_frames,
         context_overlap=args.context_overlap, closed_loop=not args.open_windows,
+        init_strength=args.init_strength,
     )
     print(f"wrote {result.output_path} ({result.num_frames} frames, {result.fps:g} fps, "
           f"{result.size[0]}x{result.size[1]})")

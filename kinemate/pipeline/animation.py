@@ -78,6 +78,9 @@ class SamplingOptions:
     lean: bool = True
     noise_tiling: int | None = None  # 16 = the official shared initial noise per 16 frames
     window_batch: int = 1  # windows per UNet call (GPU throughput)
+    # 1.0: start from pure noise (official). < 1: start from the reference latent noised to
+    # that share of the schedule and run only that share of the steps (SDEdit-style)
+    init_strength: float = 1.0
 
 
 def _window_groups(windows: list[list[int]], size: int) -> list[list[int]]:
@@ -328,15 +331,20 @@ class AnimationPipeline:
                        latents: torch.Tensor | None = None, eta: float | None = None,
                        lean: bool | None = None, reference_bank_dtype: str | None = "default",
                        noise_tiling: int | None | str = "default", window_batch: int | None = None,
-                       progress: bool = True,
+                       init_strength: float | None = None, progress: bool = True,
                        text_embeds_uncond=None, text_embeds_cond=None,
                        callback: Callable[[int, torch.Tensor, dict], None] | None = None) -> torch.Tensor:
         """Run the sampler; returns the final latents ``(1, 4, N, H/8, W/8)``.
 
         ``controls``: any sequence of N uint8 ``(H, W, 3)`` frames (an array or a lazy
-        sequence); ``latents`` replaces the initial noise; ``callback(step, t, info)`` gets
-        ``noise_pred`` (guided) and ``latents`` (after the step)."""
+        sequence); ``latents`` replaces the initial noise; ``init_strength`` < 1 starts every
+        frame from the reference latent noised to that point of the schedule (ignored when
+        ``latents`` is given); ``callback(step, t, info)`` gets ``noise_pred`` (guided) and
+        ``latents`` (after the step)."""
         o = self.options
+        strength = o.init_strength if init_strength is None else float(init_strength)
+        if not 0.0 < strength <= 1.0:
+            raise UsageError(f"init strength must be in (0, 1]; got {strength}")
         steps = num_inference_steps or o.num_inference_steps
         scale = o.guidance_scale if guidance_scale is None else guidance_scale
         size = context_frames or o.context_frames
@@ -359,21 +367,27 @@ class AnimationPipeline:
 
         scheduler = copy.deepcopy(self.scheduler)
         scheduler.set_timesteps(steps, device=self.device)
+        timesteps = scheduler.timesteps
+        ref_latents = self.encode_reference(reference)
         if latents is None:
             latents = self.initial_noise(num_frames, height, width, seed, tiling)
-            latents = latents * scheduler.init_noise_sigma
+            if strength < 1.0:
+                timesteps = timesteps[len(timesteps) - max(1, round(len(timesteps) * strength)):]
+                start = ref_latents.float().cpu().unsqueeze(2).expand_as(latents)
+                latents = scheduler.add_noise(start, latents, timesteps[:1].cpu())
+            else:
+                latents = latents * scheduler.init_noise_sigma
         latents = latents.to(self.device, self.dtype)
-        ref_latents = self.encode_reference(reference)
         bank = ReferenceBank(bank_dtype=getattr(torch, bank_dtype) if bank_dtype else None, lean=lean)
         step_kwargs = {}
         if "eta" in inspect.signature(scheduler.step).parameters:
             step_kwargs["eta"] = eta
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(scheduler.timesteps) * len(windows), disable=not progress,
+        bar = tqdm(total=len(timesteps) * len(windows), disable=not progress,
                    desc=f"{self.name}: {num_frames} frames", unit="window", leave=False)
         try:
-            for i, t in enumerate(scheduler.timesteps):
+            for i, t in enumerate(timesteps):
                 noise_pred, _ = self.predict_noise(
                     latents, t, ref_latents, controls, windows, guidance_scale=scale, bank=bank,
                     scheduler=scheduler, text_embeds_uncond=text_embeds_uncond,

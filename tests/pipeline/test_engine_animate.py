@@ -215,3 +215,26 @@ def test_latent_size_follows_the_vae_downsampling(tiny_pipe):
     assert latents.shape[-2:] == (8, 8)
     assert pipe(ref, controls, num_inference_steps=1, context_frames=3, context_overlap=1,
                 seed=0, progress=False).shape == (3, 32, 32, 3)
+
+
+def test_init_strength_starts_from_the_noised_reference(tiny_pipe):
+    from kinemate.errors import UsageError
+
+    ref, controls = _inputs(4)
+    kw = dict(num_inference_steps=4, guidance_scale=1.0, context_frames=4, context_overlap=1,
+              progress=False, seed=3)
+    seen = []
+    full = tiny_pipe.sample_latents(ref, controls, **kw, callback=lambda i, t, _: seen.append(int(t)))
+    assert torch.equal(full, tiny_pipe.sample_latents(ref, controls, **kw, init_strength=1.0))
+    half = []
+    out = tiny_pipe.sample_latents(ref, controls, **kw, init_strength=0.5,
+                                   callback=lambda i, t, _: half.append(int(t)))
+    assert half == seen[2:]  # only the last half of the schedule runs
+    # one last step from a barely noised reference: every frame stays close to the reference
+    last = tiny_pipe.sample_latents(ref, controls, **kw, init_strength=0.25)
+    ref_lat = tiny_pipe.encode_reference(ref).unsqueeze(2)
+    assert float((last - ref_lat).abs().mean()) < 0.2 * float((full - ref_lat).abs().mean())
+    assert not torch.equal(out, full)
+    for bad in (0.0, 1.5):
+        with pytest.raises(UsageError, match="init strength"):
+            tiny_pipe.sample_latents(ref, controls, **kw, init_strength=bad)
