@@ -6,7 +6,9 @@ clip's real frames (ground truth). Three methods:
 
 * ``model``       — the shipped model (temporal modules on);
 * ``no_temporal`` — the same weights with the temporal modules removed (ablation (b));
-* ``copy_ref``    — the reference frame repeated (baseline (a)).
+* ``copy_ref``    — the reference frame repeated (baseline (a));
+* ``model_from_noise`` (``--also-from-noise``) — the model started from pure noise, for models
+  whose default sampling starts from the noised reference (``init_strength`` < 1).
 
 Metrics (kinemate.eval): PSNR (float MSE) and SSIM per frame against the ground truth, and the
 optical-flow warping error (Lai et al.) of the result, with the flow taken from the ground truth
@@ -66,6 +68,10 @@ def main(argv=None) -> int:
     ap.add_argument("--first-seed", type=int, default=HELDOUT_START + 100)
     ap.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's)")
     ap.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the model's)")
+    ap.add_argument("--init-strength", type=float, default=None,
+                    help="sampler start (default: the model's; 1 = pure noise)")
+    ap.add_argument("--also-from-noise", action="store_true",
+                    help="also report the model started from pure noise (init strength 1)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", default=None, help="write the results here")
     ap.add_argument("--gif", default=None, help="write a side-by-side GIF of the first clip here")
@@ -85,7 +91,11 @@ def main(argv=None) -> int:
         kw["num_inference_steps"] = args.steps
     if args.guidance is not None:
         kw["guidance_scale"] = args.guidance
+    if args.init_strength is not None:
+        kw["init_strength"] = args.init_strength
     per = {"model": [], "no_temporal": [], "copy_ref": [], "ground_truth": []}
+    if args.also_from_noise:
+        per["model_from_noise"] = []
     t_model = []
     gif_frames = None
     for i in range(args.clips):
@@ -99,6 +109,9 @@ def main(argv=None) -> int:
         out = pipe(ref, controls, seed=seed, **kw)
         t_model.append(time.time() - t0)
         out_nt = ablation(ref, controls, seed=seed, **kw)
+        if args.also_from_noise:
+            per["model_from_noise"].append(metrics(pipe(ref, controls, seed=seed,
+                                                        **{**kw, "init_strength": 1.0}), gt))
         copy = np.repeat(ref[None], len(gt), axis=0)
         per["model"].append(metrics(out, gt))
         per["no_temporal"].append(metrics(out_nt, gt))
@@ -120,7 +133,8 @@ def main(argv=None) -> int:
         "sampling": {"num_inference_steps": kw.get("num_inference_steps", pipe.options.num_inference_steps),
                      "guidance_scale": kw.get("guidance_scale", pipe.options.guidance_scale),
                      "context_frames": pipe.options.context_frames,
-                     "context_overlap": pipe.options.context_overlap},
+                     "context_overlap": pipe.options.context_overlap,
+                     "init_strength": kw.get("init_strength", pipe.options.init_strength)},
         "seconds_per_clip_model": float(np.mean(t_model)),
         "torch_threads": args.threads,
         "summary": summary,
@@ -128,7 +142,9 @@ def main(argv=None) -> int:
     }
     print("| method | PSNR (dB) ↑ | SSIM ↑ | warp error, GT flow ↓ | warp error, own flow ↓ |")
     print("|---|---|---|---|---|")
-    for name in ("model", "no_temporal", "copy_ref"):
+    for name in ("model", "no_temporal", "model_from_noise", "copy_ref"):
+        if name not in summary:
+            continue
         s = summary[name]
         print(f"| {name} | {s['psnr']:.2f} | {s['ssim']:.4f} | {s['warp_gt']:.5f} | {s['warp_self']:.5f} |")
     print(f"| ground truth | – | – | – | {summary['ground_truth']['warp_self']:.5f} |")
