@@ -394,7 +394,9 @@ def save_component(model: nn.Module, folder: Path) -> None:
     from safetensors.torch import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
-    config = {k: v for k, v in dict(model.config).items()}
+    # "_name_or_path" is where diffusers loaded the model from: a machine-local path that
+    # says nothing about the saved model
+    config = {k: v for k, v in dict(model.config).items() if k != "_name_or_path"}
     config["_class_name"] = type(model).__name__
     (folder / "config.json").write_text(json.dumps(config, indent=2, default=list))
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}

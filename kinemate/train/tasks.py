@@ -92,7 +92,6 @@ class VAETask:
         eps = torch.randn(b, self.latent_channels, h // self.factor, w // self.factor, generator=gen)
         return {"image": image.to(self.device), "eps": eps.to(self.device)}
 
-    @torch.no_grad()
     def fit_closed_form(self, images: torch.Tensor) -> None:
         """Fit a closed-form autoencoder (PCA patch autoencoder) on ``images`` ``(N, 3, H, W)``."""
         self.module.vae.fit(images.to(self.device))

@@ -269,24 +269,30 @@ def run_stage(cfg: TrainConfig, stage: StageConfig, accelerator, *, progress: bo
         final_module = accelerator.unwrap_model(wrapped)
         if ema is not None:
             ema.copy_to(final_module)  # the result is the EMA weights
-        final = sdir / "final"
-        tmp = sdir / ".tmp-final"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        task.save_result(final_module, tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
-        info = {"stage": stage.kind, "steps": step, "batch_size": stage.batch_size,
-                "world_size": accelerator.num_processes, "wall_time_s": round(elapsed, 1),
-                "final_loss_ema": logger.smoothed if logger else None}
-        (sdir / "DONE").write_text(json.dumps(info, indent=2))
+        final = _write_result(sdir, task, final_module, {
+            "stage": stage.kind, "steps": step, "batch_size": stage.batch_size,
+            "world_size": accelerator.num_processes, "wall_time_s": round(elapsed, 1),
+            "final_loss_ema": logger.smoothed if logger else None})
         plot_losses({stage.kind: sdir / "log.csv"}, sdir / "loss.png")
         _sample(task, final_module, None, sdir / "samples" / "final.mp4")
         _echo(accelerator, f"stage {stage.kind}: done in {elapsed / 60:.1f} min -> {final}")
     accelerator.wait_for_everyone()
     accelerator.free_memory()
     return True
+
+
+def _write_result(sdir: Path, task, module, info: dict) -> Path:
+    """Save the stage's result to ``sdir/final`` (written under a temporary name, then renamed)
+    and mark the stage done with ``info``; returns the ``final`` folder."""
+    final, tmp = sdir / "final", sdir / ".tmp-final"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    task.save_result(module, tmp)
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+    (sdir / "DONE").write_text(json.dumps(info, indent=2))
+    return final
 
 
 def _fit_closed_form(cfg: TrainConfig, stage: StageConfig, task, accelerator) -> bool:
@@ -308,17 +314,11 @@ def _fit_closed_form(cfg: TrainConfig, stage: StageConfig, task, accelerator) ->
           f"{len(images)} frames")
     task.fit_closed_form(images)
     if accelerator.is_main_process:
-        tmp, final = sdir / ".tmp-final", sdir / "final"
-        for d in (tmp, final):
-            if d.exists():
-                shutil.rmtree(d)
-        task.save_result(task.module, tmp)
-        tmp.rename(final)
         elapsed = time.time() - t0
-        info = {"stage": stage.kind, "steps": 0, "fit_frames": len(images),
-                "world_size": accelerator.num_processes, "wall_time_s": round(elapsed, 1),
-                "final_loss_ema": None}
-        (sdir / "DONE").write_text(json.dumps(info, indent=2))
+        final = _write_result(sdir, task, task.module, {
+            "stage": stage.kind, "steps": 0, "fit_frames": len(images),
+            "world_size": accelerator.num_processes, "wall_time_s": round(elapsed, 1),
+            "final_loss_ema": None})
         _sample(task, task.module, None, sdir / "samples" / "final.png")
         _echo(accelerator, f"stage {stage.kind}: fitted in {elapsed:.1f} s -> {final}")
     accelerator.wait_for_everyone()

@@ -57,6 +57,9 @@ def test_fit_is_deterministic_and_roundtrips_through_the_component_format(data, 
     assert torch.equal(a.basis, b.basis) and torch.equal(a.mean, b.mean)
     save_component(a, tmp_path / "vae")
     loaded = load_component("vae", tmp_path / "vae")
+    # saved again after loading: no record of the folder it was loaded from
+    save_component(loaded, tmp_path / "again")
+    assert "_name_or_path" not in (tmp_path / "again" / "config.json").read_text()
     assert isinstance(loaded, PatchAutoencoder)
     assert loaded.config.scaling_factor == a.config.scaling_factor
     assert torch.equal(loaded.encode(heldout).latent_dist.mean, a.encode(heldout).latent_dist.mean)
