@@ -228,6 +228,8 @@ class VideoUNet(ModelMixin, ConfigMixin):
         motion_module_type: str = "Vanilla",
         motion_module_kwargs: dict | None = None,
         sample_size: int | None = None,
+        reference_concat: bool = False,
+        reference_residual: bool = False,
     ):
         super().__init__()
         if act_fn != "silu":
@@ -240,7 +242,10 @@ class VideoUNet(ModelMixin, ConfigMixin):
         levels = len(block_out_channels)
         temb_dim = block_out_channels[0] * 4
 
-        self.conv_in = nn.Conv2d(in_channels, block_out_channels[0], 3, padding=1)
+        if reference_residual and out_channels != in_channels:
+            raise ValueError("reference_residual needs out_channels == in_channels")
+        conv_in_channels = in_channels * (2 if reference_concat else 1)
+        self.conv_in = nn.Conv2d(conv_in_channels, block_out_channels[0], 3, padding=1)
         self.time_proj = Timesteps(block_out_channels[0], flip_sin_to_cos, freq_shift)
         self.time_embedding = TimestepEmbedding(block_out_channels[0], temb_dim)
 
@@ -287,6 +292,9 @@ class VideoUNet(ModelMixin, ConfigMixin):
         self.conv_norm_out = nn.GroupNorm(norm_num_groups, block_out_channels[0], eps=norm_eps)
         self.conv_act = nn.SiLU()
         self.conv_out = nn.Conv2d(block_out_channels[0], out_channels, 3, padding=1)
+        if reference_residual:  # starts as "the frame is the reference" (x0 = reference + 0)
+            nn.init.zeros_(self.conv_out.weight)
+            nn.init.zeros_(self.conv_out.bias)
         self.num_reference_slots = install_reference_processors(self)
 
     @classmethod
@@ -317,12 +325,34 @@ class VideoUNet(ModelMixin, ConfigMixin):
         down_block_additional_residuals: list[torch.Tensor] | None = None,
         mid_block_additional_residual: torch.Tensor | None = None,
         cross_attention_kwargs: dict | None = None,
+        reference_latents: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Noise prediction ``(B, C_out, F, H, W)`` for ``sample`` ``(B, C_in, F, H, W)``.
 
         ``cross_attention_kwargs`` reach the mid/up (fusion) blocks only, e.g.
-        ``{"reference": ReferenceBank}`` in read mode."""
+        ``{"reference": ReferenceBank}`` in read mode.
+
+        ``reference_latents`` ``(B, C_in, H, W)``: the clean reference latent, used only by the
+        kinemate extensions ``reference_concat`` (stacked on the input channels of every frame)
+        and ``reference_residual`` (added to the output, which then predicts the clean frame:
+        the scheduler's ``prediction_type`` must be ``"sample"``). ``None`` (the unconditional
+        half of classifier-free guidance, or reference dropout in training) reads as zeros.
+        The published checkpoints use neither; their ``reference_latents`` are ignored."""
         b, _, f, hh, ww = sample.shape
+        ref = None
+        if self.config.reference_concat or self.config.reference_residual:
+            if reference_latents is None:
+                ref = torch.zeros_like(sample[:, :, 0])
+            else:
+                ref = reference_latents.to(sample.dtype)
+                if ref.shape[0] == 1 and b > 1:
+                    ref = ref.expand(b, -1, -1, -1)
+                if ref.shape != sample[:, :, 0].shape:
+                    raise ValueError(f"reference_latents must be (B, C, H, W) = "
+                                     f"{tuple(sample[:, :, 0].shape)}, got {tuple(ref.shape)}")
+            ref = ref[:, :, None].expand(-1, -1, f, -1, -1)
+        if self.config.reference_concat:
+            sample = torch.cat([sample, ref], dim=1)
         up_factor = 2 ** sum(hasattr(blk, "upsamplers") for blk in self.up_blocks)
         forward_upsample_size = hh % up_factor != 0 or ww % up_factor != 0
         if self.config.center_input_sample:
@@ -354,7 +384,10 @@ class VideoUNet(ModelMixin, ConfigMixin):
             x = block.up(x, list(res), emb, encoder_hidden_states, cross_attention_kwargs,
                          upsample_size)
         x = torch.nn.functional.silu(self.conv_norm_out(x))
-        return batch_to_frames(self.conv_out(frames_to_batch(x)), f)
+        out = batch_to_frames(self.conv_out(frames_to_batch(x)), f)
+        if self.config.reference_residual:
+            out = out + ref
+        return out
 
 
 _IGNORED_2D_KEYS = {

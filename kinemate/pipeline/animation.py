@@ -228,11 +228,15 @@ class AnimationPipeline:
     @torch.no_grad()
     def unet_window(self, latents: torch.Tensor, t, down: list[torch.Tensor], mid: torch.Tensor,
                     bank: ReferenceBank, uncond: torch.Tensor, cond: torch.Tensor,
-                    cfg: bool) -> torch.Tensor:
+                    cfg: bool, ref_latents: torch.Tensor | None = None) -> torch.Tensor:
         """Video UNet on ``k`` windows ``(k, 4, f, h, w)`` (usually k = 1) -> ``(2k or k, 4, f,
         h, w)``: rows ``[uncond x k, cond x k]`` with CFG. ControlNet residuals ``(k, C, f,
-        h', w')`` are the same for both halves."""
+        h', w')`` are the same for both halves. ``ref_latents`` (1, C, h, w) reach UNets with
+        ``reference_concat``/``reference_residual`` (zeros in the unconditional rows)."""
         k, f = latents.shape[0], latents.shape[2]
+        ref = None if ref_latents is None else ref_latents.expand(k, -1, -1, -1)
+        if cfg and ref is not None:
+            ref = torch.cat([torch.zeros_like(ref), ref])
         if cfg:
             latents = latents.repeat(2, 1, 1, 1, 1)
             down = [r.repeat(2, 1, 1, 1, 1) for r in down]
@@ -243,7 +247,7 @@ class AnimationPipeline:
         bank.start_read(num_frames=f, uncond_batches=k if cfg else 0)
         return self.unet(latents, t, text, down_block_additional_residuals=down,
                          mid_block_additional_residual=mid,
-                         cross_attention_kwargs={"reference": bank})
+                         cross_attention_kwargs={"reference": bank}, reference_latents=ref)
 
     @torch.no_grad()
     def predict_noise(self, latents: torch.Tensor, t, ref_latents: torch.Tensor,
@@ -272,7 +276,7 @@ class AnimationPipeline:
             down = [torch.cat(r) for r in zip(*(p[0] for p in parts))]
             mid = torch.cat([p[1] for p in parts])
             batch = torch.cat([model_input[:, :, windows[i]] for i in group])
-            pred = self.unet_window(batch, t, down, mid, bank, uncond, cond, cfg)
+            pred = self.unet_window(batch, t, down, mid, bank, uncond, cond, cfg, ref_latents)
             k = len(group)
             for j, i in enumerate(group):
                 rows = pred[[j, k + j]] if cfg else pred[j:j + 1]

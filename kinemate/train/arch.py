@@ -94,7 +94,8 @@ def build_appearance_encoder(arch: dict):
 def build_controlnet(arch: dict):
     from diffusers import ControlNetModel
 
-    keys = {k: v for k, v in arch["unet"].items() if k not in ("up_block_types", "out_channels", "sample_size")}
+    keys = {k: v for k, v in arch["unet"].items() if k not in ("up_block_types", "out_channels", "sample_size",
+                                                         "reference_concat", "reference_residual")}
     return ControlNetModel.from_config({**keys, **arch["controlnet"]})
 
 

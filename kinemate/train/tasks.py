@@ -201,9 +201,12 @@ class DiffusionObjective(torch.nn.Module):
                  alphas_cumprod: torch.Tensor, *, frozen_conditioning: bool, snr_gamma: float = 0.0,
                  prediction_type: str = "epsilon"):
         super().__init__()
-        if prediction_type not in ("epsilon", "v_prediction"):
+        if prediction_type not in ("epsilon", "v_prediction", "sample"):
             raise ConfigError(f"prediction_type {prediction_type!r} is not supported for "
-                              "training; use 'epsilon' or 'v_prediction'")
+                              "training; use 'epsilon', 'v_prediction' or 'sample'")
+        if getattr(unet.config, "reference_residual", False) and prediction_type != "sample":
+            raise ConfigError("a UNet with reference_residual predicts the clean frame: set "
+                              "model.scheduler.prediction_type to 'sample'")
         self.prediction_type = prediction_type
         self.unet = unet
         self.appearance_encoder = appearance_encoder
@@ -236,15 +239,23 @@ class DiffusionObjective(torch.nn.Module):
             down = [rearrange(r, "(b f) c h w -> b c f h w", f=f) for r in down]
             mid = rearrange(mid, "(b f) c h w -> b c f h w", f=f)
             bank.start_read(num_frames=f, uncond_batches=int(n_uncond))
+            ref_in = ref_latents
+            if n_uncond:  # dropped reference: zeros, as the unconditional CFG half sees it
+                keep = torch.ones(b, 1, 1, 1, device=ref_latents.device, dtype=ref_latents.dtype)
+                keep[: int(n_uncond)] = 0
+                ref_in = ref_latents * keep
             pred = self.unet(noisy, timesteps, text, down_block_additional_residuals=down,
                              mid_block_additional_residual=mid,
-                             cross_attention_kwargs={"reference": bank})
+                             cross_attention_kwargs={"reference": bank},
+                             reference_latents=ref_in)
         finally:
             # not cleared: with gradient checkpointing the UNet's attention is recomputed
             # (in read mode) during backward and needs the bank; it dies with the graph
             self._bank = None
         if self.prediction_type == "v_prediction":  # v = sqrt(a) eps - sqrt(1 - a) x0
             target = a.sqrt() * noise - (1 - a).sqrt() * latents
+        elif self.prediction_type == "sample":  # the clean latent (x0)
+            target = latents
         else:
             target = noise
         err = (pred.float() - target.float()).pow(2).mean(dim=(1, 2, 3, 4))
@@ -252,7 +263,9 @@ class DiffusionObjective(torch.nn.Module):
             snr = a.view(b).float() / (1 - a.view(b).float())
             # epsilon: min(snr, g) / snr; v (whose loss is (snr + 1) x the epsilon loss in x0
             # units): min(snr, g) / (snr + 1)
-            denom = snr + 1 if self.prediction_type == "v_prediction" else snr
+            # sample (x0): the epsilon loss is snr x the x0 loss -> min(snr, g)
+            denom = {"v_prediction": snr + 1, "sample": torch.ones_like(snr)}.get(
+                self.prediction_type, snr)
             err = err * torch.clamp(snr, max=self.snr_gamma) / denom
         return err.mean()
 

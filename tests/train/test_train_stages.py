@@ -220,6 +220,43 @@ def test_v_prediction_target_is_trained_and_saved_with_the_model(vae_run, tmp_pa
     train(cfg, resume=True, progress=False)
     pipe = load_pipeline(tmp_path / "v" / "stage1" / "final")
     assert pipe.scheduler.config.prediction_type == "v_prediction"
-    bad = dict(raw, model={**raw["model"], "scheduler": {"prediction_type": "sample"}})
+    residual = {**raw["model"]["arch"], "unet": {**raw["model"]["arch"]["unet"],
+                                                 "reference_residual": True}}
+    bad = dict(raw, model={**raw["model"], "arch": residual})  # residual with v-prediction
     with pytest.raises(ConfigError, match="prediction_type"):
         build_task(config_from_dict(bad), cfg.stages[1], torch.device("cpu"))
+
+
+def test_reference_residual_model_starts_as_the_reference_and_learns(vae_run, tmp_path):
+    """``reference_concat`` + ``reference_residual`` with x0 ("sample") prediction: a fresh
+    model's pipeline reproduces the reference latent in every frame (zero-initialised output
+    conv), training lowers the loss from there, and the flags survive saving."""
+    import shutil
+
+    from kinemate.pipeline.loading import load_pipeline
+    from kinemate.synth import generate_clip
+
+    tmp, _ = vae_run
+    raw = tiny_config(tmp, [VAE_STAGE, {"kind": "stage1", "steps": 1, "batch_size": 1,
+                                        "reference_dropout": 0.0}])
+    raw["model"]["scheduler"] = {"prediction_type": "sample"}
+    raw["model"]["arch"]["unet"].update(reference_concat=True, reference_residual=True)
+    raw["output_dir"] = str(tmp_path / "r")
+    (tmp_path / "r").mkdir()
+    shutil.copytree(tmp / "run" / "vae", tmp_path / "r" / "vae")
+    cfg = config_from_dict(raw)
+    task = build_task(cfg, cfg.stages[1], torch.device("cpu"))
+    pipe = task.build_pipeline(task.module)
+    clip = generate_clip(1_000_007, num_frames=3, size=(32, 32))
+    latents = pipe.sample_latents(clip.frames[0], clip.skeleton, num_inference_steps=3,
+                                  guidance_scale=1.0, progress=False)
+    ref = pipe.encode_reference(clip.frames[0])
+    torch.testing.assert_close(latents, ref[:, :, None].expand_as(latents), atol=1e-4, rtol=0)
+    _assert_drops(_fit_fixed_batch(task, 25, 2e-3), 0.8)
+    train(cfg, resume=True, progress=False)
+    saved = load_pipeline(tmp_path / "r" / "stage1" / "final")
+    assert saved.scheduler.config.prediction_type == "sample"
+    assert saved.unet.config.reference_concat and saved.unet.config.reference_residual
+    out = saved(clip.frames[0], clip.skeleton, num_inference_steps=2, guidance_scale=3.0,
+                progress=False)  # with CFG the unconditional rows see a zero reference
+    assert out.shape == (3, 32, 32, 3)
