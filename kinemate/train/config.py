@@ -77,6 +77,7 @@ class StageConfig:
     lr: float = 1e-4
     weight_decay: float = 0.0
     warmup_steps: int = 0
+    cooldown_steps: int = 0  # LR decays linearly to 0 over the last cooldown_steps of steps
     max_grad_norm: float = 1.0
     train_unet_spatial: Optional[bool] = None  # stage1: None = True when training from scratch
     kl_weight: float = 1e-6  # vae only
@@ -134,6 +135,8 @@ class TrainConfig:
                 raise ConfigError(f"stage kind {s.kind!r} is not valid; use one of {', '.join(STAGE_KINDS)}")
             if s.steps <= 0 or s.batch_size <= 0:
                 raise ConfigError(f"stage {s.kind}: steps and batch_size must be positive")
+            if s.warmup_steps < 0 or s.cooldown_steps < 0:
+                raise ConfigError(f"stage {s.kind}: warmup_steps and cooldown_steps must be >= 0")
         kinds = [s.kind for s in self.stages]
         if len(set(kinds)) != len(kinds):
             raise ConfigError(f"each stage kind may appear once; got {kinds}")

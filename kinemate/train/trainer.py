@@ -32,6 +32,16 @@ from kinemate.train.logs import LossLog, plot_losses
 log = logging.getLogger("kinemate.train")
 
 
+def lr_factor(stage: StageConfig, step: int) -> float:
+    """LR multiplier at optimizer step ``step`` (0-based): linear warm-up over ``warmup_steps``,
+    constant, then a linear cool-down to 0 over the last ``cooldown_steps`` of ``steps``."""
+    f = 1.0
+    if stage.warmup_steps > 0:
+        f = min(f, (step + 1) / stage.warmup_steps)
+    if stage.cooldown_steps > 0:
+        f = min(f, max(0.0, (stage.steps - step) / stage.cooldown_steps))
+    return f
+
 def make_accelerator(cfg: TrainConfig):
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
@@ -158,10 +168,7 @@ def run_stage(cfg: TrainConfig, stage: StageConfig, accelerator, *, progress: bo
     if not params:
         raise ConfigError(f"stage {stage.kind} has nothing to train")
     optimizer = torch.optim.AdamW(params, lr=stage.lr, weight_decay=stage.weight_decay)
-    warm = max(stage.warmup_steps, 0)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0
-    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(stage, s))
     ema = EMA(module, stage.ema_decay, stage.ema_warmup) if stage.ema_decay > 0 else None
 
     step, micro_step, elapsed0 = 0, 0, 0.0
@@ -208,8 +215,9 @@ def run_stage(cfg: TrainConfig, stage: StageConfig, accelerator, *, progress: bo
     end = stage.steps
     while step < end:
         if (sdir / "FINISH_NOW").is_file() and step > 0:
-            # an operator asked to end the stage here (e.g. out of time): the result equals a
-            # run configured with steps=<this step> (the LR schedule does not depend on steps)
+            # an operator asked to end the stage here (e.g. out of time): without a cool-down
+            # the result equals a run configured with steps=<this step> (the LR schedule then
+            # does not depend on steps)
             end = step
             _echo(accelerator, f"stage {stage.kind}: FINISH_NOW found, ending at step {step}")
             break

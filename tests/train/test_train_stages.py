@@ -149,6 +149,8 @@ def test_config_errors(tmp_path):
     bad.write_text("stages: [\n")
     with pytest.raises(ConfigError, match="cannot parse"):
         load_config(bad)
+    with pytest.raises(ConfigError, match="cooldown_steps"):
+        config_from_dict({"stages": [{"kind": "stage1", "cooldown_steps": -1}]})
     good = tmp_path / "good.yaml"
     good.write_text("seed: 5\nstages:\n  - kind: vae\n    steps: 3\n")
     cfg = load_config(good)
@@ -260,3 +262,17 @@ def test_reference_residual_model_starts_as_the_reference_and_learns(vae_run, tm
     out = saved(clip.frames[0], clip.skeleton, num_inference_steps=2, guidance_scale=3.0,
                 progress=False)  # with CFG the unconditional rows see a zero reference
     assert out.shape == (3, 32, 32, 3)
+
+
+def test_lr_schedule_warms_up_holds_and_cools_down():
+    from kinemate.train.config import StageConfig
+    from kinemate.train.trainer import lr_factor
+
+    st = StageConfig(kind="stage1", steps=100, warmup_steps=10, cooldown_steps=20)
+    f = [lr_factor(st, s) for s in range(100)]
+    assert f[0] == pytest.approx(0.1) and f[9] == 1.0
+    assert all(x == 1.0 for x in f[10:80])
+    assert f[80] == 1.0 and f[90] == pytest.approx(0.5) and f[99] == pytest.approx(0.05)
+    assert all(a >= b for a, b in zip(f[80:], f[81:]))  # falls monotonically to the end
+    plain = StageConfig(kind="stage1", steps=100)
+    assert {lr_factor(plain, s) for s in range(100)} == {1.0}
