@@ -62,11 +62,14 @@ def plot_losses(csv_paths: dict[str, Path], out_png: Path) -> Path | None:
     fig, axes = plt.subplots(1, len(data), figsize=(4.2 * len(data), 3.2), squeeze=False)
     for ax, (name, rows) in zip(axes[0], data.items()):
         steps = [int(r["step"]) for r in rows]
-        ax.plot(steps, [float(r["loss"]) for r in rows], lw=0.6, alpha=0.4, label="loss")
-        ax.plot(steps, [float(r["loss_ema"]) for r in rows], lw=1.5, label="moving avg")
+        losses = [float(r["loss"]) for r in rows]
+        smooth = [float(r["loss_ema"]) for r in rows]
+        ax.plot(steps, losses, lw=0.6, alpha=0.4, label="loss")
+        ax.plot(steps, smooth, lw=1.5, label="moving avg")
         ax.set_title(name)
         ax.set_xlabel("step")
-        ax.set_yscale("log")
+        if min(losses + smooth) > 0:  # a log axis needs positive values
+            ax.set_yscale("log")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
