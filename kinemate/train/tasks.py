@@ -239,11 +239,10 @@ class DiffusionObjective(torch.nn.Module):
             down = [rearrange(r, "(b f) c h w -> b c f h w", f=f) for r in down]
             mid = rearrange(mid, "(b f) c h w -> b c f h w", f=f)
             bank.start_read(num_frames=f, uncond_batches=int(n_uncond))
-            ref_in = ref_latents
-            if n_uncond:  # dropped reference: zeros, as the unconditional CFG half sees it
-                keep = torch.ones(b, 1, 1, 1, device=ref_latents.device, dtype=ref_latents.dtype)
-                keep[: int(n_uncond)] = 0
-                ref_in = ref_latents * keep
+            # dropped reference (the first n_uncond rows): zeros, as the unconditional CFG half
+            # sees it
+            n = int(n_uncond)
+            ref_in = torch.cat([torch.zeros_like(ref_latents[:n]), ref_latents[n:]])
             pred = self.unet(noisy, timesteps, text, down_block_additional_residuals=down,
                              mid_block_additional_residual=mid,
                              cross_attention_kwargs={"reference": bank},
@@ -261,12 +260,14 @@ class DiffusionObjective(torch.nn.Module):
         err = (pred.float() - target.float()).pow(2).mean(dim=(1, 2, 3, 4))
         if self.snr_gamma > 0:  # min-SNR-gamma weighting (Hang et al. 2023)
             snr = a.view(b).float() / (1 - a.view(b).float())
-            # epsilon: min(snr, g) / snr; v (whose loss is (snr + 1) x the epsilon loss in x0
-            # units): min(snr, g) / (snr + 1)
-            # sample (x0): the epsilon loss is snr x the x0 loss -> min(snr, g)
-            denom = {"v_prediction": snr + 1, "sample": torch.ones_like(snr)}.get(
-                self.prediction_type, snr)
-            err = err * torch.clamp(snr, max=self.snr_gamma) / denom
+            # in x0 units the epsilon loss is snr x and the v loss (snr + 1) x the x0 loss, so
+            # the weights are min(snr, g) / snr, min(snr, g) / (snr + 1) and min(snr, g)
+            weight = torch.clamp(snr, max=self.snr_gamma)
+            if self.prediction_type == "epsilon":
+                weight = weight / snr
+            elif self.prediction_type == "v_prediction":
+                weight = weight / (snr + 1)
+            err = err * weight
         return err.mean()
 
 

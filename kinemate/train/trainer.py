@@ -42,6 +42,7 @@ def lr_factor(stage: StageConfig, step: int) -> float:
         f = min(f, max(0.0, (stage.steps - step) / stage.cooldown_steps))
     return f
 
+
 def make_accelerator(cfg: TrainConfig):
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs

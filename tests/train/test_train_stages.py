@@ -260,7 +260,7 @@ def test_reference_residual_model_starts_as_the_reference_and_learns(vae_run, tm
     assert saved.scheduler.config.prediction_type == "sample"
     assert saved.unet.config.reference_concat and saved.unet.config.reference_residual
     out = saved(clip.frames[0], clip.skeleton, num_inference_steps=2, guidance_scale=3.0,
-                progress=False)  # with CFG the unconditional rows see a zero reference
+                progress=False)  # the CFG path runs too (its unconditional rows get zeros)
     assert out.shape == (3, 32, 32, 3)
 
 
