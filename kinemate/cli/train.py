@@ -29,7 +29,7 @@ def register(subparsers) -> None:
                    help="continue the run in output_dir: skip finished stages, resume the "
                         "unfinished one from its newest checkpoint")
     p.add_argument("--only", metavar="STAGE", action="append", default=None,
-                   help="run only this stage (vae, stage1, stage2); repeatable")
+                   help="run only this stage (its name, else its kind: vae, stage1, stage2); repeatable")
     p.add_argument("--output-dir", help="override the config's output_dir")
     p.add_argument("--max-steps", type=int, default=None, metavar="N",
                    help="stop after N optimizer steps in this call (checkpointed; continue "
@@ -50,15 +50,14 @@ def run(args) -> int:
         overrides["export_dir"] = None
     cfg = load_config(args.config, overrides)
     if args.only:
-        kinds = [s.kind for s in cfg.stages]
-        bad = [k for k in args.only if k not in kinds]
+        names = [s.id for s in cfg.stages]
+        bad = [k for k in args.only if k not in names]
         if bad:
-            raise UsageError(f"--only {bad[0]}: the config has no such stage (it has {', '.join(kinds)})")
-        cfg.stages = [s for s in cfg.stages if s.kind in args.only]
+            raise UsageError(f"--only {bad[0]}: the config has no such stage (it has {', '.join(names)})")
     if args.max_steps is not None and args.max_steps < 1:
         raise UsageError("--max-steps must be at least 1")
     result = train(cfg, resume=args.resume, progress=not args.no_progress,
-                   stop_after_steps=args.max_steps)
+                   stop_after_steps=args.max_steps, only=args.only)
     print(json.dumps({"output_dir": cfg.output_dir, "result": str(result),
                       "stages": stage_summary(cfg)}, indent=2))
     return 0

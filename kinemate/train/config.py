@@ -9,6 +9,7 @@ names. Unknown keys are an error (a typo must not silently train something else)
 from __future__ import annotations
 
 import dataclasses
+import re
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,9 +70,14 @@ class StageConfig:
     unchanged), ``stage1`` (appearance encoder + pose
     ControlNet [+ UNet spatial layers] on frame pairs, temporal modules off) or ``stage2``
     (temporal modules only, on clips; everything else frozen).
+
+    name: the stage's folder under ``output_dir`` and its name in logs (default: ``kind``).
+    Give one to run a kind twice, e.g. a second ``stage1`` that fine-tunes the first one's
+    result on other settings. Each stage starts from the result of the stage before it.
     """
 
     kind: str = "stage1"
+    name: Optional[str] = None
     steps: int = 1000
     batch_size: int = 8
     lr: float = 1e-4
@@ -85,8 +91,16 @@ class StageConfig:
     fit_frames: int = 4096  # vae with a patch autoencoder: frames of the closed-form fit
     reference_dropout: float = 0.1  # share of samples trained without the reference (CFG)
     snr_gamma: float = 0.0  # > 0: min-SNR-gamma loss weighting
+    # [lo, hi]: train on timesteps lo..hi only (inclusive); None: all. For a model that is
+    # sampled in one step from t = 999, training near that step is what counts
+    timestep_range: Optional[list] = None
     ema_decay: float = 0.999
     ema_warmup: bool = True  # decay ramps up as min(decay, (1+n)/(10+n))
+
+    @property
+    def id(self) -> str:
+        """The stage's folder name and label: ``name`` if set, else ``kind``."""
+        return self.name or self.kind
 
 
 @dataclass
@@ -133,13 +147,25 @@ class TrainConfig:
         for s in self.stages:
             if s.kind not in STAGE_KINDS:
                 raise ConfigError(f"stage kind {s.kind!r} is not valid; use one of {', '.join(STAGE_KINDS)}")
+            if s.name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", s.name):
+                raise ConfigError(f"stage name {s.name!r} is not valid: it names a folder; use "
+                                  "letters, digits, '_', '-' and '.'")
             if s.steps <= 0 or s.batch_size <= 0:
-                raise ConfigError(f"stage {s.kind}: steps and batch_size must be positive")
+                raise ConfigError(f"stage {s.id}: steps and batch_size must be positive")
             if s.warmup_steps < 0 or s.cooldown_steps < 0:
-                raise ConfigError(f"stage {s.kind}: warmup_steps and cooldown_steps must be >= 0")
-        kinds = [s.kind for s in self.stages]
-        if len(set(kinds)) != len(kinds):
-            raise ConfigError(f"each stage kind may appear once; got {kinds}")
+                raise ConfigError(f"stage {s.id}: warmup_steps and cooldown_steps must be >= 0")
+            if s.timestep_range is not None:
+                r = s.timestep_range
+                if (len(r) != 2 or not all(isinstance(x, int) and not isinstance(x, bool) for x in r)
+                        or not 0 <= r[0] <= r[1]):
+                    raise ConfigError(
+                        f"stage {s.id}: timestep_range={r!r} must be two integers [lo, hi] with "
+                        "0 <= lo <= hi (e.g. [900, 999]), or null for all timesteps"
+                    )
+        ids = [s.id for s in self.stages]
+        if len(set(ids)) != len(ids):
+            raise ConfigError(f"each stage needs its own name; got {ids} (give a repeated kind "
+                              "a 'name', e.g. name: stage1_finetune)")
         if self.gradient_accumulation_steps < 1:
             raise ConfigError("gradient_accumulation_steps must be >= 1")
         return self

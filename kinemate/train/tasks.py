@@ -280,7 +280,7 @@ class DiffusionTask:
         from kinemate.train import arch as A
 
         self.cfg, self.stage, self.device = cfg, stage, device
-        torch.manual_seed(mix_seed_int(cfg.seed, stage.kind))
+        torch.manual_seed(mix_seed_int(cfg.seed, stage.id))
         self.arch = A.resolve_arch(cfg.model.arch)
         start = previous if previous is not None and (previous / "kinemate.json").is_file() else None
         if start is None and cfg.model.init:
@@ -347,6 +347,11 @@ class DiffusionTask:
                                 **(cfg.model.scheduler or {})})
         self.scheduler_config = {**dict(sched.config), "_class_name": type(sched).__name__}
         alphas = _alphas_cumprod(sched)
+        if stage.timestep_range is not None and stage.timestep_range[1] >= len(alphas):
+            raise ConfigError(
+                f"stage {stage.id}: timestep_range {stage.timestep_range} goes past the "
+                f"scheduler's last timestep {len(alphas) - 1}; lower its upper end"
+            )
         self.text = text.float()
         self.module = DiffusionObjective(unet, app, cn, self.text, alphas,
                                          frozen_conditioning=frozen_cond,
@@ -386,7 +391,8 @@ class DiffusionTask:
                             "(b f) c h w -> b c f h w", f=f)
         ref_latents = self.encode(batch["reference"])
         noise = torch.randn(latents.shape, generator=gen)
-        timesteps = torch.randint(0, len(self.module.alphas_cumprod), (b,), generator=gen)
+        lo, hi = self.stage.timestep_range or (0, len(self.module.alphas_cumprod) - 1)
+        timesteps = torch.randint(lo, hi + 1, (b,), generator=gen)
         n_uncond = int((torch.rand(b, generator=gen) < self.stage.reference_dropout).sum())
         return {"ref_latents": ref_latents, "latents": latents, "control": control.to(self.device),
                 "noise": noise.to(self.device), "timesteps": timesteps.to(self.device),

@@ -1,7 +1,7 @@
 """The training loop shared by all stages, on ``accelerate``.
 
 ``train(cfg)`` runs the configured stages in order. Each stage lives in
-``<output_dir>/<stage kind>/`` with ``checkpoints/``, ``log.csv``, ``samples/`` and, when done,
+``<output_dir>/<stage name>/`` (the stage's ``name``, else its kind) with ``checkpoints/``, ``log.csv``, ``samples/`` and, when done,
 ``final/`` (the stage's result, which the next stage starts from) and ``DONE``. Re-running the
 same command with ``resume=True`` skips finished stages and continues the unfinished one from its
 newest checkpoint: same weights, optimizer, EMA, RNG states and data position, so the result is
@@ -55,7 +55,7 @@ def make_accelerator(cfg: TrainConfig):
 
 
 def stage_dir(cfg: TrainConfig, stage: StageConfig) -> Path:
-    return Path(cfg.output_dir) / stage.kind
+    return Path(cfg.output_dir) / stage.id
 
 
 def _echo(accelerator, msg: str) -> None:
@@ -64,13 +64,16 @@ def _echo(accelerator, msg: str) -> None:
 
 
 def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
-          stop_after_steps: int | None = None, accelerator=None) -> Path:
+          stop_after_steps: int | None = None, accelerator=None,
+          only: list[str] | None = None) -> Path:
     """Run every stage of ``cfg``; returns the folder of the last stage's result.
 
     resume: continue from existing checkpoints/finished stages in ``cfg.output_dir`` (without
     it, an output folder that already holds a run is an error). stop_after_steps: stop the
     current stage after this many optimizer steps in *this* call (used by tests and to split
-    long runs); the stage is then unfinished and a later ``resume`` continues it.
+    long runs); the stage is then unfinished and a later ``resume`` continues it. only: run
+    just the stages of these names (the others are skipped, but a finished one still serves
+    as the starting point of the stage after it).
     """
     out = Path(cfg.output_dir)
     if out.exists() and any(out.iterdir()) and not resume:
@@ -87,8 +90,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
     result = None
     for stage in cfg.stages:
         sdir = stage_dir(cfg, stage)
+        if only is not None and stage.id not in only:
+            continue
         if (sdir / "DONE").is_file():
-            _echo(accelerator, f"stage {stage.kind}: already finished, skipping")
+            _echo(accelerator, f"stage {stage.id}: already finished, skipping")
             result = sdir / "final"
             continue
         finished = run_stage(cfg, stage, accelerator, progress=progress,
@@ -101,7 +106,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
         export(result, Path(cfg.export_dir), fp16=cfg.export_fp16)
         _echo(accelerator, f"exported {result} -> {cfg.export_dir}")
     if accelerator.is_main_process:
-        plot_losses({s.kind: stage_dir(cfg, s) / "log.csv" for s in cfg.stages}, out / "loss.png")
+        plot_losses({s.id: stage_dir(cfg, s) / "log.csv" for s in cfg.stages}, out / "loss.png")
     return result
 
 
@@ -131,8 +136,25 @@ def export(src: Path, dst: Path, *, fp16: bool = False) -> None:
         tmp.rename(dst)
 
 
+def _data_seed(cfg: TrainConfig, stage: StageConfig) -> int:
+    """The data order's seed: ``cfg.seed`` for an unnamed stage (as before names existed); a
+    named stage gets its own stream, so a second stage of a kind does not replay the first's."""
+    return cfg.seed if stage.name is None else mix_seed(cfg.seed, stage.name)
+
+
 def _previous_result(cfg: TrainConfig, stage: StageConfig) -> Path | None:
-    """The result of the nearest earlier stage of this run (in vae, stage1, stage2 order)."""
+    """The result a stage starts from: the nearest finished stage before it in the config;
+    failing that (a config that runs only later stages), the nearest finished stage folder of
+    an earlier kind (vae, stage1, stage2 order) in the output folder."""
+    before = []
+    for s in cfg.stages:
+        if s.id == stage.id:
+            break
+        before.append(s)
+    for s in reversed(before):
+        final = stage_dir(cfg, s) / "final"
+        if (final.parent / "DONE").is_file():
+            return final
     i = STAGE_KINDS.index(stage.kind)
     for kind in reversed(STAGE_KINDS[:i]):
         final = Path(cfg.output_dir) / kind / "final"
@@ -167,7 +189,7 @@ def run_stage(cfg: TrainConfig, stage: StageConfig, accelerator, *, progress: bo
     module = task.module
     params = [p for p in module.parameters() if p.requires_grad]
     if not params:
-        raise ConfigError(f"stage {stage.kind} has nothing to train")
+        raise ConfigError(f"stage {stage.id} has nothing to train")
     optimizer = torch.optim.AdamW(params, lr=stage.lr, weight_decay=stage.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(stage, s))
     ema = EMA(module, stage.ema_decay, stage.ema_warmup) if stage.ema_decay > 0 else None
@@ -178,11 +200,11 @@ def run_stage(cfg: TrainConfig, stage: StageConfig, accelerator, *, progress: bo
         st = load_checkpoint(ckpt, module=module, optimizer=optimizer, scheduler=scheduler,
                              ema=ema, accelerator=accelerator)
         step, micro_step, elapsed0 = st["step"], st["micro_step"], st["elapsed_s"]
-        _echo(accelerator, f"stage {stage.kind}: resumed from {ckpt.name} (step {step})")
+        _echo(accelerator, f"stage {stage.id}: resumed from {ckpt.name} (step {step})")
     if cfg.gradient_checkpointing:
         task.enable_gradient_checkpointing()
     n_train = sum(p.numel() for p in params)
-    _echo(accelerator, f"stage {stage.kind}: {n_train / 1e6:.2f} M trainable parameters, "
+    _echo(accelerator, f"stage {stage.id}: {n_train / 1e6:.2f} M trainable parameters, "
           f"{stage.steps} steps, batch {stage.batch_size} x {cfg.gradient_accumulation_steps} "
           f"accum x {accelerator.num_processes} processes")
 
@@ -191,7 +213,7 @@ def run_stage(cfg: TrainConfig, stage: StageConfig, accelerator, *, progress: bo
         ema.shadow = {k: v.to(device) for k, v in ema.shadow.items()}
     source = make_source(cfg.data)
     loader = make_loader(
-        source, "stage2" if stage.kind == "stage2" else stage.kind, seed=cfg.seed,
+        source, "stage2" if stage.kind == "stage2" else stage.kind, seed=_data_seed(cfg, stage),
         clip_frames=cfg.data.clip_frames, batch_size=stage.batch_size, step=micro_step,
         rank=accelerator.process_index, world=accelerator.num_processes,
         num_workers=cfg.num_workers,
@@ -203,7 +225,7 @@ def run_stage(cfg: TrainConfig, stage: StageConfig, accelerator, *, progress: bo
     steps_this_call = 0
     loss_acc, n_acc = 0.0, 0
     t_log, step_log = time.time(), step
-    bar = tqdm(total=stage.steps, initial=step, desc=stage.kind, disable=not (
+    bar = tqdm(total=stage.steps, initial=step, desc=stage.id, disable=not (
         progress and accelerator.is_main_process), file=sys.stderr, dynamic_ncols=True)
 
     def do_checkpoint() -> None:
@@ -211,7 +233,7 @@ def run_stage(cfg: TrainConfig, stage: StageConfig, accelerator, *, progress: bo
                         elapsed_s=elapsed0 + time.time() - t_start,
                         module=accelerator.unwrap_model(wrapped), optimizer=optimizer,
                         scheduler=scheduler, ema=ema, accelerator=accelerator,
-                        keep=cfg.keep_checkpoints, extra={"stage": stage.kind})
+                        keep=cfg.keep_checkpoints, extra={"stage": stage.id})
 
     end = stage.steps
     while step < end:
@@ -220,11 +242,11 @@ def run_stage(cfg: TrainConfig, stage: StageConfig, accelerator, *, progress: bo
             # the result equals a run configured with steps=<this step> (the LR schedule then
             # does not depend on steps)
             end = step
-            _echo(accelerator, f"stage {stage.kind}: FINISH_NOW found, ending at step {step}")
+            _echo(accelerator, f"stage {stage.id}: FINISH_NOW found, ending at step {step}")
             break
         batch = next(batches)
         gen = torch.Generator().manual_seed(
-            mix_seed(cfg.seed, stage.kind, "noise", micro_step, accelerator.process_index))
+            mix_seed(cfg.seed, stage.id, "noise", micro_step, accelerator.process_index))
         inputs = task.prepare(batch, gen)
         with accelerator.accumulate(wrapped):
             with accelerator.autocast():
@@ -261,14 +283,14 @@ def run_stage(cfg: TrainConfig, stage: StageConfig, accelerator, *, progress: bo
             do_checkpoint()
             t_ckpt = time.time()
             if accelerator.is_main_process:
-                plot_losses({stage.kind: sdir / "log.csv"}, sdir / "loss.png")
+                plot_losses({stage.id: sdir / "log.csv"}, sdir / "loss.png")
         if cfg.sample_every and step % cfg.sample_every == 0 and step < end:
             if accelerator.is_main_process:
                 _sample(task, accelerator.unwrap_model(wrapped), ema, sdir / "samples" / f"step_{step:07d}.mp4")
             accelerator.wait_for_everyone()
         if stop_now and step < end:
             bar.close()
-            _echo(accelerator, f"stage {stage.kind}: stopped at step {step} (checkpoint written)")
+            _echo(accelerator, f"stage {stage.id}: stopped at step {step} (checkpoint written)")
             accelerator.free_memory()
             return False
     bar.close()
@@ -279,12 +301,12 @@ def run_stage(cfg: TrainConfig, stage: StageConfig, accelerator, *, progress: bo
         if ema is not None:
             ema.copy_to(final_module)  # the result is the EMA weights
         final = _write_result(sdir, task, final_module, {
-            "stage": stage.kind, "steps": step, "batch_size": stage.batch_size,
+            "stage": stage.id, "steps": step, "batch_size": stage.batch_size,
             "world_size": accelerator.num_processes, "wall_time_s": round(elapsed, 1),
             "final_loss_ema": logger.smoothed if logger else None})
-        plot_losses({stage.kind: sdir / "log.csv"}, sdir / "loss.png")
+        plot_losses({stage.id: sdir / "log.csv"}, sdir / "loss.png")
         _sample(task, final_module, None, sdir / "samples" / "final.mp4")
-        _echo(accelerator, f"stage {stage.kind}: done in {elapsed / 60:.1f} min -> {final}")
+        _echo(accelerator, f"stage {stage.id}: done in {elapsed / 60:.1f} min -> {final}")
     accelerator.wait_for_everyone()
     accelerator.free_memory()
     return True
@@ -309,7 +331,7 @@ def _fit_closed_form(cfg: TrainConfig, stage: StageConfig, task, accelerator) ->
     ``stage.fit_frames`` training frames, fit, write ``final/`` and ``DONE``."""
     sdir = stage_dir(cfg, stage)
     t0 = time.time()
-    loader = make_loader(make_source(cfg.data), stage.kind, seed=cfg.seed,
+    loader = make_loader(make_source(cfg.data), stage.kind, seed=_data_seed(cfg, stage),
                          clip_frames=cfg.data.clip_frames, batch_size=stage.batch_size, step=0,
                          rank=0, world=1, num_workers=cfg.num_workers)
     frames, n = [], 0
@@ -319,17 +341,17 @@ def _fit_closed_form(cfg: TrainConfig, stage: StageConfig, task, accelerator) ->
         if n >= stage.fit_frames:
             break
     images = torch.cat(frames)[: stage.fit_frames]
-    _echo(accelerator, f"stage {stage.kind}: fitting {type(task.module.vae).__name__} on "
+    _echo(accelerator, f"stage {stage.id}: fitting {type(task.module.vae).__name__} on "
           f"{len(images)} frames")
     task.fit_closed_form(images)
     if accelerator.is_main_process:
         elapsed = time.time() - t0
         final = _write_result(sdir, task, task.module, {
-            "stage": stage.kind, "steps": 0, "fit_frames": len(images),
+            "stage": stage.id, "steps": 0, "fit_frames": len(images),
             "world_size": accelerator.num_processes, "wall_time_s": round(elapsed, 1),
             "final_loss_ema": None})
         _sample(task, task.module, None, sdir / "samples" / "final.png")
-        _echo(accelerator, f"stage {stage.kind}: fitted in {elapsed:.1f} s -> {final}")
+        _echo(accelerator, f"stage {stage.id}: fitted in {elapsed:.1f} s -> {final}")
     accelerator.wait_for_everyone()
     return True
 
@@ -357,7 +379,7 @@ def stage_summary(cfg: TrainConfig) -> dict:
     out = {}
     for s in cfg.stages:
         done = stage_dir(cfg, s) / "DONE"
-        out[s.kind] = json.loads(done.read_text()) if done.is_file() else None
+        out[s.id] = json.loads(done.read_text()) if done.is_file() else None
     return out
 
 

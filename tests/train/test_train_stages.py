@@ -276,3 +276,79 @@ def test_lr_schedule_warms_up_holds_and_cools_down():
     assert all(a >= b for a, b in zip(f[80:], f[81:]))  # falls monotonically to the end
     plain = StageConfig(kind="stage1", steps=100)
     assert {lr_factor(plain, s) for s in range(100)} == {1.0}
+
+
+def test_timestep_range_limits_the_trained_noise_levels(vae_run):
+    """``timestep_range`` draws training timesteps only from [lo, hi]; bad ranges are refused."""
+    from kinemate.train.data import StageDataset, make_source
+
+    tmp, _ = vae_run
+    raw = tiny_config(tmp, [VAE_STAGE, {"kind": "stage1", "steps": 1, "batch_size": 1,
+                                        "timestep_range": [990, 995]}])
+    cfg = config_from_dict(raw)
+    task = build_task(cfg, cfg.stages[1], torch.device("cpu"))
+    ds = StageDataset(make_source(cfg.data), "stage1", seed=0, clip_frames=cfg.data.clip_frames)
+    batch = torch.utils.data.default_collate([ds[k] for k in range(4)])
+    seen = set()
+    for s in range(20):
+        seen |= set(task.prepare(batch, torch.Generator().manual_seed(s))["timesteps"].tolist())
+    assert seen <= set(range(990, 996)) and len(seen) > 1
+    plain = config_from_dict(tiny_config(tmp, [VAE_STAGE, {"kind": "stage1"}]))
+    full = build_task(plain, plain.stages[1], torch.device("cpu"))
+    t_full = full.prepare(batch, torch.Generator().manual_seed(0))["timesteps"]
+    assert t_full.min() < 990  # without the option every noise level is drawn
+
+    for bad in ([5], [10, 5], [-1, 3], [1.5, 3]):
+        with pytest.raises(ConfigError, match="timestep_range"):
+            config_from_dict({"stages": [{"kind": "stage1", "timestep_range": bad}]})
+    raw["stages"][1]["timestep_range"] = [0, 1000]
+    with pytest.raises(ConfigError, match="last timestep 999"):
+        build_task(config_from_dict(raw), config_from_dict(raw).stages[1], torch.device("cpu"))
+
+
+def test_named_stages_run_a_kind_twice_and_chain_in_config_order(vae_run, tmp_path, capsys):
+    """A second ``stage1`` with a ``name`` fine-tunes the first one's result in its own folder,
+    and ``stage2`` starts from it; ``kinemate train --only NAME`` runs just that stage."""
+    import shutil
+
+    from kinemate.cli import main
+    from kinemate.pipeline.loading import load_pipeline
+
+    tmp, _ = vae_run
+    one = {"kind": "stage1", "steps": 1, "batch_size": 1}
+    raw = tiny_config(tmp_path, [VAE_STAGE, one,
+                                 {**one, "name": "onestep", "timestep_range": [900, 999],
+                                  "train_unet_spatial": True},
+                                 {"kind": "stage2", "steps": 1, "batch_size": 1}])
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copytree(tmp / "run" / "vae", run / "vae")
+    cfg = config_from_dict(raw)
+    assert [s.id for s in cfg.stages] == ["vae", "stage1", "onestep", "stage2"]
+    train(cfg, resume=True, progress=False, only=["stage1"])
+    assert (run / "stage1" / "DONE").is_file() and not (run / "onestep").exists()
+
+    ft = cfg.stages[2]
+    assert _previous_result(cfg, ft) == run / "stage1" / "final"
+    task = build_task(cfg, ft, torch.device("cpu"))
+    assert not task.from_scratch  # it starts from the first stage1's weights, not from scratch
+    start = load_pipeline(run / "stage1" / "final").unet.state_dict()
+    now = task.module.unet.state_dict()
+    assert all(torch.equal(now[k], start[k]) for k in now)
+
+    cfg_path = tmp_path / "cfg.json"
+    cfg_path.write_text(json.dumps(raw))
+    assert main(["train", "--config", str(cfg_path), "--resume", "--no-progress",
+                 "--only", "onestep"]) == 0
+    assert (run / "onestep" / "DONE").is_file() and not (run / "stage2").exists()
+    assert json.loads((run / "onestep" / "DONE").read_text())["stage"] == "onestep"
+    tuned = load_pipeline(run / "onestep" / "final").unet.state_dict()
+    assert any(not torch.equal(tuned[k], start[k]) for k in start)
+    assert _previous_result(cfg, cfg.stages[3]) == run / "onestep" / "final"
+    assert main(["train", "--config", str(cfg_path), "--resume", "--only", "stage3"]) != 0
+    assert "vae, stage1, onestep, stage2" in capsys.readouterr().err
+
+    with pytest.raises(ConfigError, match="own name"):
+        config_from_dict({"stages": [one, one]})
+    with pytest.raises(ConfigError, match="stage name"):
+        config_from_dict({"stages": [{**one, "name": "../x"}]})
