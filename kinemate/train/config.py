@@ -94,6 +94,9 @@ class StageConfig:
     # [lo, hi]: train on timesteps lo..hi only (inclusive); None: all. For a model that is
     # sampled in one step from t = 999, training near that step is what counts
     timestep_range: Optional[list] = None
+    # stage 2: weight of a loss on the frame-to-frame change of the predicted clean clip
+    # against the true change (0: off)
+    temporal_loss_weight: float = 0.0
     ema_decay: float = 0.999
     ema_warmup: bool = True  # decay ramps up as min(decay, (1+n)/(10+n))
 
@@ -154,6 +157,8 @@ class TrainConfig:
                 raise ConfigError(f"stage {s.id}: steps and batch_size must be positive")
             if s.warmup_steps < 0 or s.cooldown_steps < 0:
                 raise ConfigError(f"stage {s.id}: warmup_steps and cooldown_steps must be >= 0")
+            if s.temporal_loss_weight < 0:
+                raise ConfigError(f"stage {s.id}: temporal_loss_weight must be >= 0")
             if s.timestep_range is not None:
                 r = s.timestep_range
                 if (len(r) != 2 or not all(isinstance(x, int) and not isinstance(x, bool) for x in r)

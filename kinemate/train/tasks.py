@@ -4,6 +4,7 @@ inputs, and what the stage leaves behind (``final/``) and shows (samples)."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -199,7 +200,7 @@ class DiffusionObjective(torch.nn.Module):
 
     def __init__(self, unet, appearance_encoder, controlnet, text_embeds: torch.Tensor,
                  alphas_cumprod: torch.Tensor, *, frozen_conditioning: bool, snr_gamma: float = 0.0,
-                 prediction_type: str = "epsilon"):
+                 prediction_type: str = "epsilon", temporal_loss_weight: float = 0.0):
         super().__init__()
         if prediction_type not in ("epsilon", "v_prediction", "sample"):
             raise ConfigError(f"prediction_type {prediction_type!r} is not supported for "
@@ -215,6 +216,7 @@ class DiffusionObjective(torch.nn.Module):
         self.register_buffer("alphas_cumprod", alphas_cumprod.float().clone(), persistent=False)
         self.frozen_conditioning = frozen_conditioning
         self.snr_gamma = snr_gamma
+        self.temporal_loss_weight = temporal_loss_weight
         self._bank = None
         self._hooks = _record_tail_hooks(appearance_encoder, lambda: self._bank)
 
@@ -268,7 +270,20 @@ class DiffusionObjective(torch.nn.Module):
             elif self.prediction_type == "v_prediction":
                 weight = weight / (snr + 1)
             err = err * weight
-        return err.mean()
+        loss = err.mean()
+        if self.temporal_loss_weight > 0 and f > 1:
+            # the change from frame to frame of the predicted clean clip against the true
+            # change: penalises flicker that a per-frame loss does not see
+            if self.prediction_type == "sample":
+                x0 = pred.float()
+            elif self.prediction_type == "v_prediction":
+                x0 = a.sqrt() * noisy.float() - (1 - a).sqrt() * pred.float()
+            else:
+                x0 = (noisy.float() - (1 - a).sqrt() * pred.float()) / a.sqrt()
+            d_pred = x0[:, :, 1:] - x0[:, :, :-1]
+            d_true = latents[:, :, 1:].float() - latents[:, :, :-1].float()
+            loss = loss + self.temporal_loss_weight * (d_pred - d_true).pow(2).mean()
+        return loss
 
 
 class DiffusionTask:
@@ -356,6 +371,7 @@ class DiffusionTask:
         self.module = DiffusionObjective(unet, app, cn, self.text, alphas,
                                          frozen_conditioning=frozen_cond,
                                          snr_gamma=stage.snr_gamma,
+                                         temporal_loss_weight=stage.temporal_loss_weight,
                                          prediction_type=sched.config.prediction_type).to(device)
         self.module.train()
 
@@ -411,7 +427,10 @@ class DiffusionTask:
             unet.load_state_dict(sd)
         else:
             unet = copy.deepcopy(module.unet)
-        opts = self.options or SamplingOptions(**_tiny_sampling_defaults(self.cfg))
+        # the config's model.sampling wins over the options of the model a stage started from
+        # (as model.scheduler does for the scheduler)
+        opts = dataclasses.replace(self.options or SamplingOptions(),
+                                   **_tiny_sampling_defaults(self.cfg))
         return AnimationPipeline(
             unet.eval(), copy.deepcopy(module.appearance_encoder).eval(),
             copy.deepcopy(module.controlnet).eval(), copy.deepcopy(self.vae).eval(),

@@ -337,12 +337,16 @@ def test_named_stages_run_a_kind_twice_and_chain_in_config_order(vae_run, tmp_pa
     assert all(torch.equal(now[k], start[k]) for k in now)
 
     cfg_path = tmp_path / "cfg.json"
+    raw["model"]["sampling"]["num_inference_steps"] = 3  # the config's sampling options win
     cfg_path.write_text(json.dumps(raw))
     assert main(["train", "--config", str(cfg_path), "--resume", "--no-progress",
                  "--only", "onestep"]) == 0
     assert (run / "onestep" / "DONE").is_file() and not (run / "stage2").exists()
     assert json.loads((run / "onestep" / "DONE").read_text())["stage"] == "onestep"
-    tuned = load_pipeline(run / "onestep" / "final").unet.state_dict()
+    tuned_pipe = load_pipeline(run / "onestep" / "final")
+    assert tuned_pipe.options.num_inference_steps == 3
+    assert load_pipeline(run / "stage1" / "final").options.num_inference_steps == 2
+    tuned = tuned_pipe.unet.state_dict()
     assert any(not torch.equal(tuned[k], start[k]) for k in start)
     assert _previous_result(cfg, cfg.stages[3]) == run / "onestep" / "final"
     assert main(["train", "--config", str(cfg_path), "--resume", "--only", "stage3"]) != 0
@@ -352,3 +356,30 @@ def test_named_stages_run_a_kind_twice_and_chain_in_config_order(vae_run, tmp_pa
         config_from_dict({"stages": [one, one]})
     with pytest.raises(ConfigError, match="stage name"):
         config_from_dict({"stages": [{**one, "name": "../x"}]})
+
+
+def test_temporal_loss_adds_the_frame_to_frame_change_error(vae_run):
+    """``temporal_loss_weight`` w adds w x (error of the predicted frame-to-frame change): the
+    loss grows linearly with w on the same batch, and the option is refused below 0."""
+    tmp, _ = vae_run
+    raw = tiny_config(tmp, [VAE_STAGE, {"kind": "stage1", "steps": 1, "batch_size": 1},
+                            {"kind": "stage2", "steps": 1, "batch_size": 1,
+                             "temporal_loss_weight": 1.0}])
+    cfg = config_from_dict(raw)
+    train(config_from_dict({**raw, "stages": raw["stages"][:2]}), resume=True, progress=False)
+    task = build_task(cfg, cfg.stages[2], torch.device("cpu"))
+    assert task.module.temporal_loss_weight == 1.0
+    from kinemate.train.data import StageDataset, make_source
+
+    ds = StageDataset(make_source(cfg.data), "stage2", seed=0, clip_frames=cfg.data.clip_frames)
+    batch = torch.utils.data.default_collate([ds[0]])
+    inputs = task.prepare(batch, torch.Generator().manual_seed(0))
+    losses = []
+    with torch.no_grad():
+        for w in (0.0, 1.0, 2.0):
+            task.module.temporal_loss_weight = w
+            losses.append(float(task.module(**inputs)))
+    assert losses[1] > losses[0]
+    assert losses[2] - losses[0] == pytest.approx(2 * (losses[1] - losses[0]), rel=1e-4)
+    with pytest.raises(ConfigError, match="temporal_loss_weight"):
+        config_from_dict({"stages": [{"kind": "stage2", "temporal_loss_weight": -1}]})
