@@ -9,8 +9,8 @@ names. Unknown keys are an error (a typo must not silently train something else)
 from __future__ import annotations
 
 import dataclasses
-import re
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, get_args, get_origin, get_type_hints

@@ -1,9 +1,9 @@
 """The training loop shared by all stages, on ``accelerate``.
 
 ``train(cfg)`` runs the configured stages in order. Each stage lives in
-``<output_dir>/<stage name>/`` (the stage's ``name``, else its kind) with ``checkpoints/``, ``log.csv``, ``samples/`` and, when done,
-``final/`` (the stage's result, which the next stage starts from) and ``DONE``. Re-running the
-same command with ``resume=True`` skips finished stages and continues the unfinished one from its
+``<output_dir>/<name>/`` (the stage's ``name``, else its kind) with ``checkpoints/``,
+``log.csv``, ``samples/`` and, when done, ``final/`` (the stage's result, which the next stage
+starts from) and ``DONE``. Re-running the same command with ``resume=True`` skips finished stages and continues the unfinished one from its
 newest checkpoint: same weights, optimizer, EMA, RNG states and data position, so the result is
 the same as an uninterrupted run.
 
