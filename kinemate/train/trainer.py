@@ -3,9 +3,9 @@
 ``train(cfg)`` runs the configured stages in order. Each stage lives in
 ``<output_dir>/<name>/`` (the stage's ``name``, else its kind) with ``checkpoints/``,
 ``log.csv``, ``samples/`` and, when done, ``final/`` (the stage's result, which the next stage
-starts from) and ``DONE``. Re-running the same command with ``resume=True`` skips finished stages and continues the unfinished one from its
-newest checkpoint: same weights, optimizer, EMA, RNG states and data position, so the result is
-the same as an uninterrupted run.
+starts from) and ``DONE``. Re-running the same command with ``resume=True`` skips finished
+stages and continues the unfinished one from its newest checkpoint: same weights, optimizer,
+EMA, RNG states and data position, so the result is the same as an uninterrupted run.
 
 Randomness that shapes a step (which examples, the diffusion noise and timesteps) is drawn from
 generators seeded by ``(run seed, stage, step, process)``; that is what makes resume exact.
