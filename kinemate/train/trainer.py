@@ -13,6 +13,7 @@ generators seeded by ``(run seed, stage, step, process)``; that is what makes re
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import shutil
@@ -146,11 +147,7 @@ def _previous_result(cfg: TrainConfig, stage: StageConfig) -> Path | None:
     """The result a stage starts from: the nearest finished stage before it in the config;
     failing that (a config that runs only later stages), the nearest finished stage folder of
     an earlier kind (vae, stage1, stage2 order) in the output folder."""
-    before = []
-    for s in cfg.stages:
-        if s.id == stage.id:
-            break
-        before.append(s)
+    before = list(itertools.takewhile(lambda s: s.id != stage.id, cfg.stages))
     for s in reversed(before):
         final = stage_dir(cfg, s) / "final"
         if (final.parent / "DONE").is_file():
