@@ -40,6 +40,10 @@ def register(subparsers) -> None:
     p.add_argument("--context-overlap", type=int, default=None, help="window overlap (default 4)")
     p.add_argument("--open-windows", action="store_true",
                    help="non-wrapping windows (default: the official closed loop)")
+    p.add_argument("--pad-to", type=int, default=None, metavar="N",
+                   help="sample the driving video padded to a multiple of N frames with its "
+                        "last frame, then cut back (the official scripts: 16; 0: none; default: the "
+                        "model's, none for the bundled model and MagicAnimate)")
     p.add_argument("--size", default=None, help="output WIDTHxHEIGHT, multiples of 8 (default: model's)")
     p.add_argument("--fit", choices=["crop", "letterbox"], default="crop",
                    help="aspect-preserving fit of photo and video onto the size")
@@ -112,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
                 "control": args.control, "size": args.size, "fit": args.fit, "steps": args.steps,
                 "guidance": args.guidance, "seed": args.seed, "init_strength": args.init_strength,
                 "context_frames": args.context_frames, "context_overlap": args.context_overlap, "closed_loop": not args.open_windows,
+                "pad_to": args.pad_to,
                 "max_frames": args.max_frames, "retarget": not args.no_retarget,
                 "person": args.person, "device": args.device, "dtype": dtype}
     marker = make_marker(getattr(pipe, "name", None) or args.model or "kinemate",
@@ -123,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
         person=parse_select(args.person), num_inference_steps=args.steps,
         guidance_scale=args.guidance, seed=args.seed, context_frames=args.context_frames,
         context_overlap=args.context_overlap, closed_loop=not args.open_windows,
-        init_strength=args.init_strength,
+        init_strength=args.init_strength, pad_to=args.pad_to,
     )
     print(f"wrote {result.output_path} ({result.num_frames} frames, {result.fps:g} fps, "
           f"{result.size[0]}x{result.size[1]})")

@@ -16,9 +16,9 @@ from __future__ import annotations
 import copy
 import inspect
 import logging
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -81,6 +81,24 @@ class SamplingOptions:
     # 1.0: start from pure noise (official). < 1: start from the reference latent noised to
     # that share of the schedule and run only that share of the steps (SDEdit-style)
     init_strength: float = 1.0
+    # 16 = the official scripts: the driving video is padded to a multiple of 16 frames by
+    # repeating its last frame, and the result is cut back (changes the windows, so the result)
+    pad_to: int | None = None
+
+
+class _EdgePadded(Sequence):
+    """``frames`` lengthened to ``length`` by repeating the last frame (lazy)."""
+
+    def __init__(self, frames: Sequence[np.ndarray], length: int):
+        self.frames, self.length = frames, length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        if not -self.length <= index < self.length:
+            raise IndexError(index)
+        return self.frames[min(index % self.length, len(self.frames) - 1)]
 
 
 def _window_groups(windows: list[list[int]], size: int) -> list[list[int]]:
@@ -335,7 +353,8 @@ class AnimationPipeline:
                        latents: torch.Tensor | None = None, eta: float | None = None,
                        lean: bool | None = None, reference_bank_dtype: str | None = "default",
                        noise_tiling: int | None | str = "default", window_batch: int | None = None,
-                       init_strength: float | None = None, progress: bool = True,
+                       init_strength: float | None = None, pad_to: int | None = None,
+                       progress: bool = True,
                        text_embeds_uncond=None, text_embeds_cond=None,
                        callback: Callable[[int, torch.Tensor, dict], None] | None = None) -> torch.Tensor:
         """Run the sampler; returns the final latents ``(1, 4, N, H/8, W/8)``.
@@ -343,8 +362,11 @@ class AnimationPipeline:
         ``controls``: any sequence of N uint8 ``(H, W, 3)`` frames (an array or a lazy
         sequence); ``latents`` replaces the initial noise; ``init_strength`` < 1 starts every
         frame from the reference latent noised to that point of the schedule (ignored when
-        ``latents`` is given); ``callback(step, t, info)`` gets ``noise_pred`` (guided) and
-        ``latents`` (after the step)."""
+        ``latents`` is given); ``pad_to=16`` samples the controls padded to a multiple of 16
+        frames with their last frame and returns only the first N frames, as the official
+        scripts do (``latents`` then covers the padded length; None: the model's option, 0:
+        off); ``callback(step, t, info)`` gets ``noise_pred`` (guided) and ``latents`` (after
+        the step)."""
         o = self.options
         strength = o.init_strength if init_strength is None else float(init_strength)
         if not 0.0 < strength <= 1.0:
@@ -358,7 +380,18 @@ class AnimationPipeline:
         lean = o.lean if lean is None else lean
         bank_dtype = o.reference_bank_dtype if reference_bank_dtype == "default" else reference_bank_dtype
         tiling = o.noise_tiling if noise_tiling == "default" else noise_tiling
+        pad = o.pad_to if pad_to is None else pad_to
         num_frames, height, width = self._check_inputs(reference, controls)
+        if pad is not None and (isinstance(pad, bool) or not isinstance(pad, int) or pad < 0):
+            raise UsageError(f"pad_to must be a number of frames (0: no padding); got {pad!r}")
+        out_frames = num_frames
+        if pad and num_frames % pad:
+            num_frames += pad - num_frames % pad
+            controls = _EdgePadded(controls, num_frames)
+        if latents is not None and latents.shape[2] != num_frames:
+            padded = f", the {out_frames} controls padded to a multiple of {pad}" if pad else ""
+            raise UsageError(f"latents cover {latents.shape[2]} frames; the sampler needs "
+                             f"{num_frames}{padded}")
         max_len = self.max_context_frames
         if max_len and min(size, num_frames) > max_len:
             raise UsageError(f"context_frames {size} exceeds what the motion modules support "
@@ -404,7 +437,7 @@ class AnimationPipeline:
         finally:
             bar.close()
             bank.clear()
-        return latents
+        return latents[:, :, :out_frames]
 
     @torch.no_grad()
     def decode_frame(self, latents: torch.Tensor, index: int) -> torch.Tensor:

@@ -32,8 +32,8 @@ def test_cli_animate_densepose_demo_end_to_end(release_dir, demo_inputs, tmp_pat
                "-o", str(out), "--control", "densepose", "--size", "64x64", "--fit", "letterbox",
                "--max-frames", "6", "--steps", "2", "--guidance", "7.5", "--seed", "3",
                "--context-frames", "4", "--context-overlap", "2", "--grid", str(grid),
-               "--no-progress"])
-    assert rc == 0
+               "--pad-to", "4", "--no-progress"])
+    assert rc == 0  # sampled as 8 frames (the official edge padding), written as 6
     driving = probe_video(demo_inputs / "demo4_densepose.mp4")
     info = probe_video(out)
     assert info.num_frames == 6
@@ -238,3 +238,28 @@ def test_init_strength_starts_from_the_noised_reference(tiny_pipe):
     for bad in (0.0, 1.5):
         with pytest.raises(UsageError, match="init strength"):
             tiny_pipe.sample_latents(ref, controls, **kw, init_strength=bad)
+
+
+def test_pad_to_samples_the_official_padded_video_and_cuts_it_back(tiny_pipe):
+    from kinemate.errors import UsageError
+
+    ref, controls = _inputs(5)
+    kw = dict(num_inference_steps=1, guidance_scale=1.0, context_frames=4, context_overlap=1,
+              progress=False, seed=2)
+    windows = []
+    padded = tiny_pipe.sample_latents(ref, controls, **kw, pad_to=4,
+                                      callback=lambda i, t, info: windows.append(info["windows"]))
+    # the official scripts: the last control frame repeated up to 8 frames, the result cut to 5
+    by_hand = np.concatenate([controls, np.repeat(controls[-1:], 3, axis=0)])
+    full = tiny_pipe.sample_latents(ref, by_hand, **kw)
+    assert padded.shape[2] == 5 and torch.equal(padded, full[:, :, :5])
+    assert max(max(w) for w in windows[0]) == 7
+    # a different window layout than the unpadded video, so a different result
+    assert not torch.equal(padded, tiny_pipe.sample_latents(ref, controls, **kw))
+    assert torch.equal(tiny_pipe.sample_latents(ref, controls, **kw, pad_to=5),
+                       tiny_pipe.sample_latents(ref, controls, **kw, pad_to=0))
+    with pytest.raises(UsageError, match="pad_to"):
+        tiny_pipe.sample_latents(ref, controls, **kw, pad_to=-1)
+    noise = tiny_pipe.initial_noise(5, *ref.shape[:2], seed=2)
+    with pytest.raises(UsageError, match="needs 8"):
+        tiny_pipe.sample_latents(ref, controls, **kw, pad_to=4, latents=noise)
