@@ -14,7 +14,8 @@ do>"}`` with a 4xx status):
 * ``GET /api/v1/jobs/{id}/result`` and ``/grid`` — the MP4s once the job succeeded.
 * ``GET /api/v1/jobs/{id}/preview`` — PNG of the first frame's control map.
 * ``GET /api/v1/health``, ``GET /api/v1/limits`` — no key needed.
-* ``GET /`` — the web page; ``/docs`` — OpenAPI docs.
+* ``GET /`` — the web page; ``/docs`` — OpenAPI docs (Swagger UI, needs a CDN);
+  ``/reference`` — the same description as one static page that works offline.
 
 Authentication: ``Authorization: Bearer <key>`` (or ``X-API-Key: <key>``). A job is visible
 only to the key that created it; anyone else gets 404, as for a job that does not exist.
@@ -319,6 +320,15 @@ def create_app(config: ServiceConfig, *, store: JobStore | None = None,
     @app.get("/", include_in_schema=False)
     def index():
         return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    @app.get("/reference", include_in_schema=False)
+    def reference():
+        from kinemate.service.apidoc import REFERENCE_CSP, render_reference
+
+        if getattr(app.state, "reference_page", None) is None:
+            app.state.reference_page = render_reference(app.openapi())
+        return Response(app.state.reference_page, media_type="text/html; charset=utf-8",
+                        headers={"Content-Security-Policy": REFERENCE_CSP, "X-Frame-Options": "DENY"})
 
     @app.get("/favicon.ico", include_in_schema=False)
     def favicon():

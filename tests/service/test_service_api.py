@@ -75,6 +75,25 @@ def test_openapi_docs_and_limits(client):
     assert limits["max_request_bytes"] == 8 * 2**20
 
 
+def test_offline_api_reference_page_lists_every_route(client):
+    """/reference: the OpenAPI description as a static page (no script, nothing fetched from
+    elsewhere), so the API is documented on a machine without internet."""
+    spec = client.get("/openapi.json").json()
+    res = client.get("/reference")
+    assert res.status == 200 and res.headers["content-type"].startswith("text/html")
+    assert "default-src 'none'" in res.headers["content-security-policy"]
+    page = res.body.decode()
+    assert "<script" not in page.lower() and "https://" not in page
+    for path, item in spec["paths"].items():
+        for method in item:
+            assert f'id="{method}{path}"' in page, (method, path)
+    create = page[page.index('id="post/api/v1/jobs"'):]
+    create = create[:create.index("</div>")]
+    for field in ("reference", "driving", "steps", "seed", "idempotency-key"):
+        assert f"<code>{field}</code>" in create, field
+    assert "multipart/form-data" in create and "<code>201</code>" in create
+
+
 def test_cancel_queued_and_running_jobs(server, client, key, tiny_inputs):
     ref = tiny_inputs["reference"].read_bytes()
     long = client.submit(key, ref, tiny_inputs["driving16"].read_bytes(),

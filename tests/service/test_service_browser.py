@@ -99,3 +99,20 @@ def test_web_page_uploads_shows_preview_progress_and_plays_result(server, browse
     wait_until(page, "document.querySelectorAll('#jobs tbody tr').length === 0", timeout=10)
     assert errors == []
     page.close()
+
+
+def test_api_reference_page_renders_offline(server, browser):
+    """/reference in Chromium: laid out, readable, and it asks nothing of any other host."""
+    page = browser.new_page()
+    elsewhere = []
+    page.on("request", lambda req: elsewhere.append(req.url)
+            if not req.url.startswith(server.url) else None)
+    errors = []
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    page.goto(server.url + "/reference")
+    assert "API reference" in page.title()
+    text = page.inner_text("body")
+    assert "/api/v1/jobs/{job_id}/result" in text and "idempotency-key" in text
+    assert page.locator("div.op").count() >= 8
+    assert not elsewhere and not errors
+    page.close()
