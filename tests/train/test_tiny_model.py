@@ -53,3 +53,15 @@ def test_model_card_states_how_to_reproduce():
     card = (ASSET / "MODEL_CARD.md").read_text()
     assert "kinemate train --config configs/kinemate-tiny.yaml" in card
     assert Path(__file__).resolve().parents[2].joinpath("configs", "kinemate-tiny.yaml").is_file()
+
+
+def test_every_shipped_training_config_loads():
+    """configs/*.yaml parse and validate (a typo there would only show hours into a run)."""
+    from kinemate.train.config import load_config
+
+    folder = Path(__file__).resolve().parents[2] / "configs"
+    configs = {p.name: load_config(p) for p in sorted(folder.glob("*.yaml"))}
+    assert {"kinemate-tiny.yaml", "kinemate-tiny-2h.yaml"} <= set(configs)
+    fast = configs["kinemate-tiny-2h.yaml"]
+    assert [s.id for s in fast.stages] == ["vae", "stage1", "polish", "stage2"]
+    assert all(s.timestep_range == [900, 999] for s in fast.stages if s.kind != "vae")
