@@ -78,11 +78,12 @@ def _rows(spec: dict, fields: list[tuple[str, str, bool, dict, str]]) -> str:
     for name, where, required, schema, text in fields:
         resolved = _resolve(spec, schema)
         extra = _constraints(resolved)
-        desc = text or resolved.get("description", "")
+        desc = escape(text or resolved.get("description", ""))
+        if extra:
+            desc += f"<br><span class=muted>{escape(extra)}</span>"
         out.append(f"<tr><td><code>{escape(name)}</code></td><td>{escape(where)}</td>"
                    f"<td>{escape(_type(spec, schema))}</td><td>{'yes' if required else ''}</td>"
-                   f"<td>{escape(desc)}{'<br><span class=muted>' + escape(extra) + '</span>' if extra else ''}"
-                   "</td></tr>")
+                   f"<td>{desc}</td></tr>")
     out.append("</table>")
     return "".join(out)
 
