@@ -29,13 +29,13 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO.parent / "shared/reference/magicanimate/configs"
 
 
-def random_fill(model) -> None:
+def random_fill(model, device="cpu") -> None:
     """Materialise a meta-built model with cheap random weights (N(0, 0.02); norms at 1)."""
     import torch
 
     from kinemate.models.motion import sinusoidal_table
 
-    model.to_empty(device="cpu")
+    model.to_empty(device=device)
     with torch.no_grad():
         for name, p in list(model.named_parameters()) + list(model.named_buffers()):
             if name.endswith("pos_encoder.pe"):

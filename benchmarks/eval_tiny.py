@@ -73,6 +73,8 @@ def main(argv=None) -> int:
     ap.add_argument("--also-from-noise", action="store_true",
                     help="also report the model started from pure noise (init strength 1)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu", help="torch device (default cpu; e.g. cuda)")
+    ap.add_argument("--dtype", default="float32", help="compute dtype (default float32)")
     ap.add_argument("--json", default=None, help="write the results here")
     ap.add_argument("--gif", default=None, help="write a side-by-side GIF of the first clip here")
     args = ap.parse_args(argv)
@@ -83,7 +85,7 @@ def main(argv=None) -> int:
     from kinemate.pipeline.loading import load_pipeline
     from kinemate.synth import generate_clip
 
-    pipe = load_pipeline(args.weights)
+    pipe = load_pipeline(args.weights, device=args.device, dtype=args.dtype)
     ablation = no_temporal(pipe)
     size = tuple(pipe.default_size)
     kw = {"progress": False}
@@ -137,6 +139,7 @@ def main(argv=None) -> int:
                      "init_strength": kw.get("init_strength", pipe.options.init_strength)},
         "seconds_per_clip_model": float(np.mean(t_model)),
         "torch_threads": args.threads,
+        "device": str(pipe.device), "dtype": str(pipe.dtype).split(".")[-1],
         "summary": summary,
         "per_clip": per,
     }

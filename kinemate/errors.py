@@ -35,3 +35,8 @@ class NoPersonError(KinemateError):
 
 class ConfigError(KinemateError):
     """A configuration file or value is invalid."""
+
+
+class NumericsError(KinemateError):
+    """The computation overflowed (non-finite values), typically a model run in a half-precision
+    dtype its activations do not fit; a wider dtype fixes it."""

@@ -51,7 +51,8 @@ def register(subparsers) -> None:
     p.add_argument("--max-frames", type=int, default=None, help="use only the first N driving frames")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"],
-                   help="compute dtype (default float32 on cpu, float16 on cuda)")
+                   help="compute dtype (default float32 on cpu; on cuda the model's own choice, "
+                        "bfloat16 for the bundled model, else float16)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-watermark", action="store_true",
                    help="do not embed the invisible watermark (the C2PA manifest records this)")
@@ -85,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     from kinemate.errors import UsageError
     from kinemate.pipeline import load_pipeline
     from kinemate.pipeline.animate import animate_file, parse_size
-    from kinemate.pipeline.loading import has_bundled_model
+    from kinemate.pipeline.loading import default_dtype, has_bundled_model
     from kinemate.pose.people import parse_select
 
     if args.example:
@@ -100,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--weights DIR is required (a MagicAnimate release folder from "
                          "'kinemate weights download magicanimate --dir DIR', or a kinemate model)")
     size = parse_size(args.size) if args.size else None
-    dtype = args.dtype or ("float32" if args.device == "cpu" else "float16")
+    dtype = args.dtype or default_dtype(args.weights, args.device)
     pipe = load_pipeline(args.weights, model=args.model, device=args.device, dtype=dtype)
     origin = args.weights or "bundled with kinemate"
     print(f"model: {pipe.name} ({origin}; {pipe.control_kind} control, native size "

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from einops import rearrange
 
-from kinemate.errors import InputError, UsageError, WeightsError
+from kinemate.errors import InputError, NumericsError, UsageError, WeightsError
 from kinemate.models.reference import ReferenceBank
 from kinemate.pipeline.context import accumulate, context_windows, fuse, guide, last_use
 
@@ -99,6 +99,18 @@ class _EdgePadded(Sequence):
         if not -self.length <= index < self.length:
             raise IndexError(index)
         return self.frames[min(index % self.length, len(self.frames) - 1)]
+
+
+def _overflow_message(dtype: torch.dtype, step: int) -> str:
+    name = str(dtype).split(".")[-1]
+    where = f"the sampler produced non-finite values (inf/NaN) at step {step} in {name}"
+    if dtype == torch.float16:
+        return (f"{where}: the model's activations overflow float16; run again with --dtype "
+                "bfloat16 or --dtype float32")
+    if dtype == torch.bfloat16:
+        return f"{where}; run again with --dtype float32"
+    return (f"{where}: the weights hold inf/NaN or do not fit this architecture; check the "
+            "model folder ('kinemate weights verify magicanimate --dir DIR' for the release)")
 
 
 def _window_groups(windows: list[list[int]], size: int) -> list[list[int]]:
@@ -431,6 +443,8 @@ class AnimationPipeline:
                     text_embeds_cond=text_embeds_cond, window_batch=window_batch or o.window_batch,
                     on_window=lambda *_: bar.update(1))
                 latents = scheduler.step(noise_pred, t, latents, **step_kwargs).prev_sample
+                if not bool(torch.isfinite(latents).all()):
+                    raise NumericsError(_overflow_message(self.dtype, i + 1))
                 if callback is not None:
                     callback(i, t, {"noise_pred": noise_pred, "latents": latents,
                                     "ref_latents": ref_latents, "windows": windows})

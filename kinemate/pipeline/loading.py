@@ -54,6 +54,20 @@ def _dtype(dtype) -> torch.dtype:
     return dtype
 
 
+def default_dtype(weights: str | Path | None = None, device: str | torch.device = "cpu") -> str:
+    """The compute dtype to use when none is asked for: float32 on the CPU; on a GPU the
+    ``gpu_dtype`` a kinemate model folder declares in its index (the bundled model declares
+    bfloat16, because its activations overflow float16), else float16."""
+    if str(device).split(":")[0] == "cpu":
+        return "float32"
+    root = Path(weights).expanduser() if weights is not None else bundled_model_dir()
+    try:
+        declared = json.loads((root / INDEX).read_text()).get("gpu_dtype")
+    except (OSError, ValueError, AttributeError):
+        declared = None
+    return declared if declared in ("float32", "float16", "bfloat16") else "float16"
+
+
 def load_pipeline(weights: str | Path | None = None, *, model: str | None = None,
                   device: str | torch.device = "cpu", dtype=torch.float32) -> AnimationPipeline:
     """Load an :class:`AnimationPipeline` from a folder.

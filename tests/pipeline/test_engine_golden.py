@@ -3,6 +3,9 @@ weights loaded through the same loader users use.
 
 Everything (shapes, cases, frame counts, sizes, tolerances) comes from ``cases.json`` in
 ``$KINEMATE_GOLDEN_DIR`` or ``../shared/reference/magicanimate/golden``.
+
+``KINEMATE_TEST_DEVICE=cuda`` runs the same cases on a GPU (TF32 off, so that float32 means
+float32 there too; see docs/engine.md).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from safetensors.torch import load_file
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = Path(os.environ.get("KINEMATE_GOLDEN_DIR",
                              REPO.parent / "shared" / "reference" / "magicanimate" / "golden"))
+DEVICE = os.environ.get("KINEMATE_TEST_DEVICE", "cpu")
 
 
 def _index() -> dict:
@@ -36,6 +40,11 @@ PIPE = [c for c in CASES if c["kind"] == "pipeline"]
 def golden_pipe():
     if not CASES:
         pytest.skip(f"no golden cases at {GOLDEN}")
+    if DEVICE.startswith("cuda"):
+        if not torch.cuda.is_available():
+            pytest.skip(f"KINEMATE_TEST_DEVICE={DEVICE} but torch sees no CUDA device")
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
     from kinemate.pipeline import load_pipeline, make_scheduler
 
     # one intra-op thread: on a shared 2-core machine this is several times faster for these
@@ -45,7 +54,8 @@ def golden_pipe():
 
     torch.manual_seed(0)
     weights = GOLDEN / INDEX["weights_dir"]
-    pipe = load_pipeline(weights, dtype=getattr(torch, INDEX.get("compute_dtype", "float32")))
+    pipe = load_pipeline(weights, device=DEVICE,
+                         dtype=getattr(torch, INDEX.get("compute_dtype", "float32")))
     if INDEX["weights"].get("inference_config"):  # found in the folder by the loader itself
         motion = json.loads((weights / INDEX["weights"]["inference_config"]).read_text())
         mm = motion["unet_additional_kwargs"]["motion_module_kwargs"]
@@ -101,7 +111,7 @@ def check(case: dict, name: str, actual: torch.Tensor, expected: dict[str, torch
     spec = case["outputs"][name]
     want = expected[name]
     assert list(want.shape) == spec["shape"], name
-    torch.testing.assert_close(actual.to(want.dtype).reshape(want.shape), want,
+    torch.testing.assert_close(actual.detach().cpu().to(want.dtype).reshape(want.shape), want,
                                atol=spec["atol"], rtol=spec["rtol"],
                                msg=lambda m: f"{case['name']}:{name}: {m}")
 
@@ -132,7 +142,7 @@ def test_golden_step(golden_pipe, case, lean):
     expected = tensors(case["file"])
     windows = check_common(case)
     controls = control_frames(case)
-    latents = case_latents(case)
+    latents = case_latents(case).to(pipe.device, pipe.dtype)
     uncond, cond = text(case)
     t = torch.tensor(case["timestep"])
     scale = case["guidance_scale"] if case["cfg"] else 1.0
@@ -146,7 +156,7 @@ def test_golden_step(golden_pipe, case, lean):
     assert len(calls) == case["expected_unet_calls"]
     pipe.write_reference(ref_latents, t, bank, *pipe._text(uncond, cond), case["cfg"])
     down, mid = pipe.controlnet_residuals(latents[:, :, :1], t, pipe.control_tensor(controls, [0]),
-                                          cond)
+                                          pipe._text(uncond, cond)[1])
     for name in case["outputs"]:
         if name == "timestep":
             assert int(expected[name].reshape(-1)[0]) == case["timestep"]
@@ -166,7 +176,7 @@ def test_golden_step(golden_pipe, case, lean):
             scheduler.set_timesteps(case["num_inference_steps"])
             assert int(scheduler.timesteps[scheduler.timesteps.tolist().index(case["timestep"]) + 1]) \
                 == case["prev_timestep"]
-            out = scheduler.step(guided, t, latents, eta=INDEX["eta"]).prev_sample
+            out = scheduler.step(guided, t.to(latents.device), latents, eta=INDEX["eta"]).prev_sample
             check(case, name, out, expected)
         else:
             pytest.fail(f"unknown golden output {name!r} in {case['name']}")
@@ -185,7 +195,7 @@ def test_golden_pipeline(golden_pipe, case, lean):
         # our default CPU noise reproduces the official draw (with the official tiling)
         drawn = pipe.initial_noise(case["video_length"], case["height"], case["width"],
                                    case["seed"], tiling=noise["draw_shape"][2])
-        torch.testing.assert_close(drawn, init, atol=0, rtol=0)
+        torch.testing.assert_close(drawn, init, atol=0, rtol=0)  # drawn on the CPU everywhere
     uncond, cond = text(case)
     source = tensors(INDEX["inputs_file"])[INDEX["source_image"]["tensor"]].numpy()
     steps: dict[int, dict] = {}
