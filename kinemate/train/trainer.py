@@ -180,6 +180,8 @@ def run_stage(cfg: TrainConfig, stage: StageConfig, accelerator, *, progress: bo
     if accelerator.is_main_process:
         sdir.mkdir(parents=True, exist_ok=True)
     device = accelerator.device
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)  # each stage reports its own peak
     task = build_task(cfg, stage, device)
     if getattr(task, "closed_form", False):
         return _fit_closed_form(cfg, stage, task, accelerator)
@@ -300,13 +302,24 @@ def run_stage(cfg: TrainConfig, stage: StageConfig, accelerator, *, progress: bo
         final = _write_result(sdir, task, final_module, {
             "stage": stage.id, "steps": step, "batch_size": stage.batch_size,
             "world_size": accelerator.num_processes, "wall_time_s": round(elapsed, 1),
-            "final_loss_ema": logger.smoothed if logger else None})
+            "final_loss_ema": logger.smoothed if logger else None,
+            **_gpu_peak(device)})
         plot_losses({stage.id: sdir / "log.csv"}, sdir / "loss.png")
         _sample(task, final_module, None, sdir / "samples" / "final.mp4")
-        _echo(accelerator, f"stage {stage.id}: done in {elapsed / 60:.1f} min -> {final}")
+        peak = _gpu_peak(device)
+        on_gpu = f", peak GPU memory {peak['peak_gpu_memory_gib']} GiB" if peak else ""
+        _echo(accelerator, f"stage {stage.id}: done in {elapsed / 60:.1f} min{on_gpu} -> {final}")
     accelerator.wait_for_everyone()
     accelerator.free_memory()
     return True
+
+
+def _gpu_peak(device: torch.device) -> dict:
+    """``{"peak_gpu_memory_gib": ...}`` (torch.cuda's peak allocation of this process) on a
+    CUDA device, else ``{}``."""
+    if device.type != "cuda":
+        return {}
+    return {"peak_gpu_memory_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2)}
 
 
 def _write_result(sdir: Path, task, module, info: dict) -> Path:
