@@ -44,58 +44,72 @@ def stage_report(run: Path, name: str) -> dict:
             "peak_gpu_memory_gib": done.get("peak_gpu_memory_gib")}
 
 
-def tiny_overrides(out: Path, precision: str, steps: int) -> dict:
+def tiny_overrides(out: Path, precision: str, steps: int, fit_frames: int = 512) -> dict:
     return {
         "output_dir": str(out), "mixed_precision": precision, "export_dir": None,
         "sample_every": 0, "sample_steps": 2, "log_every": 10, "checkpoint_every": 10 ** 9,
         "checkpoint_every_minutes": 10 ** 6, "torch_threads": 0,
         "stages": [
-            {"kind": "vae", "steps": 1, "batch_size": 32, "fit_frames": 512},
+            {"kind": "vae", "steps": 1, "batch_size": 32, "fit_frames": fit_frames},
             {"kind": "stage1", "steps": steps, "batch_size": 8, "lr": 5e-4, "warmup_steps": 20,
              "snr_gamma": 0.0, "reference_dropout": 0.0, "ema_decay": 0.995},
             {"kind": "stage2", "timestep_range": [900, 999], "temporal_loss_weight": 4.0,
-             "steps": max(20, steps // 4), "batch_size": 2, "lr": 5e-4, "warmup_steps": 5,
+             "steps": max(10, steps // 4), "batch_size": 2, "lr": 5e-4, "warmup_steps": 5,
              "snr_gamma": 0.0, "reference_dropout": 0.0, "ema_decay": 0.99},
         ],
     }
 
 
 def part_precision(args, work: Path) -> dict:
+    """One child process per mode (accelerate fixes the mixed precision once per process)."""
+    import subprocess
+
+    out = {}
+    for precision in args.precision:
+        report = work / f"tiny-{precision}.json"
+        cmd = [sys.executable, __file__, "--one-precision", precision, "--steps", str(args.steps),
+               "--fit-frames", str(args.fit_frames), "--work", str(work),
+               "--json", str(report)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode == 0 and report.is_file():
+            out[precision] = json.loads(report.read_text())
+        else:
+            out[precision] = {"error": proc.stderr.strip()[-600:]}
+        print(precision, json.dumps(out[precision]), flush=True)
+    return out
+
+
+def one_precision(args, work: Path) -> dict:
+    """The shortened kinemate-tiny recipe in one mixed-precision mode; for bf16 also the
+    resume check (stage 1 again, stopped half-way and resumed, against the one-call run)."""
     import torch
     from safetensors.torch import load_file
 
     from kinemate.train.config import load_config
     from kinemate.train.trainer import train
 
-    out = {}
-    for precision in args.precision:
-        run = work / f"tiny-{precision}"
-        cfg = load_config(REPO / "configs/kinemate-tiny.yaml",
-                          tiny_overrides(run, precision, args.steps))
-        t0 = time.perf_counter()
-        try:
-            train(cfg, progress=False)
-            out[precision] = {s: stage_report(run, s) for s in ("stage1", "stage2")}
-            out[precision]["total_s"] = round(time.perf_counter() - t0, 1)
-        except Exception as exc:  # one mode failing must not hide the others
-            out[precision] = {"error": f"{type(exc).__name__}: {exc}"[:400]}
-        print(precision, json.dumps(out[precision]), flush=True)
-    if "bf16" in out and "error" not in out["bf16"]:
-        # resume: stage 1 again, stopped half-way and resumed, against the one-call run
-        run = work / "tiny-bf16-resumed"
-        shutil.copytree(work / "tiny-bf16" / "vae", run / "vae")
-        over = tiny_overrides(run, "bf16", args.steps)
+    precision = args.one_precision
+    run = work / f"tiny-{precision}"
+    cfg = load_config(REPO / "configs/kinemate-tiny.yaml",
+                      tiny_overrides(run, precision, args.steps, args.fit_frames))
+    t0 = time.perf_counter()
+    train(cfg, progress=False)
+    out = {s: stage_report(run, s) for s in ("stage1", "stage2")}
+    out["total_s"] = round(time.perf_counter() - t0, 1)
+    if precision == "bf16":
+        again = work / "tiny-bf16-resumed"
+        shutil.copytree(run / "vae", again / "vae")
+        over = tiny_overrides(again, precision, args.steps, args.fit_frames)
         over["stages"] = over["stages"][:2]
         cfg = load_config(REPO / "configs/kinemate-tiny.yaml", over)
         train(cfg, resume=True, progress=False, stop_after_steps=args.steps // 2)
         train(cfg, resume=True, progress=False)
-        a = load_file(str(work / "tiny-bf16/stage1/final/unet/model.safetensors"))
-        b = load_file(str(run / "stage1/final/unet/model.safetensors"))
-        diff = max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
-        scale = max(float(a[k].float().abs().max()) for k in a)
-        out["resume"] = {"max_abs_weight_diff": diff, "max_abs_weight": scale,
-                         "deterministic_algorithms": torch.are_deterministic_algorithms_enabled()}
-        print("resume", json.dumps(out["resume"]), flush=True)
+        a = load_file(str(run / "stage1/final/unet/model.safetensors"))
+        b = load_file(str(again / "stage1/final/unet/model.safetensors"))
+        out["resume"] = {
+            "max_abs_weight_diff": max(float((a[k].float() - b[k].float()).abs().max()) for k in a),
+            "max_abs_weight": max(float(a[k].float().abs().max()) for k in a),
+            "deterministic_algorithms": torch.are_deterministic_algorithms_enabled()}
     return out
 
 
@@ -198,6 +212,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--precision", nargs="*", default=["no", "bf16", "fp16"])
     ap.add_argument("--steps", type=int, default=200, help="stage-1 steps of part 1")
+    ap.add_argument("--fit-frames", type=int, default=512, help="frames of part 1's VAE fit")
+    ap.add_argument("--one-precision", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--full-size", type=int, default=0, help="part 2 at this size (0: skip)")
     ap.add_argument("--full-size-steps", type=int, default=6)
     ap.add_argument("--configs", type=Path, default=CONFIGS)
@@ -211,7 +227,12 @@ def main(argv=None) -> int:
         print("bench_train_gpu: no CUDA device; run this on a machine with an NVIDIA GPU",
               file=sys.stderr)
         return 2
+    if args.one_precision:  # a child of part 1
+        result = one_precision(args, args.work)
+        args.json.write_text(json.dumps(result, indent=1))
+        return 0
     shutil.rmtree(args.work, ignore_errors=True)
+    args.work.mkdir(parents=True)
     result = {"device": torch.cuda.get_device_name(), "torch": torch.__version__}
     if args.precision:
         result["precision"] = part_precision(args, args.work)

@@ -425,6 +425,7 @@ class DiffusionTask:
             sd = {k: v.detach().clone() for k, v in module.unet.state_dict().items()}
             sd.update(self.motion_state)
             unet.load_state_dict(sd)
+            unet.to(self.device)  # built on the CPU; every other part is already on the device
         else:
             unet = copy.deepcopy(module.unet)
         # the config's model.sampling wins over the options of the model a stage started from
