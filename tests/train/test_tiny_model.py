@@ -61,7 +61,12 @@ def test_every_shipped_training_config_loads():
 
     folder = Path(__file__).resolve().parents[2] / "configs"
     configs = {p.name: load_config(p) for p in sorted(folder.glob("*.yaml"))}
-    assert {"kinemate-tiny.yaml", "kinemate-tiny-2h.yaml"} <= set(configs)
+    assert {"kinemate-tiny.yaml", "kinemate-tiny-2h.yaml",
+            "kinemate-tiny-2h-highnoise.yaml"} <= set(configs)
     fast = configs["kinemate-tiny-2h.yaml"]
-    assert [s.id for s in fast.stages] == ["vae", "stage1", "polish", "stage2"]
-    assert all(s.timestep_range == [900, 999] for s in fast.stages if s.kind != "vae")
+    assert [s.id for s in fast.stages] == ["vae", "stage1", "onestep", "polish", "stage2"]
+    assert fast.stages[1].timestep_range is None  # all timesteps first, then only near 999
+    assert all(s.timestep_range == [900, 999] for s in fast.stages[2:])
+    high = configs["kinemate-tiny-2h-highnoise.yaml"]
+    assert [s.id for s in high.stages] == ["vae", "stage1", "polish", "stage2"]
+    assert all(s.timestep_range == [900, 999] for s in high.stages if s.kind != "vae")
