@@ -23,6 +23,7 @@ import csv
 import json
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -217,7 +218,9 @@ def main(argv=None) -> int:
     ap.add_argument("--full-size", type=int, default=0, help="part 2 at this size (0: skip)")
     ap.add_argument("--full-size-steps", type=int, default=6)
     ap.add_argument("--configs", type=Path, default=CONFIGS)
-    ap.add_argument("--work", type=Path, default=Path("/tmp/kinemate-bench-train-gpu"))
+    ap.add_argument("--work", type=Path,
+                    default=Path(tempfile.gettempdir()) / "kinemate-bench-train-gpu",
+                    help="scratch folder (emptied first)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
 
