@@ -40,6 +40,7 @@ PIPE = [c for c in CASES if c["kind"] == "pipeline"]
 def golden_pipe():
     if not CASES:
         pytest.skip(f"no golden cases at {GOLDEN}")
+    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     if DEVICE.startswith("cuda"):
         if not torch.cuda.is_available():
             pytest.skip(f"KINEMATE_TEST_DEVICE={DEVICE} but torch sees no CUDA device")
@@ -66,6 +67,7 @@ def golden_pipe():
     assert INDEX.get("fusion_blocks", "midup") == "midup"
     yield pipe
     torch.set_num_threads(threads)
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
 
 
 _files: dict[str, dict] = {}
@@ -142,7 +144,7 @@ def test_golden_step(golden_pipe, case, lean):
     expected = tensors(case["file"])
     windows = check_common(case)
     controls = control_frames(case)
-    latents = case_latents(case).to(pipe.device, pipe.dtype)
+    latents = case_latents(case).to(pipe.device)
     uncond, cond = text(case)
     t = torch.tensor(case["timestep"])
     scale = case["guidance_scale"] if case["cfg"] else 1.0
