@@ -62,16 +62,9 @@ def register(subparsers) -> None:
 def model_notice(weights) -> str | None:
     """The ``notice`` a kinemate model folder declares about itself (the bundled model says
     plainly what it is), or None."""
-    import json
-    from pathlib import Path
+    from kinemate.pipeline.loading import model_index
 
-    from kinemate.pipeline.loading import bundled_model_dir
-
-    index = Path(weights) / "kinemate.json" if weights else bundled_model_dir() / "kinemate.json"
-    try:
-        return json.loads(index.read_text()).get("notice")
-    except (OSError, ValueError, AttributeError):
-        return None
+    return model_index(weights or None).get("notice")
 
 
 def example_inputs():

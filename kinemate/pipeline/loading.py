@@ -54,17 +54,25 @@ def _dtype(dtype) -> torch.dtype:
     return dtype
 
 
+def model_index(weights: str | Path | None = None) -> dict:
+    """The ``kinemate.json`` of a kinemate model folder (the bundled model when ``weights`` is
+    None) as a dict; ``{}`` for a folder without a readable one (e.g. the MagicAnimate
+    release layout)."""
+    root = Path(weights).expanduser() if weights is not None else bundled_model_dir()
+    try:
+        index = json.loads((root / INDEX).read_text())
+    except (OSError, ValueError):
+        return {}
+    return index if isinstance(index, dict) else {}
+
+
 def default_dtype(weights: str | Path | None = None, device: str | torch.device = "cpu") -> str:
     """The compute dtype to use when none is asked for: float32 on the CPU; on a GPU the
     ``gpu_dtype`` a kinemate model folder declares in its index (the bundled model declares
     bfloat16, because its activations overflow float16), else float16."""
     if str(device).split(":")[0] == "cpu":
         return "float32"
-    root = Path(weights).expanduser() if weights is not None else bundled_model_dir()
-    try:
-        declared = json.loads((root / INDEX).read_text()).get("gpu_dtype")
-    except (OSError, ValueError, AttributeError):
-        declared = None
+    declared = model_index(weights).get("gpu_dtype")
     return declared if declared in ("float32", "float16", "bfloat16") else "float16"
 
 
