@@ -23,6 +23,7 @@ class EMA:
             for name, p in module.named_parameters()
             if p.requires_grad
         }
+        self._pairs = None  # (module, shadows, params), built by the first update
 
     def current_decay(self) -> float:
         if not self.warmup:
@@ -33,10 +34,17 @@ class EMA:
     @torch.no_grad()
     def update(self, module: nn.Module) -> None:
         d = self.current_decay()
-        for name, p in module.named_parameters():
-            s = self.shadow.get(name)
-            if s is not None:
-                s.mul_(d).add_(p.detach().float(), alpha=1.0 - d)
+        if self._pairs is None or self._pairs[0] is not module:
+            # walking a large module tree costs more than the update itself: pair the shadow
+            # copies with their parameters once per module
+            pairs = [(self.shadow[name], p) for name, p in module.named_parameters()
+                     if name in self.shadow]
+            self._pairs = (module, [s for s, _ in pairs], [p for _, p in pairs])
+        _, shadows, params = self._pairs
+        if shadows:
+            values = [p.detach().float() for p in params]
+            # shadow += (1 - d) * (value - shadow), for all tensors in one call
+            torch._foreach_lerp_(shadows, values, 1.0 - d)
         self.num_updates += 1
 
     @torch.no_grad()
@@ -64,3 +72,4 @@ class EMA:
             raise KeyError(f"EMA state lacks {len(missing)} parameters, e.g. {sorted(missing)[:3]}")
         for k in self.shadow:
             self.shadow[k] = state["shadow"][k].to(self.shadow[k].device).float().clone()
+        self._pairs = None
