@@ -61,12 +61,18 @@ def test_every_shipped_training_config_loads():
 
     folder = Path(__file__).resolve().parents[2] / "configs"
     configs = {p.name: load_config(p) for p in sorted(folder.glob("*.yaml"))}
-    assert {"kinemate-tiny.yaml", "kinemate-tiny-2h.yaml",
+    assert {"kinemate-tiny.yaml", "kinemate-tiny-3h.yaml",
             "kinemate-tiny-2h-highnoise.yaml"} <= set(configs)
-    fast = configs["kinemate-tiny-2h.yaml"]
-    assert [s.id for s in fast.stages] == ["vae", "stage1", "onestep", "polish", "stage2"]
-    assert fast.stages[1].timestep_range is None  # all timesteps first, then only near 999
-    assert all(s.timestep_range == [900, 999] for s in fast.stages[2:])
+    bundled = configs["kinemate-tiny.yaml"]
+    assert bundled.export_dir == "kinemate/assets/kinemate-tiny"
+    assert [s.id for s in bundled.stages] == ["vae", "stage1", "onestep", "polish", "stage2"]
+    assert bundled.stages[1].timestep_range is None  # all timesteps first, then only near 999
+    assert all(s.timestep_range == [900, 999] for s in bundled.stages[2:])
+    longer = configs["kinemate-tiny-3h.yaml"]
+    assert [s.id for s in longer.stages] == ["vae", "stage1", "onestep", "stage2"]
     high = configs["kinemate-tiny-2h-highnoise.yaml"]
     assert [s.id for s in high.stages] == ["vae", "stage1", "polish", "stage2"]
     assert all(s.timestep_range == [900, 999] for s in high.stages if s.kind != "vae")
+    # only the bundled recipe writes into the package
+    assert all(c.export_dir != bundled.export_dir for n, c in configs.items()
+               if n != "kinemate-tiny.yaml")
