@@ -121,6 +121,26 @@ def test_resume_continues_exactly(tmp_path):
     assert [r.split(",")[0] for r in log_rows[1:]] == ["1", "2", "3", "4"]
 
 
+def test_more_steps_given_on_resume_before_the_cooldown_equal_a_straight_run(tmp_path):
+    """A run stopped before its cool-down and resumed with a larger ``steps`` ends where a run
+    configured with that ``steps`` from the start ends (how the bundled model's run grew)."""
+    def stages(steps):
+        return [VAE_STAGE, {"kind": "stage1", "steps": steps, "batch_size": 2, "lr": 1e-3,
+                            "cooldown_steps": 2, "ema_decay": 0.9}]
+    straight = config_from_dict(tiny_config(tmp_path / "a", stages(6)))
+    train(straight, progress=False)
+    short = config_from_dict(tiny_config(tmp_path / "b", stages(4)))
+    train(short, progress=False, stop_after_steps=2)  # steps 0-1 at full LR in both configs
+    longer = config_from_dict(tiny_config(tmp_path / "b", stages(6)))
+    train(longer, resume=True, progress=False)
+    assert json.loads((tmp_path / "b/run/stage1/DONE").read_text())["steps"] == 6
+    for part in ("unet", "appearance_encoder", "controlnet"):
+        a = load_file(str(tmp_path / "a/run/stage1/final" / part / "model.safetensors"))
+        b = load_file(str(tmp_path / "b/run/stage1/final" / part / "model.safetensors"))
+        for k in a:
+            assert torch.equal(a[k], b[k]), f"{part}:{k} differs"
+
+
 def test_stage_result_loads_as_pipeline(vae_run, tmp_path):
     from kinemate.pipeline.loading import load_pipeline
     from kinemate.synth import generate_clip
