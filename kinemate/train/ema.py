@@ -23,7 +23,7 @@ class EMA:
             for name, p in module.named_parameters()
             if p.requires_grad
         }
-        self._pairs = None  # (module, shadows, params), built by the first update
+        self._pairs = None  # (module, shadow dict, shadows, params), built by the first update
 
     def current_decay(self) -> float:
         if not self.warmup:
@@ -34,13 +34,15 @@ class EMA:
     @torch.no_grad()
     def update(self, module: nn.Module) -> None:
         d = self.current_decay()
-        if self._pairs is None or self._pairs[0] is not module:
+        if (self._pairs is None or self._pairs[0] is not module
+                or self._pairs[1] is not self.shadow):
             # walking a large module tree costs more than the update itself: pair the shadow
-            # copies with their parameters once per module
+            # copies with their parameters once per module (and again if ``shadow`` is
+            # replaced, e.g. moved to another device)
             pairs = [(self.shadow[name], p) for name, p in module.named_parameters()
                      if name in self.shadow]
-            self._pairs = (module, [s for s, _ in pairs], [p for _, p in pairs])
-        _, shadows, params = self._pairs
+            self._pairs = (module, self.shadow, [s for s, _ in pairs], [p for _, p in pairs])
+        _, _, shadows, params = self._pairs
         if shadows:
             values = [p.detach().float() for p in params]
             # shadow += (1 - d) * (value - shadow), for all tensors in one call

@@ -63,6 +63,12 @@ def test_ema_state_round_trip_continues_identically_on_a_new_module():
     ema_b.update(net_b)
     for k in ema_a.shadow:
         torch.testing.assert_close(ema_a.shadow[k], ema_b.shadow[k])
+    # the trainer replaces the shadow dict when it moves it to the device: updates follow it
+    ema_b.shadow = {k: v.clone() for k, v in ema_b.shadow.items()}
+    ema_a.update(net_a)
+    ema_b.update(net_b)
+    for k in ema_a.shadow:
+        torch.testing.assert_close(ema_a.shadow[k], ema_b.shadow[k])
 
 
 def test_trainer_optimizer_is_fused_adamw_and_matches_the_plain_one():
