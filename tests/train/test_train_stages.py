@@ -130,7 +130,9 @@ def test_more_steps_given_on_resume_before_the_cooldown_equal_a_straight_run(tmp
     straight = config_from_dict(tiny_config(tmp_path / "a", stages(6)))
     train(straight, progress=False)
     short = config_from_dict(tiny_config(tmp_path / "b", stages(4)))
-    train(short, progress=False, stop_after_steps=2)  # steps 0-1 at full LR in both configs
+    # the step-2 checkpoint holds the LR of step 2, still full in both configs (with a stop at
+    # step 3, where the shorter one cools down, the two runs differ)
+    train(short, progress=False, stop_after_steps=2)
     longer = config_from_dict(tiny_config(tmp_path / "b", stages(6)))
     train(longer, resume=True, progress=False)
     assert json.loads((tmp_path / "b/run/stage1/DONE").read_text())["steps"] == 6
