@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 PIP     := $(BIN)/pip --disable-pip-version-check -q
 
-.PHONY: demo test install install-dev bench
+.PHONY: demo test install install-dev system-deps bench
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -21,6 +21,11 @@ install-dev: $(BIN)/python
 demo: install
 	$(BIN)/kinemate animate --example -o out/demo.mp4 --grid out/demo_grid.mp4
 
+# System packages the suite drives for real (chromium): installed when run as root, else a
+# one-line message says what to install.
+system-deps:
+	sh scripts/system-deps.sh
+
 # Whole test suite (what CI runs).
-test: install-dev
+test: system-deps install-dev
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
