@@ -8,11 +8,31 @@ answer.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
+
+_OPTION = re.compile(r"`([a-z][a-z0-9_]*)(?:=([^`]*))?`")
+
 
 class KinemateError(Exception):
-    """Base class of every error a user can cause and fix."""
+    """Base class of every error a user can cause and fix.
+
+    A message names options and arguments by their one name in backticks, alone or with a
+    value (`` `steps` ``, `` `retarget=false` ``); ``str(error)`` shows them as the Python
+    keyword and HTTP field (``steps``, ``retarget=false``), and a front end with another
+    spelling renders :meth:`spelled` (the CLI: ``--steps``, ``--no-retarget``).
+    """
 
     exit_code = 1
+
+    def spelled(self, spell: Callable[[str, str | None], str]) -> str:
+        """The message with every `` `name` `` / `` `name=value` `` written as
+        ``spell(name, value)`` (value None when there is none)."""
+        text = str(self.args[0]) if self.args else ""
+        return _OPTION.sub(lambda m: spell(m.group(1), m.group(2)), text)
+
+    def __str__(self) -> str:
+        return self.spelled(lambda name, value: name if value is None else f"{name}={value}")
 
 
 class UsageError(KinemateError):

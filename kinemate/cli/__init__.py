@@ -100,6 +100,17 @@ def _setup_logging(verbose: bool) -> None:
         os.environ.setdefault("GLOG_minloglevel", "2")
 
 
+def _flag(name: str, value: str | None = None) -> str:
+    """The CLI's spelling of an option named in an error message: `steps` -> --steps,
+    `control=densepose` -> --control densepose, `retarget=false` -> --no-retarget."""
+    flag = name.replace("_", "-")
+    if value is None:
+        return f"--{flag}"
+    if value.lower() == "false":
+        return f"--no-{flag}"
+    return f"--{flag}" if value.lower() == "true" else f"--{flag} {value}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -112,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     except KinemateError as exc:
         if args.verbose:
             log.exception("failed")
-        print(f"kinemate: error: {exc}", file=sys.stderr)
+        print(f"kinemate: error: {exc.spelled(_flag)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("kinemate: interrupted", file=sys.stderr)

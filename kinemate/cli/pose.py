@@ -18,13 +18,17 @@ log = logging.getLogger("kinemate.pose")
 
 
 def _size(text: str) -> tuple[int, int]:
+    """``--size WxH`` through the one size parser (any positive size: control maps and
+    previews are not latents)."""
+    from kinemate.io.framing import parse_size
+
     try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must look like 512x768, got {text!r}") from None
-    if w <= 0 or h <= 0:
-        raise argparse.ArgumentTypeError(f"size must be positive, got {text!r}")
-    return w, h
+        size = parse_size(text, multiple=1, min_side=1)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(exc.spelled(lambda name, value: f"--{name}")) from None
+    if size is None:
+        raise argparse.ArgumentTypeError("--size must look like 512x768")
+    return size
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -38,7 +38,7 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from kinemate.synth import EVAL_SEEDS, MOTION_NAMES, TRAIN_SEEDS, generate_clip
     from kinemate.synth.clip import GENERATOR_VERSION
-    from kinemate.synth.clip import _parse_size
+    from kinemate.synth.clip import parse_clip_size
     from kinemate.synth.dataset import write_dataset
 
     if args.clips < 1:
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--seed must be >= 0, got {args.seed}")
     if not args.fps > 0:
         raise UsageError(f"--fps must be positive, got {args.fps}")
-    size = _parse_size(args.size)
+    size = parse_clip_size(args.size)
     first, last = args.seed, args.seed + args.clips - 1
     if first in TRAIN_SEEDS and last not in TRAIN_SEEDS:
         raise UsageError(f"seeds {first}..{last} cross from the training range into the held-out "

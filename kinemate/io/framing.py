@@ -10,6 +10,7 @@ pixel ``(i, j)`` covers ``[i, i+1) x [j, j+1)``; a point maps as ``x' = x * sx +
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
@@ -174,3 +175,37 @@ def side_by_side(images: Sequence[np.ndarray], *, height: int | None = None) -> 
         new_w = max(1, round(w * target_h / h))
         scaled.append(resize(p, (new_w, target_h), "lanczos" if h > target_h else "bicubic"))
     return np.concatenate(scaled, axis=1)
+
+
+_SIZE = re.compile(r"\s*(\d{1,5})\s*[xX×]\s*(\d{1,5})\s*")
+
+
+def parse_size(size, *, multiple: int = 8, min_side: int = 8,
+               max_side: int | None = None) -> tuple[int, int] | None:
+    """The one parser of sizes for every front end: ``"512x768"`` (or a ``(W, H)`` pair, or an
+    int for a square) -> ``(512, 768)`` (W, H). ``None``, ``""``, ``"auto"`` and ``"default"``
+    mean "the model's size" (None). Sides must be multiples of ``multiple`` within
+    [``min_side``, ``max_side``]; anything else is a :class:`UsageError` naming `size`."""
+    if size is None:
+        return None
+    if isinstance(size, str):
+        if size.strip().lower() in ("", "auto", "default"):
+            return None
+        m = _SIZE.fullmatch(size)
+        if not m:
+            raise UsageError(f"`size` {size[:40]!r} must look like 512x512 (width x height)")
+        w, h = int(m.group(1)), int(m.group(2))
+    elif isinstance(size, (int, np.integer)) and not isinstance(size, bool):
+        w = h = int(size)
+    else:
+        try:
+            w, h = (int(v) for v in size)
+        except (TypeError, ValueError):
+            raise UsageError(f"`size` {size!r} must be WIDTHxHEIGHT (e.g. 512x512)") from None
+    too_big = max_side is not None and max(w, h) > max_side
+    if w < min_side or h < min_side or too_big or w % multiple or h % multiple:
+        rule = f"multiples of {multiple} " if multiple > 1 else ""
+        top = f" and at most {max_side}" if max_side is not None else ""
+        raise UsageError(f"`size` {w}x{h}: width and height must be {rule}from {min_side}{top} "
+                         "(e.g. 512x512)")
+    return w, h

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from kinemate.errors import InputError, UsageError
-from kinemate.io._atomic import commit, ensure_parent, remove_quietly, temp_sibling
+from kinemate.io.atomic import commit, ensure_parent, remove_quietly, temp_sibling
 
 #: Largest image (width x height) read by default: 64 megapixels (e.g. 8000 x 8000). A photo
 #: larger than this is almost certainly a mistake or a decompression bomb; pass ``max_pixels``

@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from kinemate.errors import InputError, KinemateError, UsageError
-from kinemate.io._atomic import TMP_TAG, commit, ensure_parent, remove_quietly, temp_sibling
+from kinemate.io.atomic import commit, ensure_parent, remove_quietly, replace_folder, temp_sibling
 from kinemate.io.image import IMAGE_SUFFIXES, check_size, read_image
 
 log = logging.getLogger(__name__)
@@ -574,12 +574,8 @@ class VideoWriter:
             self._sink.close()
             if self.marker is not None:
                 self.marker.finalize(self._tmp)
-            if self.kind == "png" and self.path.exists():
-                old = self.path.with_name(f"{self.path.name}{TMP_TAG}old")
-                remove_quietly(old)
-                os.replace(self.path, old)
-                commit(self._tmp, self.path)
-                remove_quietly(old)
+            if self.kind == "png":
+                replace_folder(self._tmp, self.path)
             else:
                 commit(self._tmp, self.path)
         except BaseException:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from kinemate.errors import InputError
+from kinemate.io.atomic import write_json_atomic as _write_json
 from kinemate.pose.skeleton import NUM_BODY, NUM_FACE, NUM_HAND
 
 FORMAT_NAME = "kinemate.pose"
@@ -267,18 +267,8 @@ def read_json(path: str | os.PathLike[str]) -> Any:
 
 
 def write_json_atomic(path: str | os.PathLike[str], data: Any) -> Path:
-    """Write JSON to a temporary sibling and rename it onto ``path`` when complete."""
-    final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f"{final.stem}.kinemate-tmp-{secrets.token_hex(4)}{final.suffix}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, allow_nan=False, separators=(",", ":"))
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return final
+    """Write a pose JSON compactly (finite numbers only), atomically."""
+    return _write_json(path, data, indent=None, allow_nan=False)
 
 
 def _num(v: float) -> float:

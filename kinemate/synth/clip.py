@@ -117,20 +117,14 @@ def to_pose_track(pose: np.ndarray, size_wh: tuple[int, int], fps: float, meta: 
     return track
 
 
-def _parse_size(size) -> tuple[int, int]:
-    """(W, H) from an int (square), "WxH" or a pair."""
-    try:
-        if isinstance(size, (int, np.integer)):
-            w, h = int(size), int(size)
-        elif isinstance(size, str):
-            w, h = (int(v) for v in size.lower().split("x"))
-        else:
-            w, h = (int(v) for v in size)
-    except (TypeError, ValueError):
-        raise UsageError(f"size {size!r} is not WxH (e.g. 128x128)") from None
-    if w < 16 or h < 16 or w > 4096 or h > 4096:
-        raise UsageError(f"size {w}x{h} is out of range; use 16x16 to 4096x4096")
-    return w, h
+def parse_clip_size(size) -> tuple[int, int]:
+    """(W, H) from an int (square), "WxH" or a pair; 16 to 4096 pixels a side."""
+    from kinemate.io.framing import parse_size
+
+    parsed = parse_size(size, multiple=1, min_side=16, max_side=4096)
+    if parsed is None:
+        raise UsageError("`size` is required for synthetic clips (e.g. 128x128)")
+    return parsed
 
 
 def render_skeleton_maps(pose: np.ndarray, size_wh: tuple[int, int], *, hand_left=None,
@@ -213,7 +207,7 @@ def generate_clip(seed: int, num_frames: int = 16, size=(128, 128), motion: str 
         raise UsageError(f"num_frames must be at least 1, got {num_frames}")
     if not fps > 0:
         raise UsageError(f"fps must be positive, got {fps}")
-    w, h = _parse_size(size)
+    w, h = parse_clip_size(size)
     seed = int(seed)
     if seed < 0:
         raise UsageError(f"seed must be >= 0, got {seed}")
@@ -395,7 +389,7 @@ class SyntheticClips(Sequence):
         self.split = split
         self.first_seed = seeds.start + start
         self.num_clips = avail if num_clips is None else int(num_clips)
-        self.kwargs = dict(num_frames=num_frames, size=_parse_size(size), fps=fps,
+        self.kwargs = dict(num_frames=num_frames, size=parse_clip_size(size), fps=fps,
                            skeleton=skeleton, densepose=densepose)
         self.motions = list(motions) if motions else None
 
