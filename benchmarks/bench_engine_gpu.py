@@ -31,6 +31,7 @@ def build(configs: Path, device: str, dtype):
 
     from kinemate.models import AppearanceEncoder, VideoUNet
     from kinemate.models.loading import build_on_meta
+    from kinemate.models.magicanimate import MagicAnimateDenoiser
     from kinemate.pipeline import AnimationPipeline
 
     load = lambda name: json.loads((configs / name).read_text())  # noqa: E731
@@ -47,8 +48,9 @@ def build(configs: Path, device: str, dtype):
         m.to(dtype)
     vae = AutoencoderKL.from_config(load("sd_vae_ft_mse_config.json")).to(device, dtype).eval()
     text = torch.randn(1, 77, 768, generator=torch.Generator().manual_seed(0))
-    return AnimationPipeline(unet, appearance, controlnet, vae, text_embeds_uncond=text * 0.5,
-                             text_embeds_cond=text, name="magicanimate-random")
+    denoiser = MagicAnimateDenoiser(unet, appearance, controlnet, text_embeds_uncond=text * 0.5,
+                                    text_embeds_cond=text)
+    return AnimationPipeline(denoiser, vae, name="magicanimate-random", family="magicanimate")
 
 
 def run_one(pipe, size: int, frames: int, steps: int, lean: bool, window_batch: int) -> dict:
@@ -62,8 +64,8 @@ def run_one(pipe, size: int, frames: int, steps: int, lean: bool, window_batch: 
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
-    latents = pipe.sample_latents(reference, controls, num_inference_steps=steps,
-                                  guidance_scale=7.5, lean=lean, window_batch=window_batch,
+    latents = pipe.sample_latents(reference, controls, steps=steps,
+                                  guidance=7.5, lean=lean, window_batch=window_batch,
                                   progress=False)
     torch.cuda.synchronize()
     t1 = time.perf_counter()

@@ -57,7 +57,7 @@ def child(frames: int, steps: int, width: int, height: int) -> dict:
     inputs = load_file(str(GOLDEN / "inputs.safetensors"))
     text = dict(text_embeds_uncond=inputs["text_embeds_uncond"], text_embeds_cond=inputs["text_embeds_cond"])
     ref = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
-    opts = dict(num_inference_steps=steps, context_frames=16, context_overlap=4, progress=False, **text)
+    opts = dict(steps=steps, context_frames=16, context_overlap=4, progress=False, **text)
     for _ in pipe.stream(ref, LazyControls(16, height, width), **opts):  # warm-up: allocator, kernels
         pass
     baseline = proc.memory_info().rss

@@ -53,8 +53,9 @@ def child(path: str, size: int, frames: int, repeat: int, threads: int | None) -
     import torch
     from diffusers import ControlNetModel
 
-    from kinemate.models import AppearanceEncoder, ReferenceBank, VideoUNet
+    from kinemate.models import AppearanceEncoder, VideoUNet
     from kinemate.models.loading import build_on_meta
+    from kinemate.models.magicanimate import MagicAnimateDenoiser
     from kinemate.pipeline import AnimationPipeline
 
     if threads:
@@ -74,8 +75,9 @@ def child(path: str, size: int, frames: int, repeat: int, threads: int | None) -
     build_s = time.perf_counter() - t0
     g = torch.Generator().manual_seed(0)
     text = torch.randn(1, 77, 768, generator=g)
-    pipe = AnimationPipeline(unet, appearance, controlnet, vae=None, text_embeds_uncond=text * 0.5,
-                             text_embeds_cond=text)
+    pipe = AnimationPipeline(MagicAnimateDenoiser(unet, appearance, controlnet,
+                                                  text_embeds_uncond=text * 0.5,
+                                                  text_embeds_cond=text), vae=None)
     h = w = size // 8
     latents = torch.randn(1, 4, frames, h, w, generator=g)
     ref_latents = torch.randn(1, 4, h, w, generator=g)
@@ -83,10 +85,11 @@ def child(path: str, size: int, frames: int, repeat: int, threads: int | None) -
     windows = [list(range(frames))]
     lean = path == "lean"
 
+    video = pipe.denoiser.start_video(ref_latents, controls, reference_bank_dtype="float16",
+                                      lean=lean)
+
     def step():
-        bank = ReferenceBank(bank_dtype=torch.float16, lean=lean)
-        return pipe.predict_noise(latents, torch.tensor(961), ref_latents, controls, windows,
-                                  guidance_scale=7.5, bank=bank)[0]
+        return pipe.predict_noise(latents, torch.tensor(961), video, windows, guidance=7.5)[0]
 
     out = step()  # warm-up
     times = []

@@ -45,7 +45,8 @@ def no_temporal(pipe):
     sd = {k: v for k, v in pipe.unet.state_dict().items() if ".motion_modules." not in k}
     unet.load_state_dict(sd)
     other = copy.copy(pipe)
-    other.unet = unet.to(pipe.device, pipe.dtype).eval()
+    other.denoiser = copy.copy(pipe.denoiser)
+    other.denoiser.unet = unet.to(pipe.device, pipe.dtype).eval()
     return other
 
 
@@ -90,9 +91,9 @@ def main(argv=None) -> int:
     size = tuple(pipe.default_size)
     kw = {"progress": False}
     if args.steps:
-        kw["num_inference_steps"] = args.steps
+        kw["steps"] = args.steps
     if args.guidance is not None:
-        kw["guidance_scale"] = args.guidance
+        kw["guidance"] = args.guidance
     if args.init_strength is not None:
         kw["init_strength"] = args.init_strength
     per = {"model": [], "no_temporal": [], "copy_ref": [], "ground_truth": []}
@@ -132,8 +133,8 @@ def main(argv=None) -> int:
         "weights": str(args.weights or "bundled kinemate-tiny"),
         "clips": args.clips, "frames": args.frames, "size": list(size),
         "seeds": [args.first_seed, args.first_seed + args.clips - 1],
-        "sampling": {"num_inference_steps": kw.get("num_inference_steps", pipe.options.num_inference_steps),
-                     "guidance_scale": kw.get("guidance_scale", pipe.options.guidance_scale),
+        "sampling": {"steps": kw.get("steps", pipe.options.steps),
+                     "guidance": kw.get("guidance", pipe.options.guidance),
                      "context_frames": pipe.options.context_frames,
                      "context_overlap": pipe.options.context_overlap,
                      "init_strength": kw.get("init_strength", pipe.options.init_strength)},

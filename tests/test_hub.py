@@ -315,3 +315,27 @@ def test_interrupted_hub_download_resumes(tmp_path, monkeypatch):
         assert len(gets) >= 2 and re.search(r"Range=bytes=[1-9]\d*-", gets[-1]), gets
     finally:
         server.shutdown()
+
+
+def test_url_download_streams_to_a_temporary_name(tmp_path, monkeypatch):
+    """A file published outside the hub arrives under its name only when complete and verified;
+    a failed download leaves no file behind."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    data = b"net" * 1000
+    pub = tmp_path / "pub"
+    pub.mkdir()
+    (pub / "net.pth").write_bytes(data)
+    ok = hub.WeightSet("url-test", "t", files=(
+        hub.WeightFile("host", "net.pth", "nets/net.pth", url=(pub / "net.pth").as_uri(),
+                       sha256=_sha(data)),))
+    gone = hub.WeightSet("url-gone", "t", files=(
+        hub.WeightFile("host", "gone.pth", "gone.pth", url=(pub / "gone.pth").as_uri()),))
+    monkeypatch.setitem(hub.REGISTRY, ok.name, ok)
+    monkeypatch.setitem(hub.REGISTRY, gone.name, gone)
+    dest = tmp_path / "w"
+    assert hub.download("url-test", dest, echo=lambda s: None)[0].status == "downloaded"
+    assert (dest / "nets" / "net.pth").read_bytes() == data
+    assert not (dest / hub.STAGING).exists()
+    with pytest.raises(WeightsError, match="downloading .*gone.pth failed"):
+        hub.download("url-gone", tmp_path / "w2", echo=lambda s: None)
+    assert not [p for p in (tmp_path / "w2").rglob("*") if p.is_file()]

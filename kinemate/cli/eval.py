@@ -130,7 +130,7 @@ def _networks(args):
 
 
 def _finish(report: dict, args) -> int:
-    from kinemate.eval.report import _fmt, _label, _ordered, write_report
+    from kinemate.eval.report import summary_lines, write_report
 
     md = write_report(report, args.output, plots=not args.no_plots)
     if args.json:
@@ -138,8 +138,8 @@ def _finish(report: dict, args) -> int:
                           "set_metrics": {k: v.get("value") for k, v in report["set_metrics"].items()}},
                          default=str, indent=1))
     else:
-        for k in _ordered(report["summary"]):
-            print(f"{_label(k)}: {_fmt(k, report['summary'][k])}")
+        for line in summary_lines(report["summary"]):
+            print(line)
         for k, d in report["set_metrics"].items():
             print(f"{k}: {'n/a (' + d.get('why', '') + ')' if d.get('value') is None else format(d['value'], '.3f')}")
         for note in report["notes"]:
@@ -172,9 +172,9 @@ def run_dataset(args) -> int:
         pipe = load_pipeline(args.weights)
         kw = {"seed": args.seed}
         if args.steps is not None:
-            kw["num_inference_steps"] = args.steps
+            kw["steps"] = args.steps
         if args.guidance is not None:
-            kw["guidance_scale"] = args.guidance
+            kw["guidance"] = args.guidance
         if protocol.size:
             kw["size"] = protocol.size
         if protocol.max_frames:  # generate only the frames the protocol will read

@@ -118,6 +118,9 @@ class Networks:
         return any(n is not None and not n.info.pretrained for n in (self.lpips, self.inception, self.i3d, self.resnet3d))
 
 
+# building a network draws its default init from torch's global generator: give the caller's
+# state back (the loaded or seeded weights replace that init)
+@torch.random.fork_rng(devices=[])
 def networks_from_dir(folder: str | Path | None, *, lpips_net: str = "alex", device="cpu") -> Networks:
     """Load every metric network whose published file is in ``folder`` (see WEIGHT_FILES)."""
     from kinemate.eval.inception import load_inception
@@ -173,6 +176,7 @@ def networks_from_dir(folder: str | Path | None, *, lpips_net: str = "alex", dev
     return nets
 
 
+@torch.random.fork_rng(devices=[])  # as networks_from_dir
 def random_networks(seed: int = 0, *, device="cpu") -> Networks:
     """Tiny random networks for every metric (smoke tests of the plumbing; numbers meaningless)."""
     from kinemate.eval.inception import random_inception

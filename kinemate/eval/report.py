@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import secrets
 from pathlib import Path
 
 import numpy as np
 
 from kinemate.errors import InputError, UsageError
+from kinemate.io.atomic import atomic_path, write_text_atomic
 
 __all__ = ["write_report", "compare_reports", "load_report", "METRICS"]
 
@@ -49,28 +48,9 @@ PER_FRAME_PLOTS = ["psnr", "ssim", "lpips", "warp_mae", "identity", "pck"]
 
 # ----------------------------------------------------------------------------------- writing helpers
 
-def _tmp(path: Path) -> Path:
-    return path.with_name(f"{path.stem}.kinemate-tmp-{secrets.token_hex(4)}{path.suffix}")
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = _tmp(path)
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _savefig(fig, path: Path) -> None:
-    tmp = _tmp(path)
-    try:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _plt():
@@ -118,6 +98,11 @@ def _arrow(key: str) -> str:
 def _ordered(keys) -> list[str]:
     keys = list(keys)
     return [k for k in METRICS if k in keys] + sorted(k for k in keys if k not in METRICS)
+
+
+def summary_lines(summary: dict) -> list[str]:
+    """``label: value`` lines of a report's summary, in the metrics' order (for terminals)."""
+    return [f"{_label(k)}: {_fmt(k, summary[k])}" for k in _ordered(summary)]
 
 
 # ----------------------------------------------------------------------------------- plots
@@ -243,9 +228,9 @@ def write_report(report: dict, out_dir: str | Path, *, plots: bool = True) -> Pa
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     names = _plots(report, out_dir / "plots") if plots else []
-    _write_text(out_dir / "report.json", json.dumps(_json_safe(report), indent=1))
+    write_text_atomic(out_dir / "report.json", json.dumps(_json_safe(report), indent=1))
     md = out_dir / "report.md"
-    _write_text(md, _markdown(report, names))
+    write_text_atomic(md, _markdown(report, names))
     return md
 
 
@@ -346,9 +331,9 @@ def compare_reports(dirs: list[str | Path], out_dir: str | Path, *, names: list[
         _savefig(fig, plot_dir / "compare_distributions.png")
         plt.close(fig)
         lines.append("![distributions](plots/compare_distributions.png)")
-    _write_text(out_dir / "compare.json", json.dumps(_json_safe(
+    write_text_atomic(out_dir / "compare.json", json.dumps(_json_safe(
         {"names": names, "reports": [str(d) for d in dirs], "table": table, "warnings": warnings,
          "protocols": [r["protocol"] for r in reports]}), indent=1))
     md = out_dir / "compare.md"
-    _write_text(md, "\n".join(lines) + "\n")
+    write_text_atomic(md, "\n".join(lines) + "\n")
     return md

@@ -423,7 +423,7 @@ def command_generator(template: str, *, timeout: float | None = None) -> Generat
 
 def pipeline_generator(pipe, *, weights: str | None = None, **animate_kwargs) -> Generator:
     """A generator using a kinemate pipeline through :func:`kinemate.pipeline.animate_file`
-    (``animate_kwargs``: its options, e.g. ``num_inference_steps``, ``seed``, ``size``, ``fit``)."""
+    (``animate_kwargs``: its options, e.g. ``steps``, ``seed``, ``size``, ``fit``)."""
     from kinemate.pipeline import animate_file  # noqa: PLC0415
 
     def run(reference: Path, driving: Path, output: Path) -> None:

@@ -4,7 +4,7 @@ Same parameters as diffusers' ``UNet2DConditionModel`` minus the 24 keys the rel
 no ``conv_norm_out``/``conv_out``, and the last transformer block
 (``up_blocks[3].attentions[2]``) keeps only ``norm``, ``proj_in`` and
 ``transformer_blocks.0.norm1`` — the ``norm1`` output there is the last reference feature.
-Running it fills a :class:`~kinemate.models.reference.ReferenceBank` (write mode) with the
+Running it fills a :class:`~kinemate.models.reference.ReferenceBank` (through its write view) with the
 LayerNorm-ed self-attention inputs of the mid and up transformer blocks.
 """
 
@@ -15,7 +15,8 @@ from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 from einops import rearrange
 from torch import nn
 
-from kinemate.models.reference import ReferenceBank, ReferenceOnlyBlock, install_reference_processors
+from kinemate.models.reference import (ReferenceBank, ReferenceOnlyBlock, ReferenceWrite,
+                                       install_reference_processors)
 
 
 class ReferenceTail(nn.Module):
@@ -30,12 +31,12 @@ class ReferenceTail(nn.Module):
 
     def forward(self, hidden_states, encoder_hidden_states=None, cross_attention_kwargs=None,
                 return_dict=False, **_unused):
-        bank = (cross_attention_kwargs or {}).get("reference")
+        reference = (cross_attention_kwargs or {}).get("reference")
         block = self.transformer_blocks[0]
-        if bank is not None and block.slot is not None:
+        if reference is not None and block.slot is not None:
             x = self.proj_in(self.norm(hidden_states))
             tokens = rearrange(x, "b c h w -> b (h w) c")
-            bank.record(block.slot, block.norm1(tokens))
+            reference.record(block.slot, block.norm1(tokens))
         return (hidden_states,)
 
 
@@ -73,13 +74,15 @@ class AppearanceEncoder(UNet2DConditionModel):
     def write(self, latents: torch.Tensor, timestep, encoder_hidden_states: torch.Tensor,
               bank: ReferenceBank) -> ReferenceBank:
         """Run on reference latents ``(B, 4, h, w)`` at ``timestep`` with text ``(B, L, D)``;
-        fills ``bank.features`` (slot -> ``(B, tokens, C)``)."""
-        bank.start_write()
-        self(latents, timestep, encoder_hidden_states, bank)
+        fills ``bank.features`` (slot -> ``(B, tokens, C)``), emptied first."""
+        self(latents, timestep, encoder_hidden_states, bank.writer())
         return bank
 
-    def forward(self, sample, timestep, encoder_hidden_states, bank: ReferenceBank | None = None):  # type: ignore[override]
-        xattn = {"reference": bank} if bank is not None else None
+    # Not UNet2DConditionModel.forward: that one ends in conv_norm_out/conv_out, which the
+    # release lacks; this is its block walk without them (and without unused extras).
+    def forward(self, sample, timestep, encoder_hidden_states,  # type: ignore[override]
+                reference: ReferenceWrite | None = None):
+        xattn = {"reference": reference} if reference is not None else None
         if not torch.is_tensor(timestep):
             timestep = torch.tensor([timestep], device=sample.device)
         timestep = timestep.reshape(-1).to(sample.device).expand(sample.shape[0])

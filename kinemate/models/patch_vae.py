@@ -107,20 +107,9 @@ class PatchAutoencoder(ModelMixin, ConfigMixin):
         self.mean.copy_(mean.float())
         self.basis.copy_(basis.float())
         z = self.encode(images.float()).latent_dist.mean
-        self._set_config(scaling_factor=float(1.0 / z.std().clamp_min(1e-6)),
-                         latent_channels=k)
+        self.register_to_config(scaling_factor=float(1.0 / z.std().clamp_min(1e-6)),
+                                latent_channels=k)
         return self
-
-    def _set_config(self, **values) -> None:
-        """Set config values so that they survive saving and loading (diffusers drops, on load,
-        the keys that were left at their defaults when the model was built)."""
-        from diffusers.configuration_utils import FrozenDict
-
-        config = dict(self._internal_dict)
-        config.update(values)
-        config["_use_default_values"] = [k for k in config.get("_use_default_values", [])
-                                         if k not in values]
-        self._internal_dict = FrozenDict(config)
 
 
 def latent_downsample(vae) -> int:

@@ -1,20 +1,31 @@
-"""The sampling pipeline: context windows, fusion, guidance, schedulers, loading.
+"""The engine: context windows, fusion, guidance, schedulers, loading — shared by every family.
 
-Public API: :func:`load_pipeline`, :class:`AnimationPipeline`, :func:`animate_file`, and the
-window functions in :mod:`kinemate.pipeline.context`.
+Public API: :func:`load_pipeline`, :class:`AnimationPipeline`, :class:`SamplingOptions`,
+:func:`animate_file`, :func:`parse_size`, :func:`default_dtype`, and the window functions in
+:mod:`kinemate.pipeline.context`. Model families are found through
+:mod:`kinemate.models.registry`. Names are imported on first use (``kinemate --help`` and
+``kinemate.pipeline.options`` need no torch).
 """
 
-from kinemate.pipeline.animation import AnimationPipeline, SamplingOptions, make_scheduler
-from kinemate.pipeline.context import closed_loop_windows, context_windows, sliding_windows
-from kinemate.pipeline.loading import load_pipeline
+from __future__ import annotations
 
-__all__ = ["AnimationPipeline", "SamplingOptions", "closed_loop_windows", "context_windows",
-           "load_pipeline", "make_scheduler", "sliding_windows"]
+from kinemate.lazy import lazy_attributes
+
+_LAZY = {
+    "AnimateResult": "kinemate.pipeline.animate",
+    "AnimationPipeline": "kinemate.pipeline.animation",
+    "SamplingOptions": "kinemate.pipeline.options",
+    "animate_file": "kinemate.pipeline.animate",
+    "closed_loop_windows": "kinemate.pipeline.context",
+    "context_windows": "kinemate.pipeline.context",
+    "default_dtype": "kinemate.pipeline.loading",
+    "load_pipeline": "kinemate.pipeline.loading",
+    "make_scheduler": "kinemate.pipeline.animation",
+    "parse_size": "kinemate.pipeline.options",
+    "sliding_windows": "kinemate.pipeline.context",
+}
+
+__all__ = sorted(_LAZY)
 
 
-def __getattr__(name):  # animate_file pulls in kinemate.io / kinemate.pose lazily
-    if name == "animate_file":
-        from kinemate.pipeline.animate import animate_file
-
-        return animate_file
-    raise AttributeError(name)
+__getattr__ = lazy_attributes("kinemate.pipeline", _LAZY)

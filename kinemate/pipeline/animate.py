@@ -13,6 +13,7 @@ import numpy as np
 
 from kinemate.errors import InputError, UsageError
 from kinemate.pipeline.animation import AnimationPipeline
+from kinemate.pipeline.options import parse_size
 
 CONTROLS = ("auto", "densepose", "pose")
 
@@ -25,22 +26,6 @@ class AnimateResult:
     fps: float
     size: tuple[int, int]  # (W, H)
     control: str
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """``"512x768"`` -> ``(512, 768)`` (W, H), multiples of 8."""
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise UsageError(f"bad size {text!r}; write WIDTHxHEIGHT, e.g. 512x512") from None
-    return check_size((w, h))
-
-
-def check_size(size: tuple[int, int]) -> tuple[int, int]:
-    w, h = int(size[0]), int(size[1])
-    if w < 8 or h < 8 or w % 8 or h % 8:
-        raise UsageError(f"output size {w}x{h} must be positive multiples of 8 (e.g. 512x512)")
-    return w, h
 
 
 def spill_frames(frames, path: Path) -> np.ndarray:
@@ -63,11 +48,11 @@ def spill_frames(frames, path: Path) -> np.ndarray:
 
 
 def animate_file(reference_path: str | Path, driving_path: str | Path, output_path: str | Path, *,
-                 pipe: AnimationPipeline, control: str = "auto", size: tuple[int, int] | None = None,
-                 fit: str = "crop", marker: Any = None, grid_path: str | Path | None = None,
-                 max_frames: int | None = None, progress: bool = True,
-                 retarget: bool = True, person: str | int = "largest",
-                 **sampling: Any) -> AnimateResult:
+                 pipe: AnimationPipeline, control: str = "auto",
+                 size: str | tuple[int, int] | None = None, fit: str = "crop", marker: Any = None,
+                 grid_path: str | Path | None = None, max_frames: int | None = None,
+                 progress: bool = True, retarget: bool = True, person: str | int = "largest",
+                 callback: Any = None, **options: Any) -> AnimateResult:
     """Animate the person in ``reference_path`` with the motion of ``driving_path``.
 
     ``control``: "densepose" (the driving video is a DensePose render, passed through),
@@ -76,23 +61,25 @@ def animate_file(reference_path: str | Path, driving_path: str | Path, output_pa
     kinemate or OpenPose, see docs/pose.md). With "pose", ``retarget`` fits the motion to the
     reference person and ``person`` picks whom to follow ("largest", "central", N). Reference
     and control frames get the same aspect-preserving ``fit`` ("crop" or "letterbox") onto
-    ``size`` (W, H; default ``pipe.default_size``). The video is written at the driving video's fps, frame by frame, to
-    a temporary name renamed when complete; ``marker`` (io marker protocol) marks every frame.
-    ``grid_path`` also writes reference | control | result side by side. ``sampling`` goes to
-    the pipeline (num_inference_steps, guidance_scale, seed, context_frames, context_overlap,
-    closed_loop, ...)."""
+    ``size`` ("WxH" or (W, H); default ``pipe.default_size``). The video is written at the
+    driving video's fps, frame by frame, to a temporary name renamed when complete;
+    ``marker`` (io marker protocol) marks every frame. ``grid_path`` also writes reference |
+    control | result side by side. ``options`` are sampling options
+    (:class:`~kinemate.pipeline.SamplingOptions` fields: steps, guidance, seed, ...); unset or
+    None takes the model's value. ``callback`` goes to the sampler (per step)."""
     from kinemate.io import Framing, VideoWriter, read_image, side_by_side
 
     if control not in CONTROLS:
-        raise UsageError(f"unknown control {control!r}; choose one of {', '.join(CONTROLS)}")
+        raise UsageError(f"unknown `control` {control!r}; choose one of {', '.join(CONTROLS)}")
     if control == "auto":
         from kinemate.pose import is_pose_file
 
         pose_input = is_pose_file(driving_path)
         control = "densepose" if pipe.control_kind == "densepose" and not pose_input else "pose"
     if fit not in ("crop", "letterbox"):
-        raise UsageError(f"unknown fit {fit!r}; use crop or letterbox")
-    size = check_size(size or pipe.default_size)
+        raise UsageError(f"unknown `fit` {fit!r}; use crop or letterbox")
+    sampling = pipe.resolve(**options)  # bad options fail before any file is read
+    size = parse_size(size) or pipe.default_size
     reference_raw = read_image(reference_path)
     framing = Framing.compute((reference_raw.shape[1], reference_raw.shape[0]), size, fit)
     reference = framing.apply(reference_raw)
@@ -117,7 +104,9 @@ def animate_file(reference_path: str | Path, driving_path: str | Path, output_pa
             raise InputError(f"{driving_path} has no frames; give a video with at least one frame")
         out = stack.enter_context(VideoWriter(output_path, fps, marker=marker))
         grid = stack.enter_context(VideoWriter(grid_path, fps, marker=marker)) if grid_path else None
-        for i, frame in enumerate(pipe.stream(reference, controls, progress=progress, **sampling)):
+        frames_out = pipe.stream(reference, controls, progress=progress, callback=callback,
+                                 **sampling.to_dict())
+        for i, frame in enumerate(frames_out):
             out.write(frame)
             if grid is not None:
                 grid.write(side_by_side([reference, controls[i], frame]))

@@ -1,8 +1,10 @@
-"""Sliding context windows, window fusion and classifier-free guidance — small pure functions.
+"""All window bookkeeping: schedules, grouping, per-frame caches, fusion and guidance.
 
 A *window* is a list of frame indices fed to the video UNet together (its temporal attention
 sees exactly those frames, in that order). A *schedule* is a list of windows covering every
-frame at least once.
+frame at least once. Everything here is a small pure function (or, for :class:`FrameCache`,
+a dict with a release rule) that can be tested alone; the sampler in
+:mod:`kinemate.pipeline.animation` only strings them together.
 """
 
 from __future__ import annotations
@@ -69,6 +71,42 @@ def _check(num_frames: int, context_frames: int, context_overlap: int) -> None:
 def last_use(windows: list[list[int]]) -> dict[int, int]:
     """For each frame, the index of the last window that contains it."""
     return {frame: i for i, window in enumerate(windows) for frame in window}
+
+
+def window_groups(windows: list[list[int]], size: int) -> list[list[int]]:
+    """Indices of consecutive windows of equal length, at most ``size`` per group (the
+    windows that go through one denoiser call together)."""
+    groups: list[list[int]] = []
+    for i, window in enumerate(windows):
+        if groups and len(groups[-1]) < size and len(windows[groups[-1][0]]) == len(window):
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
+
+
+class FrameCache:
+    """Per-frame values of one denoising step (e.g. ControlNet residuals), computed for the
+    frames a window needs that are not cached yet and dropped after the last window that
+    uses them: each frame is computed once per step, memory stays bounded in video length.
+
+    ``compute(frames)`` returns one value per frame; :meth:`take` gives a window's values
+    in window order."""
+
+    def __init__(self, windows: list[list[int]], compute):
+        self.last = last_use(windows)
+        self.compute = compute
+        self.store: dict[int, object] = {}
+
+    def take(self, index: int, window: list[int]) -> list:
+        missing = list(dict.fromkeys(f for f in window if f not in self.store))
+        if missing:
+            self.store.update(zip(missing, self.compute(missing)))
+        values = [self.store[f] for f in window]
+        for frame in window:
+            if self.last[frame] == index:
+                self.store.pop(frame, None)
+        return values
 
 
 def accumulate(total: torch.Tensor, counts: torch.Tensor, window: list[int],

@@ -117,7 +117,7 @@ def _finish(
         raise NoPersonError(
             f"no person was found in {name} ({len(track)} frame(s)); use a video/photo where one "
             "person is clearly visible (whole upper body, not too small); a DensePose rendering "
-            "is not a person video — animate with it using --control densepose"
+            "is not a person video — animate with it using `control=densepose`"
         )
     return smooth_track(track, min_conf=min_conf, max_gap=max_gap, smooth=smooth)
 
@@ -184,7 +184,7 @@ def detect_reference_pose(
     if not (body[1, 2] > 0 and (body[:, 2] > 0).sum() >= 3):
         raise NoPersonError(
             f"no person was found in {what}; use a photo where one person is clearly visible "
-            "(at least head and shoulders, facing the camera), or pass --no-retarget"
+            "(at least head and shoulders, facing the camera), or pass `retarget=false`"
         )
     return track
 

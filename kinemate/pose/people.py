@@ -82,7 +82,7 @@ def parse_select(value: str | int) -> str | int:
         return int(value)
     except ValueError:
         raise UsageError(
-            f"--person {value!r} is not valid; use 'largest', 'central' or a number (0 = leftmost)"
+            f"`person` {value!r} is not valid; use 'largest', 'central' or a number (0 = leftmost)"
         ) from None
 
 

@@ -101,7 +101,7 @@ def retarget(
         raise NoPersonError(
             "the reference photo's pose is too incomplete to retarget to (need the neck/shoulders "
             "and a few more joints); use a photo showing the person's upper body, or pass "
-            "--no-retarget"
+            "`retarget=false`"
         )
     drv = track.body
     drv_ok = drv[..., 2] >= min_conf

@@ -16,15 +16,14 @@ supports; checked at run time). A folder of PNG frames gets a manifest in every 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kinemate import __version__
 from kinemate.errors import InputError
+from kinemate.io.atomic import atomic_path
 
 from .signing import SigningCredentials, load_credentials
 from .watermark import Payload, model_id
@@ -130,16 +129,13 @@ def sign_in_place(
         )
     credentials = credentials or load_credentials()
     signer = credentials.make_signer()
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".c2pa-tmp", dir=path.parent)
-    os.close(fd)
     try:
-        with c2pa.Builder(manifest) as builder, open(path, "rb") as src, open(tmp, "w+b") as dst:
-            builder.sign(signer, mime, src, dst)
-        shutil.copymode(path, tmp)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            with c2pa.Builder(manifest) as builder, open(path, "rb") as src, \
+                    open(tmp, "w+b") as dst:
+                builder.sign(signer, mime, src, dst)
+            shutil.copymode(path, tmp)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
         signer.close()
 
 

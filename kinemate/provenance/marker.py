@@ -7,12 +7,12 @@ finished temporary file (or into every PNG of a frames folder) before the writer
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
 from kinemate.errors import UsageError
+from kinemate.io.atomic import atomic_path
 
 from .manifest import build_manifest, mime_for, sign_in_place
 from .signing import SigningCredentials, load_credentials
@@ -110,12 +110,7 @@ def write_marked_image(path: str | Path, image: np.ndarray, marker: ProvenanceMa
     path = Path(path)
     if mime_for(path) is None or path.suffix.lower() in (".mp4", ".mov", ".gif", ".avi", ".m4v"):
         raise UsageError(f"{path}: give an image name ending in .png, .jpg or .webp.")
-    tmp = path.with_name(f"{path.stem}.kinemate-tmp-{os.getpid()}{path.suffix}")
-    try:
+    with atomic_path(path) as tmp:  # keeps the suffix: the image and C2PA type
         write_image(tmp, marker.mark(image))
         marker.finalize(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path

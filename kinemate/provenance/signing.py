@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kinemate.errors import ConfigError
+from kinemate.io.atomic import atomic_path
 
 LOCAL_DIR = "c2pa-local"
 LOCAL_ORG = "kinemate local signing (untrusted)"
@@ -201,12 +202,13 @@ def _generate_local(d: Path) -> None:
     key_bytes = leaf_key.private_bytes(
         pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    # Write to temporary names, then rename: never a half-written key pair.
-    tmp_key, tmp_chain = d / "signer.key.tmp", d / "chain.pem.tmp"
-    fd = os.open(tmp_key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(key_bytes)
-    tmp_chain.write_bytes(leaf_cert.public_bytes(pem) + ca_cert.public_bytes(pem))
-    (d / "ca.pem").write_bytes(ca_cert.public_bytes(pem))
-    os.replace(tmp_key, d / "signer.key")
-    os.replace(tmp_chain, d / "chain.pem")
+    # Both written under temporary names and renamed (the key first) only when both are
+    # complete: never a half-written key pair. The key's temporary file is created 0o600,
+    # so the private key is never readable by others, not even for a moment.
+    with atomic_path(d / "chain.pem") as tmp_chain, \
+            atomic_path(d / "signer.key", mode=0o600) as tmp_key:
+        fd = os.open(tmp_key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(key_bytes)
+        tmp_chain.write_bytes(leaf_cert.public_bytes(pem) + ca_cert.public_bytes(pem))
+        (d / "ca.pem").write_bytes(ca_cert.public_bytes(pem))

@@ -22,8 +22,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -32,6 +30,7 @@ import cv2
 import numpy as np
 
 from kinemate.errors import InputError, UsageError
+from kinemate.io.atomic import atomic_folder, write_text_atomic
 
 FORMAT_NAME = "kinemate.dataset"
 FORMAT_VERSION = 1
@@ -344,17 +343,7 @@ def write_index(root: str | os.PathLike, *, name: str | None = None, extra: dict
                          "video file); see docs/dataset-format.md")
     info = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "name": name or root.name,
             **(extra or {}), "videos": [index_entry(it, root) for it in tmp_ds]}
-    return _write_json_atomic(root / INDEX_NAME, info)
-
-
-def _write_json_atomic(path: Path, data) -> Path:
-    tmp = path.with_name(f".{path.name}.kinemate-tmp-{secrets.token_hex(4)}")
-    try:
-        tmp.write_text(json.dumps(data, indent=1))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_text_atomic(root / INDEX_NAME, json.dumps(info, indent=1))
 
 
 # ---------------------------------------------------------------------------------------
@@ -405,12 +394,9 @@ def write_dataset(out_dir: str | os.PathLike, clips: Iterable, *, total: int | N
     if out.exists() and not (out.is_dir() and not any(out.iterdir())) and not force:
         raise UsageError(f"{out} already exists and is not empty; choose another output "
                          "folder or pass --force to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.kinemate-tmp-{secrets.token_hex(4)}")
-    tmp.mkdir()
-    try:
-        from tqdm import tqdm
+    from tqdm import tqdm
 
+    with atomic_folder(out) as tmp:
         videos = []
         for clip in tqdm(clips, total=total, desc="synth", unit="clip", disable=not progress):
             name = clip_name(clip.meta["seed"])
@@ -419,19 +405,6 @@ def write_dataset(out_dir: str | os.PathLike, clips: Iterable, *, total: int | N
         index = {"format": FORMAT_NAME, "version": FORMAT_VERSION, **(info or {}),
                  "videos": videos}
         (tmp / INDEX_NAME).write_text(json.dumps(index, indent=1))
-        if out.exists():
-            old = out.with_name(f".{out.name}.kinemate-old-{secrets.token_hex(4)}")
-            os.replace(out, old)
-            os.replace(tmp, out)
-            if old.is_dir():
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                old.unlink(missing_ok=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

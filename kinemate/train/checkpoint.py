@@ -14,6 +14,7 @@ half-written checkpoint behind; the newest ``keep`` checkpoints are kept.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import shutil
@@ -22,7 +23,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from accelerate.utils import broadcast_object_list
 from safetensors.torch import load_file, save_file
+
+from kinemate.io.atomic import atomic_folder
 
 PREFIX = "step_"
 
@@ -77,29 +81,22 @@ def save_checkpoint(stage_dir: Path, *, step: int, micro_step: int, elapsed_s: f
     """Write a checkpoint of ``step`` (all processes call this; rank 0 writes shared files)."""
     root = Path(stage_dir) / "checkpoints"
     final = root / f"{PREFIX}{step:07d}"
-    tmp = root / f".tmp-{PREFIX}{step:07d}"
-    rank = accelerator.process_index
-    if accelerator.is_main_process:
-        root.mkdir(parents=True, exist_ok=True)
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir()
-    accelerator.wait_for_everyone()
-    torch.save(rng_state(), tmp / f"rng_{rank}.pt")
-    if accelerator.is_main_process:
-        save_file(_contiguous_state(module), str(tmp / "model.safetensors"))
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-        if ema is not None:
-            torch.save(ema.state_dict(), tmp / "ema.pt")
-        state = {"step": step, "micro_step": micro_step, "elapsed_s": elapsed_s,
-                 "world_size": accelerator.num_processes, "time": time.time(), **(extra or {})}
-        (tmp / "state.json").write_text(json.dumps(state, indent=2))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
+    main = accelerator.is_main_process
+    with (atomic_folder(final) if main else contextlib.nullcontext()) as tmp:
+        # every process writes its RNG states into the folder the main process is building
+        tmp = Path(broadcast_object_list([str(tmp) if main else None])[0])
+        torch.save(rng_state(), tmp / f"rng_{accelerator.process_index}.pt")
+        if main:
+            save_file(_contiguous_state(module), str(tmp / "model.safetensors"))
+            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+            torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+            if ema is not None:
+                torch.save(ema.state_dict(), tmp / "ema.pt")
+            state = {"step": step, "micro_step": micro_step, "elapsed_s": elapsed_s,
+                     "world_size": accelerator.num_processes, "time": time.time(), **(extra or {})}
+            (tmp / "state.json").write_text(json.dumps(state, indent=2))
+        accelerator.wait_for_everyone()
+    if main:
         for old in list_checkpoints(stage_dir)[:-keep] if keep > 0 else []:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()

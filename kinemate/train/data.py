@@ -228,10 +228,12 @@ class PositionSampler(Sampler):
 
 def make_loader(source, kind: str, *, seed: int, clip_frames: int, batch_size: int, step: int,
                 rank: int, world: int, num_workers: int = 0):
-    """A DataLoader yielding batches from position ``step*batch_size*world`` on."""
+    """A DataLoader yielding batches from position ``step*batch_size*world`` on. Its own
+    generator gives its workers their base seed (else it is drawn from torch's global one)."""
     ds = StageDataset(source, kind, seed, clip_frames)
     sampler = PositionSampler(step * batch_size * world, rank, world)
     return torch.utils.data.DataLoader(
         ds, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
         persistent_workers=False, drop_last=True,
+        generator=torch.Generator().manual_seed(mix_seed(seed, kind, "loader", step, rank)),
     )

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
+
+from kinemate.io.atomic import atomic_path
 
 FIELDS = ["step", "loss", "loss_ema", "lr", "elapsed_s", "steps_per_s"]
 
@@ -30,13 +31,11 @@ class LossLog:
             return list(csv.DictReader(f))
 
     def _write_all(self, rows: list[dict]) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with tmp.open("w", newline="") as f:
+        with atomic_path(self.path) as tmp, tmp.open("w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=FIELDS)
             w.writeheader()
             for r in rows:
                 w.writerow({k: r.get(k, "") for k in FIELDS})
-        os.replace(tmp, self.path)
 
     def append(self, step: int, loss: float, lr: float, elapsed_s: float, steps_per_s: float) -> float:
         self.smoothed = loss if self.smoothed is None else 0.95 * self.smoothed + 0.05 * loss
@@ -74,9 +73,7 @@ def plot_losses(csv_paths: dict[str, Path], out_png: Path) -> Path | None:
         ax.legend(fontsize=8)
     fig.tight_layout()
     out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_png.with_name(".tmp-" + out_png.name)
-    fig.savefig(tmp, dpi=100, format="png")
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
-    os.replace(tmp, out_png)
     return out_png

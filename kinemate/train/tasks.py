@@ -3,18 +3,30 @@ inputs, and what the stage leaves behind (``final/``) and shows (samples)."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
-import dataclasses
+from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from kinemate.errors import ConfigError, WeightsError
+from kinemate.models.patch_vae import latent_downsample
+from kinemate.models.reference import ReferenceBank
 from kinemate.train.config import StageConfig, TrainConfig
 from kinemate.train.data import StageDataset, make_source
-from kinemate.models.patch_vae import latent_downsample
 from kinemate.train.vae import VAEObjective, build_vae, fit_scaling_factor, is_closed_form
+
+
+@contextlib.contextmanager
+def _seeded_init(seed: int) -> Iterator[None]:
+    """Seed torch's global CPU generator for a block that builds modules (their default init
+    draws from it), then give the caller back its own generator state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.random.default_generator.manual_seed(seed)
+        yield
 
 
 def _heldout_frames(cfg: TrainConfig, n: int) -> torch.Tensor:
@@ -51,16 +63,9 @@ class VAETask:
     def __init__(self, cfg: TrainConfig, stage: StageConfig, device: torch.device,
                  previous: Path | None = None):
         self.cfg, self.stage, self.device = cfg, stage, device
-        torch.manual_seed(cfg.seed)
         self.decoder_only = stage.kind == "vae_decoder"
-        if self.decoder_only:
-            src = previous if previous is not None else (Path(cfg.model.vae) if cfg.model.vae else None)
-            if src is None:
-                raise ConfigError("stage vae_decoder needs an autoencoder: put a 'vae' stage "
-                                  "before it or set model.vae")
-            vae = load_vae(src)
-        else:
-            vae = load_vae(cfg.model.vae) if cfg.model.vae else build_vae(cfg.model.arch.get("vae"))
+        with _seeded_init(cfg.seed):  # a newly built autoencoder's init
+            vae = self._autoencoder(previous)
         if self.decoder_only and is_closed_form(vae):
             raise ConfigError("stage vae_decoder fine-tunes a learned decoder; a patch "
                               "autoencoder is linear and fitted exactly: drop the stage")
@@ -74,6 +79,18 @@ class VAETask:
         self.factor = latent_downsample(vae)
         self.closed_form = is_closed_form(vae)
         self.latent_channels = vae.config.latent_channels
+
+    def _autoencoder(self, previous: Path | None):
+        """The autoencoder to train: model.vae or a new one; for ``vae_decoder`` the previous
+        stage's result (else model.vae)."""
+        cfg = self.cfg
+        if not self.decoder_only:
+            return load_vae(cfg.model.vae) if cfg.model.vae else build_vae(cfg.model.arch.get("vae"))
+        src = previous if previous is not None else (Path(cfg.model.vae) if cfg.model.vae else None)
+        if src is None:
+            raise ConfigError("stage vae_decoder needs an autoencoder: put a 'vae' stage "
+                              "before it or set model.vae")
+        return load_vae(src)
 
     def enable_gradient_checkpointing(self) -> None:
         if getattr(self.module.vae, "_supports_gradient_checkpointing", False):
@@ -129,65 +146,6 @@ class VAETask:
 # --------------------------------------------------------------------------- diffusion stages
 
 
-class TrainingBank:
-    """A :class:`kinemate.models.ReferenceBank` that keeps the autograd graph of the written
-    reference features (the inference bank stores detached copies), so stage 1 trains the
-    appearance encoder through the UNet's reference attention. Built lazily so this module
-    imports without the engine."""
-
-    _cls = None
-
-    @classmethod
-    def make(cls):
-        if cls._cls is None:
-            from kinemate.models.reference import ReferenceBank, attention
-
-            class _Bank(ReferenceBank):
-                def __init__(self):
-                    super().__init__(bank_dtype=None, lean=False)
-                    self.live: dict[int, torch.Tensor] = {}
-
-                def start_write(self) -> None:
-                    super().start_write()
-                    self.live.clear()
-
-                def clear(self) -> None:
-                    super().clear()
-                    if hasattr(self, "live"):
-                        self.live.clear()
-
-                def write(self, slot, attn, normed):
-                    self.live[slot] = normed
-                    self.features[slot] = normed
-                    return attention(attn, normed, normed)
-
-                def _reference(self, slot, like):
-                    feat = self.live.get(slot)
-                    if feat is None:
-                        return super()._reference(slot, like)
-                    return feat.to(like.dtype)
-
-            cls._cls = _Bank
-        return cls._cls()
-
-
-def _record_tail_hooks(appearance_encoder, get_bank) -> list:
-    """The appearance encoder's last reference feature comes from a LayerNorm outside any
-    attention processor (its tail block) and is stored detached; a forward hook on that
-    LayerNorm records the live tensor in the training bank too."""
-    from kinemate.models.reference import ReferenceOnlyBlock
-
-    handles = []
-    for m in appearance_encoder.modules():
-        if isinstance(m, ReferenceOnlyBlock):
-            def hook(_mod, _inp, out, block=m):
-                bank = get_bank()
-                if bank is not None and block.slot is not None:
-                    bank.live[block.slot] = out
-            handles.append(m.norm1.register_forward_hook(hook))
-    return handles
-
-
 class DiffusionObjective(torch.nn.Module):
     """Appearance encoder + pose ControlNet + video UNet; ``forward`` returns the denoising loss.
 
@@ -217,8 +175,6 @@ class DiffusionObjective(torch.nn.Module):
         self.frozen_conditioning = frozen_conditioning
         self.snr_gamma = snr_gamma
         self.temporal_loss_weight = temporal_loss_weight
-        self._bank = None
-        self._hooks = _record_tail_hooks(appearance_encoder, lambda: self._bank)
 
     def forward(self, ref_latents, latents, control, noise, timesteps, n_uncond: int = 0):
         from einops import rearrange
@@ -227,32 +183,28 @@ class DiffusionObjective(torch.nn.Module):
         a = self.alphas_cumprod[timesteps].view(b, 1, 1, 1, 1).to(latents.dtype)
         noisy = a.sqrt() * latents + (1 - a).sqrt() * noise
         text = self.text_embeds.to(latents.dtype).expand(b, -1, -1)
-        bank = TrainingBank.make()
-        self._bank = bank
-        try:
-            with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen_conditioning):
-                bank.start_write()
-                self.appearance_encoder(ref_latents, timesteps, text, bank)
-                down, mid = self.controlnet(
-                    rearrange(noisy, "b c f h w -> (b f) c h w"), timesteps.repeat_interleave(f),
-                    encoder_hidden_states=text.repeat_interleave(f, 0),
-                    controlnet_cond=rearrange(control, "b c f h w -> (b f) c h w"),
-                    return_dict=False)
-            down = [rearrange(r, "(b f) c h w -> b c f h w", f=f) for r in down]
-            mid = rearrange(mid, "(b f) c h w -> b c f h w", f=f)
-            bank.start_read(num_frames=f, uncond_batches=int(n_uncond))
-            # dropped reference (the first n_uncond rows): zeros, as the unconditional CFG half
-            # sees it
-            n = int(n_uncond)
-            ref_in = torch.cat([torch.zeros_like(ref_latents[:n]), ref_latents[n:]])
-            pred = self.unet(noisy, timesteps, text, down_block_additional_residuals=down,
-                             mid_block_additional_residual=mid,
-                             cross_attention_kwargs={"reference": bank},
-                             reference_latents=ref_in)
-        finally:
-            # not cleared: with gradient checkpointing the UNet's attention is recomputed
-            # (in read mode) during backward and needs the bank; it dies with the graph
-            self._bank = None
+        # the engine's bank, keeping the graph of the written features (gradients reach the
+        # appearance encoder through the reference attention); with gradient checkpointing
+        # the UNet's attention is recomputed through its read view during backward, so the
+        # bank lives as long as the graph
+        bank = ReferenceBank(bank_dtype=None, lean=False, detach=False)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen_conditioning):
+            self.appearance_encoder(ref_latents, timesteps, text, bank.writer())
+            down, mid = self.controlnet(
+                rearrange(noisy, "b c f h w -> (b f) c h w"), timesteps.repeat_interleave(f),
+                encoder_hidden_states=text.repeat_interleave(f, 0),
+                controlnet_cond=rearrange(control, "b c f h w -> (b f) c h w"),
+                return_dict=False)
+        down = [rearrange(r, "(b f) c h w -> b c f h w", f=f) for r in down]
+        mid = rearrange(mid, "(b f) c h w -> b c f h w", f=f)
+        # dropped reference (the first n_uncond videos): zeros, as the unconditional CFG half
+        # sees it
+        n = int(n_uncond)
+        ref_in = torch.cat([torch.zeros_like(ref_latents[:n]), ref_latents[n:]])
+        pred = self.unet(noisy, timesteps, text, down_block_additional_residuals=down,
+                         mid_block_additional_residual=mid,
+                         cross_attention_kwargs={"reference": bank.reader(f, uncond_videos=n)},
+                         reference_latents=ref_in)
         if self.prediction_type == "v_prediction":  # v = sqrt(a) eps - sqrt(1 - a) x0
             target = a.sqrt() * noise - (1 - a).sqrt() * latents
         elif self.prediction_type == "sample":  # the clean latent (x0)
@@ -286,6 +238,16 @@ class DiffusionObjective(torch.nn.Module):
         return loss
 
 
+class _Components(NamedTuple):
+    """The parts of a diffusion model a stage starts with (``unet`` with temporal modules)."""
+
+    unet: torch.nn.Module
+    appearance_encoder: torch.nn.Module
+    controlnet: torch.nn.Module
+    vae: torch.nn.Module
+    text: torch.Tensor
+
+
 class DiffusionTask:
     """Stage ``stage1`` (frame pairs; appearance encoder + ControlNet [+ UNet spatial layers],
     temporal modules off) or ``stage2`` (clips; temporal modules only)."""
@@ -295,85 +257,130 @@ class DiffusionTask:
         from kinemate.train import arch as A
 
         self.cfg, self.stage, self.device = cfg, stage, device
-        torch.manual_seed(mix_seed_int(cfg.seed, stage.id))
         self.arch = A.resolve_arch(cfg.model.arch)
-        start = previous if previous is not None and (previous / "kinemate.json").is_file() else None
-        if start is None and cfg.model.init:
-            start = Path(cfg.model.init)
-        self.from_scratch = start is None
         self.meta = {"name": cfg.model.name, "control_kind": cfg.data.control,
                      "default_size": [cfg.data.size, cfg.data.size]}
-        if start is not None:
-            pipe = _load_pipeline_folder(start)
-            unet_full, app, cn, vae = pipe.unet, pipe.appearance_encoder, pipe.controlnet, pipe.vae
-            text = pipe.text_embeds_cond
-            self.scaling = float(pipe.vae_scaling_factor)
-            self.scheduler_config = dict(pipe.scheduler.config)
-            self.options = pipe.options
-            self.meta.update(name=cfg.model.name or pipe.name, control_kind=pipe.control_kind)
-        else:
-            vae_dir = previous if previous is not None else (Path(cfg.model.vae) if cfg.model.vae else None)
-            if vae_dir is None:
-                raise ConfigError("training from scratch needs a VAE: add a 'vae' stage before "
-                                  f"{stage.kind} or set model.vae (or model.init)")
-            vae = load_vae(vae_dir)
-            unet_full = A.build_unet(self.arch, motion=True)
-            app = A.build_appearance_encoder(self.arch)
-            cn = A.build_controlnet(self.arch)
-            A.copy_matching(app, unet_full)
-            A.copy_matching(cn, unet_full)
-            text = A.fixed_text_embedding(self.arch)
-            self.scaling = float(vae.config.scaling_factor)
-            self.scheduler_config = None
-            self.options = None
-        self.vae = vae.to(device).eval().requires_grad_(False)
-        self.unet_full_config = dict(unet_full.config)
-        if stage.kind == "stage1":
-            # temporal modules off: a UNet without them, same spatial weights; the motion
-            # weights are kept aside and put back when the stage's result is saved
-            unet = A.build_unet_from_config(self.unet_full_config, motion=False)
-            sd = unet_full.state_dict()
-            self.motion_state = {k: v.clone() for k, v in sd.items() if ".motion_modules." in k}
-            unet.load_state_dict({k: v for k, v in sd.items() if ".motion_modules." not in k})
-            train_spatial = stage.train_unet_spatial
-            if train_spatial is None:
-                train_spatial = self.from_scratch
-            unet.requires_grad_(bool(train_spatial))
-            app.requires_grad_(True)
-            cn.requires_grad_(True)
-            frozen_cond = False
-        else:
-            unet = unet_full
-            if not unet.motion_module_keys():
-                raise ConfigError("stage2 trains temporal modules but the UNet has none; set "
-                                  "model.arch.motion.use_motion_module to true")
-            self.motion_state = None
-            unet.requires_grad_(False)
-            for name, p in unet.named_parameters():
-                if ".motion_modules." in name:
-                    p.requires_grad_(True)
-            app.requires_grad_(False)
-            cn.requires_grad_(False)
-            frozen_cond = True
-        from kinemate.pipeline.animation import make_scheduler
-        from kinemate.pipeline.animation import MAGICANIMATE_SCHEDULER
-
-        sched = make_scheduler({**(self.scheduler_config or MAGICANIMATE_SCHEDULER),
-                                **(cfg.model.scheduler or {})})
-        self.scheduler_config = {**dict(sched.config), "_class_name": type(sched).__name__}
-        alphas = _alphas_cumprod(sched)
-        if stage.timestep_range is not None and stage.timestep_range[1] >= len(alphas):
-            raise ConfigError(
-                f"stage {stage.id}: timestep_range {stage.timestep_range} goes past the "
-                f"scheduler's last timestep {len(alphas) - 1}; lower its upper end"
-            )
-        self.text = text.float()
-        self.module = DiffusionObjective(unet, app, cn, self.text, alphas,
-                                         frozen_conditioning=frozen_cond,
+        # 1. the model the stage starts from (none: from scratch)
+        start = self._starting_model(previous)
+        self.from_scratch = start is None
+        with _seeded_init(mix_seed_int(cfg.seed, stage.id)):  # the init of new modules
+            # 2. its components, loaded or newly built
+            if start is not None:
+                parts = self._load_components(start)
+            else:
+                parts = self._build_components(previous)
+            self.vae = parts.vae.to(device).eval().requires_grad_(False)
+            self.unet_full_config = dict(parts.unet.config)
+            # 3. what the stage trains, and the UNet it trains with
+            unet = self._stage1_unet(parts) if stage.kind == "stage1" else self._stage2_unet(parts)
+        # 4. the noise schedule: model.scheduler over the starting model's
+        sched = self._noise_scheduler()
+        alphas = self._training_alphas(sched)
+        # 5. the objective: stage 2 runs the appearance encoder and ControlNet without grad
+        self.text = parts.text.float()
+        self.module = DiffusionObjective(unet, parts.appearance_encoder, parts.controlnet,
+                                         self.text, alphas,
+                                         frozen_conditioning=stage.kind != "stage1",
                                          snr_gamma=stage.snr_gamma,
                                          temporal_loss_weight=stage.temporal_loss_weight,
                                          prediction_type=sched.config.prediction_type).to(device)
         self.module.train()
+
+    def _starting_model(self, previous: Path | None) -> Path | None:
+        """The previous stage's result when it is a whole model (not just a VAE), else
+        model.init; None when the stage trains from scratch."""
+        if previous is not None and (previous / "kinemate.json").is_file():
+            return previous
+        return Path(self.cfg.model.init) if self.cfg.model.init else None
+
+    def _load_components(self, start: Path) -> _Components:
+        """The components of the pipeline folder ``start``, with its VAE scaling, scheduler,
+        sampling options, name and control kind."""
+        pipe = _load_pipeline_folder(start)
+        self.scaling = float(pipe.vae_scaling_factor)
+        self.scheduler_config = dict(pipe.scheduler.config)
+        self.options = pipe.options
+        self.meta.update(name=self.cfg.model.name or pipe.name, control_kind=pipe.control_kind)
+        return _Components(pipe.unet, pipe.appearance_encoder, pipe.controlnet, pipe.vae,
+                           pipe.denoiser.text_embeds_cond)
+
+    def _build_components(self, previous: Path | None) -> _Components:
+        """New components of ``model.arch`` around a trained VAE (the previous stage's result or
+        model.vae); the appearance encoder and ControlNet start as copies of the UNet."""
+        from kinemate.train import arch as A
+
+        cfg = self.cfg
+        vae_dir = previous if previous is not None else (
+            Path(cfg.model.vae) if cfg.model.vae else None)
+        if vae_dir is None:
+            raise ConfigError("training from scratch needs a VAE: add a 'vae' stage before "
+                              f"{self.stage.kind} or set model.vae (or model.init)")
+        vae = load_vae(vae_dir)
+        unet = A.build_unet(self.arch, motion=True)
+        app = A.build_appearance_encoder(self.arch)
+        cn = A.build_controlnet(self.arch)
+        A.copy_matching(app, unet)
+        A.copy_matching(cn, unet)
+        self.scaling = float(vae.config.scaling_factor)
+        self.scheduler_config = None
+        self.options = None
+        return _Components(unet, app, cn, vae, A.fixed_text_embedding(self.arch))
+
+    def _stage1_unet(self, parts: _Components) -> torch.nn.Module:
+        """Temporal modules off: a UNet without them, same spatial weights (the motion weights
+        are kept aside and put back when the result is saved). The appearance encoder and
+        ControlNet train; the UNet's spatial layers when ``train_unet_spatial`` (by default
+        when training from scratch)."""
+        from kinemate.train import arch as A
+
+        unet = A.build_unet_from_config(self.unet_full_config, motion=False)
+        sd = parts.unet.state_dict()
+        self.motion_state = {k: v.clone() for k, v in sd.items() if ".motion_modules." in k}
+        unet.load_state_dict({k: v for k, v in sd.items() if ".motion_modules." not in k})
+        train_spatial = self.stage.train_unet_spatial
+        if train_spatial is None:
+            train_spatial = self.from_scratch
+        unet.requires_grad_(bool(train_spatial))
+        parts.appearance_encoder.requires_grad_(True)
+        parts.controlnet.requires_grad_(True)
+        return unet
+
+    def _stage2_unet(self, parts: _Components) -> torch.nn.Module:
+        """Only the UNet's temporal modules train; everything else is frozen."""
+        unet = parts.unet
+        if not unet.motion_module_keys():
+            raise ConfigError("stage2 trains temporal modules but the UNet has none; set "
+                              "model.arch.motion.use_motion_module to true")
+        self.motion_state = None
+        unet.requires_grad_(False)
+        for name, p in unet.named_parameters():
+            if ".motion_modules." in name:
+                p.requires_grad_(True)
+        parts.appearance_encoder.requires_grad_(False)
+        parts.controlnet.requires_grad_(False)
+        return unet
+
+    def _noise_scheduler(self):
+        """The scheduler (the starting model's, else MagicAnimate's, updated by model.scheduler);
+        its config is what the result is saved with."""
+        from kinemate.models.magicanimate import MAGICANIMATE_SCHEDULER
+        from kinemate.pipeline.animation import make_scheduler
+
+        sched = make_scheduler({**(self.scheduler_config or MAGICANIMATE_SCHEDULER),
+                                **(self.cfg.model.scheduler or {})})
+        self.scheduler_config = {**dict(sched.config), "_class_name": type(sched).__name__}
+        return sched
+
+    def _training_alphas(self, sched) -> torch.Tensor:
+        """The scheduler's cumulative alphas; the stage's ``timestep_range`` must lie within."""
+        alphas = _alphas_cumprod(sched)
+        lo_hi = self.stage.timestep_range
+        if lo_hi is not None and lo_hi[1] >= len(alphas):
+            raise ConfigError(
+                f"stage {self.stage.id}: timestep_range {lo_hi} goes past the "
+                f"scheduler's last timestep {len(alphas) - 1}; lower its upper end"
+            )
+        return alphas
 
     def enable_gradient_checkpointing(self) -> None:
         from diffusers.models.transformers.transformer_2d import Transformer2DModel
@@ -417,11 +424,14 @@ class DiffusionTask:
     def build_pipeline(self, module: "DiffusionObjective"):
         """An :class:`AnimationPipeline` of the current weights (full UNet with temporal
         modules: in stage 1 the spatial weights are trained and the motion weights untouched)."""
-        from kinemate.pipeline.animation import AnimationPipeline, SamplingOptions, make_scheduler
+        from kinemate.models.magicanimate import MagicAnimateDenoiser
+        from kinemate.pipeline.animation import AnimationPipeline, make_scheduler
+        from kinemate.pipeline.options import LEGACY_NAMES, SamplingOptions
         from kinemate.train import arch as A
 
         if self.motion_state is not None:
-            unet = A.build_unet_from_config(self.unet_full_config, motion=True)
+            with torch.random.fork_rng(devices=[]):  # its init is overwritten right after
+                unet = A.build_unet_from_config(self.unet_full_config, motion=True)
             sd = {k: v.detach().clone() for k, v in module.unet.state_dict().items()}
             sd.update(self.motion_state)
             unet.load_state_dict(sd)
@@ -430,14 +440,15 @@ class DiffusionTask:
             unet = copy.deepcopy(module.unet)
         # the config's model.sampling wins over the options of the model a stage started from
         # (as model.scheduler does for the scheduler)
-        opts = dataclasses.replace(self.options or SamplingOptions(),
-                                   **_tiny_sampling_defaults(self.cfg))
-        return AnimationPipeline(
+        sampling = {LEGACY_NAMES.get(k, k): v for k, v in _tiny_sampling_defaults(self.cfg).items()}
+        opts = (self.options or SamplingOptions()).merged(sampling)
+        denoiser = MagicAnimateDenoiser(
             unet.eval(), copy.deepcopy(module.appearance_encoder).eval(),
-            copy.deepcopy(module.controlnet).eval(), copy.deepcopy(self.vae).eval(),
-            make_scheduler({**self.scheduler_config}),
-            text_embeds_uncond=self.text.clone(), text_embeds_cond=self.text.clone(),
-            name=self.meta["name"], control_kind=self.meta["control_kind"],
+            copy.deepcopy(module.controlnet).eval(), text_embeds_uncond=self.text.clone(),
+            text_embeds_cond=self.text.clone())
+        return AnimationPipeline(
+            denoiser, copy.deepcopy(self.vae).eval(), make_scheduler({**self.scheduler_config}),
+            name=self.meta["name"], family="magicanimate", control_kind=self.meta["control_kind"],
             default_size=tuple(self.meta["default_size"]), vae_scaling_factor=self.scaling,
             options=opts)
 
@@ -454,7 +465,7 @@ class DiffusionTask:
 
         pipe = self.build_pipeline(module)
         frames, controls = heldout_clip(self.cfg, self.cfg.sample_seed)
-        out = pipe(frames[0], controls, num_inference_steps=self.cfg.sample_steps, seed=0,
+        out = pipe(frames[0], controls, steps=self.cfg.sample_steps, seed=0,
                    progress=False)
         grid = [side_by_side([frames[0], c, o, g]) for c, o, g in zip(controls, out, frames)]
         path = Path(path)

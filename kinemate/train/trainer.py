@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from kinemate.errors import ConfigError
+from kinemate.io.atomic import atomic_folder
 from kinemate.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from kinemate.train.config import STAGE_KINDS, StageConfig, TrainConfig, config_to_dict
 from kinemate.train.data import make_loader, make_source, mix_seed
@@ -123,27 +124,16 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
 def export(src: Path, dst: Path, *, fp16: bool = False) -> None:
     """Copy a finished pipeline folder to ``dst`` (atomically replaced); ``fp16`` stores the
     component weights in half precision (they are cast back to the load dtype when read)."""
-    dst = Path(dst)
-    tmp = dst.with_name(f".tmp-{dst.name}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    shutil.copytree(src, tmp)
-    if fp16:
-        from safetensors.torch import load_file, save_file
+    with atomic_folder(dst) as tmp:
+        shutil.copytree(src, tmp, dirs_exist_ok=True)
+        if fp16:
+            from safetensors.torch import load_file, save_file
 
-        for f in tmp.glob("*/model.safetensors"):
-            sd = load_file(str(f))
-            sd = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in sd.items()}
-            save_file(sd, str(f))
-    if dst.exists():
-        old = dst.with_name(f".old-{dst.name}")
-        if old.exists():
-            shutil.rmtree(old)
-        dst.rename(old)
-        tmp.rename(dst)
-        shutil.rmtree(old)
-    else:
-        tmp.rename(dst)
+            for f in tmp.glob("*/model.safetensors"):
+                sd = load_file(str(f))
+                sd = {k: (v.half() if v.is_floating_point() else v).contiguous()
+                      for k, v in sd.items()}
+                save_file(sd, str(f))
 
 
 def _data_seed(cfg: TrainConfig, stage: StageConfig) -> int:
@@ -183,144 +173,222 @@ def run_stage(cfg: TrainConfig, stage: StageConfig, accelerator, *, progress: bo
               stop_after_steps: int | None = None) -> bool:
     """Train one stage to ``stage.steps`` (or until ``stop_after_steps`` in this call).
     Returns True when the stage finished and wrote ``final/``."""
-    from tqdm.auto import tqdm
+    # 1. the stage's folder and task; a closed-form model is fitted in one pass instead
+    sdir = _open_stage_dir(cfg, stage, accelerator)
+    task = build_task(cfg, stage, accelerator.device)
+    if getattr(task, "closed_form", False):
+        return _fit_closed_form(cfg, stage, task, accelerator)
+    # 2. the optimizer, LR schedule and EMA of the trainable parameters
+    run = _StageRun(cfg, stage, task, accelerator, sdir)
+    # 3. continue from the newest checkpoint, if any
+    run.resume()
+    # 4. memory savers, and a line on what is trained
+    if cfg.gradient_checkpointing:
+        task.enable_gradient_checkpointing()
+    run.announce()
+    # 5. the parts handed to accelerate, the data from the resumed position
+    run.prepare()
+    # 6. optimizer steps to the end of the stage, or to a stop asked for in this call
+    if not run.train(progress=progress, stop_after_steps=stop_after_steps):
+        return False
+    # 7. the last checkpoint, the result in final/ with DONE, and a sample
+    run.finish()
+    return True
 
+
+def _open_stage_dir(cfg: TrainConfig, stage: StageConfig, accelerator) -> Path:
+    """The stage's folder (created by the main process); each stage reports its own GPU peak."""
     sdir = stage_dir(cfg, stage)
     if accelerator.is_main_process:
         sdir.mkdir(parents=True, exist_ok=True)
-    device = accelerator.device
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)  # each stage reports its own peak
-    task = build_task(cfg, stage, device)
-    if getattr(task, "closed_form", False):
-        return _fit_closed_form(cfg, stage, task, accelerator)
-    module = task.module
-    params = [p for p in module.parameters() if p.requires_grad]
-    if not params:
-        raise ConfigError(f"stage {stage.id} has nothing to train")
-    optimizer = make_optimizer(params, stage)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(stage, s))
-    ema = EMA(module, stage.ema_decay, stage.ema_warmup) if stage.ema_decay > 0 else None
+    if accelerator.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(accelerator.device)
+    return sdir
 
-    step, micro_step, elapsed0 = 0, 0, 0.0
-    ckpt = latest_checkpoint(sdir)
-    if ckpt is not None:
-        st = load_checkpoint(ckpt, module=module, optimizer=optimizer, scheduler=scheduler,
-                             ema=ema, accelerator=accelerator)
-        step, micro_step, elapsed0 = st["step"], st["micro_step"], st["elapsed_s"]
-        _echo(accelerator, f"stage {stage.id}: resumed from {ckpt.name} (step {step})")
-    if cfg.gradient_checkpointing:
-        task.enable_gradient_checkpointing()
-    n_train = sum(p.numel() for p in params)
-    _echo(accelerator, f"stage {stage.id}: {n_train / 1e6:.2f} M trainable parameters, "
-          f"{stage.steps} steps, batch {stage.batch_size} x {cfg.gradient_accumulation_steps} "
-          f"accum x {accelerator.num_processes} processes")
 
-    wrapped, optimizer, scheduler = accelerator.prepare(module, optimizer, scheduler)
-    if ema is not None:
-        ema.shadow = {k: v.to(device) for k, v in ema.shadow.items()}
-    source = make_source(cfg.data)
-    loader = make_loader(
-        source, "stage2" if stage.kind == "stage2" else stage.kind, seed=_data_seed(cfg, stage),
-        clip_frames=cfg.data.clip_frames, batch_size=stage.batch_size, step=micro_step,
-        rank=accelerator.process_index, world=accelerator.num_processes,
-        num_workers=cfg.num_workers,
-    )
-    logger = LossLog(sdir, step) if accelerator.is_main_process else None
-    batches = iter(loader)
-    t_start = time.time()
-    t_ckpt = time.time()
-    steps_this_call = 0
-    loss_acc, n_acc = 0.0, 0
-    t_log, step_log = time.time(), step
-    bar = tqdm(total=stage.steps, initial=step, desc=stage.id, disable=not (
-        progress and accelerator.is_main_process), file=sys.stderr, dynamic_ncols=True)
+class _StageRun:
+    """The training loop of one trainable stage in one call: its parts, where it stands
+    (optimizer step, micro step = data position, wall time of earlier calls) and its loss log."""
 
-    def do_checkpoint() -> None:
-        save_checkpoint(sdir, step=step, micro_step=micro_step,
-                        elapsed_s=elapsed0 + time.time() - t_start,
-                        module=accelerator.unwrap_model(wrapped), optimizer=optimizer,
-                        scheduler=scheduler, ema=ema, accelerator=accelerator,
-                        keep=cfg.keep_checkpoints, extra={"stage": stage.id})
+    def __init__(self, cfg: TrainConfig, stage: StageConfig, task, accelerator, sdir: Path):
+        self.cfg, self.stage, self.task, self.accelerator, self.sdir = (
+            cfg, stage, task, accelerator, sdir)
+        self.device = accelerator.device
+        self.params = [p for p in task.module.parameters() if p.requires_grad]
+        if not self.params:
+            raise ConfigError(f"stage {stage.id} has nothing to train")
+        self.optimizer = make_optimizer(self.params, stage)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: lr_factor(stage, s))
+        self.ema = (EMA(task.module, stage.ema_decay, stage.ema_warmup)
+                    if stage.ema_decay > 0 else None)
+        self.wrapped = task.module
+        self.step, self.micro_step, self.elapsed0 = 0, 0, 0.0
+        self.end = stage.steps
 
-    end = stage.steps
-    while step < end:
-        if (sdir / "FINISH_NOW").is_file() and step > 0:
-            # an operator asked to end the stage here (e.g. out of time): without a cool-down
-            # the result equals a run configured with steps=<this step> (the LR schedule then
-            # does not depend on steps)
-            end = step
-            _echo(accelerator, f"stage {stage.id}: FINISH_NOW found, ending at step {step}")
-            break
-        batch = next(batches)
-        gen = torch.Generator().manual_seed(
-            mix_seed(cfg.seed, stage.id, "noise", micro_step, accelerator.process_index))
-        inputs = task.prepare(batch, gen)
-        with accelerator.accumulate(wrapped):
-            with accelerator.autocast():
-                loss = wrapped(**inputs)
-            accelerator.backward(loss)
-            if accelerator.sync_gradients and stage.max_grad_norm > 0:
-                accelerator.clip_grad_norm_(params, stage.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-        micro_step += 1
-        loss_acc += float(loss.detach())
-        n_acc += 1
-        if not accelerator.sync_gradients:
-            continue
-        step += 1
-        steps_this_call += 1
-        if ema is not None:
-            ema.update(accelerator.unwrap_model(wrapped))
-        bar.update(1)
-        if step % cfg.log_every == 0 or step == end:
-            mean_loss = loss_acc / max(n_acc, 1)
-            mean_loss = float(accelerator.reduce(torch.tensor(mean_loss, device=device), "mean"))
-            sps = (step - step_log) / max(time.time() - t_log, 1e-9)
-            if logger is not None:
-                sm = logger.append(step, mean_loss, scheduler.get_last_lr()[0],
-                                   elapsed0 + time.time() - t_start, sps)
-                bar.set_postfix(loss=f"{sm:.4f}", sps=f"{sps:.2f}")
-            loss_acc, n_acc, t_log, step_log = 0.0, 0, time.time(), step
-        stop_now = stop_after_steps is not None and steps_this_call >= stop_after_steps
-        due = (step % cfg.checkpoint_every == 0
-               or (time.time() - t_ckpt) > 60 * cfg.checkpoint_every_minutes)
-        if step < end and (due or stop_now):
-            do_checkpoint()
-            t_ckpt = time.time()
-            if accelerator.is_main_process:
-                plot_losses({stage.id: sdir / "log.csv"}, sdir / "loss.png")
-        if cfg.sample_every and step % cfg.sample_every == 0 and step < end:
-            if accelerator.is_main_process:
-                _sample(task, accelerator.unwrap_model(wrapped), ema, sdir / "samples" / f"step_{step:07d}.mp4")
-            accelerator.wait_for_everyone()
-        if stop_now and step < end:
-            bar.close()
-            _echo(accelerator, f"stage {stage.id}: stopped at step {step} (checkpoint written)")
-            accelerator.free_memory()
+    def resume(self) -> None:
+        """Restore the newest checkpoint: weights, optimizer, EMA, RNG states, data position."""
+        ckpt = latest_checkpoint(self.sdir)
+        if ckpt is None:
+            return
+        st = load_checkpoint(ckpt, module=self.task.module, optimizer=self.optimizer,
+                             scheduler=self.scheduler, ema=self.ema, accelerator=self.accelerator)
+        self.step, self.micro_step, self.elapsed0 = st["step"], st["micro_step"], st["elapsed_s"]
+        _echo(self.accelerator,
+              f"stage {self.stage.id}: resumed from {ckpt.name} (step {self.step})")
+
+    def announce(self) -> None:
+        """One line: trainable parameters, steps, batch x accumulation x processes."""
+        stage, acc = self.stage, self.accelerator
+        n_train = sum(p.numel() for p in self.params)
+        _echo(acc, f"stage {stage.id}: {n_train / 1e6:.2f} M trainable parameters, "
+              f"{stage.steps} steps, batch {stage.batch_size} x "
+              f"{self.cfg.gradient_accumulation_steps} accum x {acc.num_processes} processes")
+
+    def prepare(self) -> None:
+        """Hand the module, optimizer and schedule to accelerate (the EMA follows to the
+        device); start the data loader and the loss log at the resumed position."""
+        cfg, stage, acc = self.cfg, self.stage, self.accelerator
+        self.wrapped, self.optimizer, self.scheduler = acc.prepare(
+            self.task.module, self.optimizer, self.scheduler)
+        if self.ema is not None:
+            self.ema.shadow = {k: v.to(self.device) for k, v in self.ema.shadow.items()}
+        loader = make_loader(
+            make_source(cfg.data), "stage2" if stage.kind == "stage2" else stage.kind,
+            seed=_data_seed(cfg, stage), clip_frames=cfg.data.clip_frames,
+            batch_size=stage.batch_size, step=self.micro_step, rank=acc.process_index,
+            world=acc.num_processes, num_workers=cfg.num_workers,
+        )
+        self.batches = iter(loader)
+        self.logger = LossLog(self.sdir, self.step) if acc.is_main_process else None
+
+    def train(self, *, progress: bool, stop_after_steps: int | None) -> bool:
+        """Optimizer steps until the stage's end; False when ``stop_after_steps`` ended this
+        call first (a checkpoint is then written)."""
+        from tqdm.auto import tqdm
+
+        acc = self.accelerator
+        self.t_start = self.t_ckpt = self.t_log = time.time()
+        self.step_log, self.loss_acc, self.n_acc = self.step, 0.0, 0
+        steps_this_call = 0
+        bar = tqdm(total=self.stage.steps, initial=self.step, desc=self.stage.id, disable=not (
+            progress and acc.is_main_process), file=sys.stderr, dynamic_ncols=True)
+        while self.step < self.end:
+            if self._finish_now_asked():
+                break
+            self._micro_step(next(self.batches))
+            if not acc.sync_gradients:
+                continue
+            self.step += 1
+            steps_this_call += 1
+            if self.ema is not None:
+                self.ema.update(acc.unwrap_model(self.wrapped))
+            bar.update(1)
+            self._log(bar)
+            stop_now = stop_after_steps is not None and steps_this_call >= stop_after_steps
+            self._checkpoint_and_sample_when_due(stop_now)
+            if stop_now and self.step < self.end:
+                bar.close()
+                _echo(acc, f"stage {self.stage.id}: stopped at step {self.step} "
+                      "(checkpoint written)")
+                acc.free_memory()
+                return False
+        bar.close()
+        return True
+
+    def _finish_now_asked(self) -> bool:
+        """An operator's ``FINISH_NOW`` file ends the stage at this step (e.g. out of time):
+        without a cool-down the result equals a run configured with steps=<this step> (the LR
+        schedule then does not depend on steps)."""
+        if not ((self.sdir / "FINISH_NOW").is_file() and self.step > 0):
             return False
-    bar.close()
-    do_checkpoint()
-    elapsed = elapsed0 + time.time() - t_start
-    if accelerator.is_main_process:
-        final_module = accelerator.unwrap_model(wrapped)
-        if ema is not None:
-            ema.copy_to(final_module)  # the result is the EMA weights
-        final = _write_result(sdir, task, final_module, {
-            "stage": stage.id, "steps": step, "batch_size": stage.batch_size,
-            "world_size": accelerator.num_processes, "wall_time_s": round(elapsed, 1),
-            "final_loss_ema": logger.smoothed if logger else None,
-            **_gpu_peak(device)})
-        plot_losses({stage.id: sdir / "log.csv"}, sdir / "loss.png")
-        _sample(task, final_module, None, sdir / "samples" / "final.mp4")
-        peak = _gpu_peak(device)
-        on_gpu = f", peak GPU memory {peak['peak_gpu_memory_gib']} GiB" if peak else ""
-        _echo(accelerator, f"stage {stage.id}: done in {elapsed / 60:.1f} min{on_gpu} -> {final}")
-    accelerator.wait_for_everyone()
-    accelerator.free_memory()
-    return True
+        self.end = self.step
+        _echo(self.accelerator,
+              f"stage {self.stage.id}: FINISH_NOW found, ending at step {self.step}")
+        return True
+
+    def _micro_step(self, batch: dict) -> None:
+        """Forward and backward of one batch (the optimizer steps when gradients sync); its
+        noise comes from a generator seeded by (run seed, stage, micro step, process)."""
+        acc, stage = self.accelerator, self.stage
+        gen = torch.Generator().manual_seed(
+            mix_seed(self.cfg.seed, stage.id, "noise", self.micro_step, acc.process_index))
+        inputs = self.task.prepare(batch, gen)
+        with acc.accumulate(self.wrapped):
+            with acc.autocast():
+                loss = self.wrapped(**inputs)
+            acc.backward(loss)
+            if acc.sync_gradients and stage.max_grad_norm > 0:
+                acc.clip_grad_norm_(self.params, stage.max_grad_norm)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        self.micro_step += 1
+        self.loss_acc += float(loss.detach())
+        self.n_acc += 1
+
+    def _log(self, bar) -> None:
+        """Every ``log_every`` steps and at the end: the mean loss over processes to log.csv."""
+        if not (self.step % self.cfg.log_every == 0 or self.step == self.end):
+            return
+        mean_loss = self.loss_acc / max(self.n_acc, 1)
+        mean_loss = float(self.accelerator.reduce(torch.tensor(mean_loss, device=self.device),
+                                                  "mean"))
+        sps = (self.step - self.step_log) / max(time.time() - self.t_log, 1e-9)
+        if self.logger is not None:
+            sm = self.logger.append(self.step, mean_loss, self.scheduler.get_last_lr()[0],
+                                    self.elapsed0 + time.time() - self.t_start, sps)
+            bar.set_postfix(loss=f"{sm:.4f}", sps=f"{sps:.2f}")
+        self.loss_acc, self.n_acc, self.t_log, self.step_log = 0.0, 0, time.time(), self.step
+
+    def _checkpoint_and_sample_when_due(self, stop_now: bool) -> None:
+        """A checkpoint (and loss plot) every ``checkpoint_every`` steps or minutes and before a
+        stop; a sample every ``sample_every`` steps (the end writes its own)."""
+        cfg, acc, step = self.cfg, self.accelerator, self.step
+        due = (step % cfg.checkpoint_every == 0
+               or (time.time() - self.t_ckpt) > 60 * cfg.checkpoint_every_minutes)
+        if step < self.end and (due or stop_now):
+            self._checkpoint()
+            self.t_ckpt = time.time()
+            if acc.is_main_process:
+                plot_losses({self.stage.id: self.sdir / "log.csv"}, self.sdir / "loss.png")
+        if cfg.sample_every and step % cfg.sample_every == 0 and step < self.end:
+            if acc.is_main_process:
+                _sample(self.task, acc.unwrap_model(self.wrapped), self.ema,
+                        self.sdir / "samples" / f"step_{step:07d}.mp4")
+            acc.wait_for_everyone()
+
+    def _checkpoint(self) -> None:
+        """Everything needed to continue exactly from this step (see :mod:`.checkpoint`)."""
+        acc = self.accelerator
+        save_checkpoint(self.sdir, step=self.step, micro_step=self.micro_step,
+                        elapsed_s=self.elapsed0 + time.time() - self.t_start,
+                        module=acc.unwrap_model(self.wrapped), optimizer=self.optimizer,
+                        scheduler=self.scheduler, ema=self.ema, accelerator=acc,
+                        keep=self.cfg.keep_checkpoints, extra={"stage": self.stage.id})
+
+    def finish(self) -> None:
+        """The last checkpoint; on the main process the result (the EMA weights, if any) in
+        ``final/`` with ``DONE``, the loss plot and a sample."""
+        acc, stage, sdir = self.accelerator, self.stage, self.sdir
+        self._checkpoint()
+        elapsed = self.elapsed0 + time.time() - self.t_start
+        if acc.is_main_process:
+            final_module = acc.unwrap_model(self.wrapped)
+            if self.ema is not None:
+                self.ema.copy_to(final_module)  # the result is the EMA weights
+            final = _write_result(sdir, self.task, final_module, {
+                "stage": stage.id, "steps": self.step, "batch_size": stage.batch_size,
+                "world_size": acc.num_processes, "wall_time_s": round(elapsed, 1),
+                "final_loss_ema": self.logger.smoothed if self.logger else None,
+                **_gpu_peak(self.device)})
+            plot_losses({stage.id: sdir / "log.csv"}, sdir / "loss.png")
+            _sample(self.task, final_module, None, sdir / "samples" / "final.mp4")
+            peak = _gpu_peak(self.device)
+            on_gpu = f", peak GPU memory {peak['peak_gpu_memory_gib']} GiB" if peak else ""
+            _echo(acc, f"stage {stage.id}: done in {elapsed / 60:.1f} min{on_gpu} -> {final}")
+        acc.wait_for_everyone()
+        acc.free_memory()
 
 
 def _gpu_peak(device: torch.device) -> dict:
@@ -334,13 +402,9 @@ def _gpu_peak(device: torch.device) -> dict:
 def _write_result(sdir: Path, task, module, info: dict) -> Path:
     """Save the stage's result to ``sdir/final`` (written under a temporary name, then renamed)
     and mark the stage done with ``info``; returns the ``final`` folder."""
-    final, tmp = sdir / "final", sdir / ".tmp-final"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    task.save_result(module, tmp)
-    if final.exists():
-        shutil.rmtree(final)
-    tmp.rename(final)
+    final = sdir / "final"
+    with atomic_folder(final) as tmp:
+        task.save_result(module, tmp)
     (sdir / "DONE").write_text(json.dumps(info, indent=2))
     return final
 

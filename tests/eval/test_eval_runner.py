@@ -237,9 +237,10 @@ def _tiny_pipeline_weights(tmp_path: Path) -> Path | None:
         from safetensors.torch import load_file
 
         pipe = load_pipeline(golden / "weights")
-        if pipe.text_embeds_cond is None:
+        if pipe.denoiser.text_embeds_cond is None:
             inputs = load_file(str(golden / "inputs.safetensors"))
-            pipe.text_embeds_uncond, pipe.text_embeds_cond = inputs["text_embeds_uncond"], inputs["text_embeds_cond"]
+            pipe.denoiser.text_embeds_uncond = inputs["text_embeds_uncond"]
+            pipe.denoiser.text_embeds_cond = inputs["text_embeds_cond"]
         return Path(pipe.save_pretrained(tmp_path / "golden-tiny"))
     if has_bundled_model():
         return None

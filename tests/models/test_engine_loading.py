@@ -52,13 +52,13 @@ def motion_sd(golden_weights):
 
 @pytest.fixture(scope="module")
 def reference_unet(golden_weights):
-    from kinemate.models.loading import load_release
+    from kinemate.models.magicanimate.checkpoint import load_release
 
     return load_release(golden_weights).unet.state_dict()
 
 
 def load_unet(root: Path):
-    from kinemate.models.loading import load_video_unet
+    from kinemate.models.magicanimate.checkpoint import load_video_unet
 
     return load_video_unet(root / "stable-diffusion-v1-5/unet",
                            root / "MagicAnimate/temporal_attention/temporal_attention.ckpt")
@@ -130,9 +130,9 @@ def test_kinemate_format_round_trip(tmp_path, golden_weights):
     from kinemate.pipeline import load_pipeline
 
     pipe = load_pipeline(golden_weights)
-    assert pipe.text_embeds_cond is None  # no CLIP in the golden layout
-    pipe.text_embeds_cond = torch.randn(1, 77, 32)
-    pipe.text_embeds_uncond = torch.zeros(1, 77, 32)
+    assert pipe.denoiser.text_embeds_cond is None  # no CLIP in the golden layout
+    pipe.denoiser.text_embeds_cond = torch.randn(1, 77, 32)
+    pipe.denoiser.text_embeds_uncond = torch.zeros(1, 77, 32)
     pipe.name, pipe.default_size = "tiny-test", (128, 256)
     out = pipe.save_pretrained(tmp_path / "model")
     index = json.loads((out / "kinemate.json").read_text())
@@ -141,7 +141,7 @@ def test_kinemate_format_round_trip(tmp_path, golden_weights):
     again = load_pipeline(out)
     assert again.name == "tiny-test" and again.default_size == (128, 256)
     assert again.control_kind == "densepose"
-    assert torch.equal(again.text_embeds_cond, pipe.text_embeds_cond)
+    assert torch.equal(again.denoiser.text_embeds_cond, pipe.denoiser.text_embeds_cond)
     for name in ("unet", "appearance_encoder", "controlnet", "vae"):
         a, b = getattr(pipe, name).state_dict(), getattr(again, name).state_dict()
         assert a.keys() == b.keys()
@@ -177,9 +177,9 @@ def test_release_with_clip_computes_the_empty_prompt_once(tmp_path, golden_weigh
     ids = torch.tensor([[0] + [1] * 76])  # <start> then <end>/padding: the empty prompt
     with torch.no_grad():
         expected = clip(ids)[0]
-    assert pipe.text_embeds_cond.shape == (1, 77, 32)
-    torch.testing.assert_close(pipe.text_embeds_cond, expected)
-    assert pipe.text_embeds_uncond is pipe.text_embeds_cond
+    assert pipe.denoiser.text_embeds_cond.shape == (1, 77, 32)
+    torch.testing.assert_close(pipe.denoiser.text_embeds_cond, expected)
+    assert pipe.denoiser.text_embeds_uncond is pipe.denoiser.text_embeds_cond
 
 
 def test_full_unet_motion_checkpoint_replaces_spatial_weights(tmp_path, golden_weights,

@@ -46,7 +46,7 @@ def test_manifest_video_unet_full_state_dict(reference_dir, full_unet):
 
 
 def test_manifest_sd15_unet_file_and_motion_ckpt_partition_the_unet(reference_dir, full_unet):
-    from kinemate.models.loading import motion_key
+    from kinemate.models.magicanimate.checkpoint import motion_key
 
     sd = manifest(reference_dir, "sd15_unet_diffusion_pytorch_model.bin.json")
     motion = manifest(reference_dir, "temporal_attention.ckpt.json")

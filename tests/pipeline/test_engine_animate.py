@@ -103,7 +103,7 @@ def test_any_frame_count_and_controlnet_once_per_frame_per_step(tiny_pipe):
         lambda m, args, kwargs: seen.append(args[0].shape[0]), with_kwargs=True)
     windows = []
     try:
-        frames = tiny_pipe(ref, controls, num_inference_steps=2, context_frames=4,
+        frames = tiny_pipe(ref, controls, steps=2, context_frames=4,
                            context_overlap=2, seed=1, progress=False,
                            callback=lambda i, t, info: windows.append(info["windows"]))
     finally:
@@ -116,7 +116,7 @@ def test_any_frame_count_and_controlnet_once_per_frame_per_step(tiny_pipe):
 
 def test_seed_reproducible_and_noise_tiling(tiny_pipe):
     ref, controls = _inputs(5)
-    kwargs = dict(num_inference_steps=1, context_frames=4, context_overlap=1, progress=False)
+    kwargs = dict(steps=1, context_frames=4, context_overlap=1, progress=False)
     a = tiny_pipe.sample_latents(ref, controls, seed=5, **kwargs)
     b = tiny_pipe.sample_latents(ref, controls, seed=5, **kwargs)
     c = tiny_pipe.sample_latents(ref, controls, seed=6, **kwargs)
@@ -129,7 +129,7 @@ def test_seed_reproducible_and_noise_tiling(tiny_pipe):
 def test_open_windows_and_no_guidance_run(tiny_pipe):
     ref, controls = _inputs(6)
     windows = []
-    out = tiny_pipe.sample_latents(ref, controls, num_inference_steps=1, guidance_scale=1.0,
+    out = tiny_pipe.sample_latents(ref, controls, steps=1, guidance=1.0,
                                    context_frames=4, context_overlap=1, closed_loop=False,
                                    progress=False, callback=lambda i, t, info: windows.append(info["windows"]))
     assert windows[0] == [[0, 1, 2, 3], [2, 3, 4, 5]]
@@ -138,7 +138,7 @@ def test_open_windows_and_no_guidance_run(tiny_pipe):
 
 def test_lean_and_official_paths_agree(tiny_pipe):
     ref, controls = _inputs(6)
-    kwargs = dict(num_inference_steps=1, context_frames=4, context_overlap=2, seed=2, progress=False)
+    kwargs = dict(steps=1, context_frames=4, context_overlap=2, seed=2, progress=False)
     lean = tiny_pipe.sample_latents(ref, controls, lean=True, **kwargs)
     official = tiny_pipe.sample_latents(ref, controls, lean=False, **kwargs)
     torch.testing.assert_close(lean, official, atol=1e-4, rtol=1e-4)
@@ -149,9 +149,9 @@ def test_mismatched_sizes_are_input_errors(tiny_pipe):
 
     ref, controls = _inputs(2)
     with pytest.raises(InputError, match="same size"):
-        tiny_pipe(ref[:40], controls, num_inference_steps=1, progress=False)
+        tiny_pipe(ref[:40], controls, steps=1, progress=False)
     with pytest.raises(InputError, match="multiple of 8"):
-        tiny_pipe(ref[:44], controls[:, :44], num_inference_steps=1, progress=False)
+        tiny_pipe(ref[:44], controls[:, :44], steps=1, progress=False)
 
 
 @pytest.mark.parametrize("name", ["DPMSolverMultistepScheduler", "EulerDiscreteScheduler"])
@@ -162,7 +162,7 @@ def test_other_diffusers_schedulers(tiny_pipe, name):
     original = tiny_pipe.scheduler
     tiny_pipe.scheduler = getattr(diffusers, name).from_config(original.config)
     try:
-        out = tiny_pipe.sample_latents(ref, controls, num_inference_steps=2, context_frames=4,
+        out = tiny_pipe.sample_latents(ref, controls, steps=2, context_frames=4,
                                        context_overlap=1, progress=False)
     finally:
         tiny_pipe.scheduler = original
@@ -174,13 +174,13 @@ def test_context_longer_than_positional_table_is_a_usage_error(tiny_pipe):
 
     ref, controls = _inputs(30)
     with pytest.raises(UsageError, match="24 frames"):
-        tiny_pipe.sample_latents(ref, controls, num_inference_steps=1, context_frames=28,
+        tiny_pipe.sample_latents(ref, controls, steps=1, context_frames=28,
                                  progress=False)
 
 
 def test_windows_batched_through_the_unet_give_the_same_video(tiny_pipe):
     ref, controls = _inputs(9)
-    kwargs = dict(num_inference_steps=1, context_frames=4, context_overlap=1, seed=4, progress=False)
+    kwargs = dict(steps=1, context_frames=4, context_overlap=1, seed=4, progress=False)
     calls = []
     hook = tiny_pipe.unet.register_forward_hook(lambda *a: calls.append(1))
     try:
@@ -201,19 +201,20 @@ def test_latent_size_follows_the_vae_downsampling(tiny_pipe):
     from diffusers import AutoencoderKL, ControlNetModel
 
     pipe = copy.copy(tiny_pipe)
+    pipe.denoiser = copy.copy(tiny_pipe.denoiser)
     torch.manual_seed(0)
     pipe.vae = AutoencoderKL(block_out_channels=(8, 8, 8), layers_per_block=1, norm_num_groups=4,
                              down_block_types=("DownEncoderBlock2D",) * 3,
                              up_block_types=("UpDecoderBlock2D",) * 3, latent_channels=4)
     config = {k: v for k, v in tiny_pipe.controlnet.config.items() if not k.startswith("_")}
     config["conditioning_embedding_out_channels"] = (8, 8, 16)
-    pipe.controlnet = ControlNetModel(**config)
+    pipe.denoiser.controlnet = ControlNetModel(**config)
     assert pipe.latent_factor == 4 and tiny_pipe.latent_factor == 8
     ref, controls = _inputs(3, size=(32, 32))
-    latents = pipe.sample_latents(ref, controls, num_inference_steps=1, context_frames=3,
+    latents = pipe.sample_latents(ref, controls, steps=1, context_frames=3,
                                   context_overlap=1, seed=0, progress=False)
     assert latents.shape[-2:] == (8, 8)
-    assert pipe(ref, controls, num_inference_steps=1, context_frames=3, context_overlap=1,
+    assert pipe(ref, controls, steps=1, context_frames=3, context_overlap=1,
                 seed=0, progress=False).shape == (3, 32, 32, 3)
 
 
@@ -221,7 +222,7 @@ def test_init_strength_starts_from_the_noised_reference(tiny_pipe):
     from kinemate.errors import UsageError
 
     ref, controls = _inputs(4)
-    kw = dict(num_inference_steps=4, guidance_scale=1.0, context_frames=4, context_overlap=1,
+    kw = dict(steps=4, guidance=1.0, context_frames=4, context_overlap=1,
               progress=False, seed=3)
     seen = []
     full = tiny_pipe.sample_latents(ref, controls, **kw, callback=lambda i, t, _: seen.append(int(t)))
@@ -236,7 +237,7 @@ def test_init_strength_starts_from_the_noised_reference(tiny_pipe):
     assert float((last - ref_lat).abs().mean()) < 0.2 * float((full - ref_lat).abs().mean())
     assert not torch.equal(out, full)
     for bad in (0.0, 1.5):
-        with pytest.raises(UsageError, match="init strength"):
+        with pytest.raises(UsageError, match="init_strength"):
             tiny_pipe.sample_latents(ref, controls, **kw, init_strength=bad)
 
 
@@ -244,7 +245,7 @@ def test_pad_to_samples_the_official_padded_video_and_cuts_it_back(tiny_pipe):
     from kinemate.errors import UsageError
 
     ref, controls = _inputs(5)
-    kw = dict(num_inference_steps=1, guidance_scale=1.0, context_frames=4, context_overlap=1,
+    kw = dict(steps=1, guidance=1.0, context_frames=4, context_overlap=1,
               progress=False, seed=2)
     windows = []
     padded = tiny_pipe.sample_latents(ref, controls, **kw, pad_to=4,

@@ -104,9 +104,11 @@ def text(case: dict) -> tuple[torch.Tensor | None, torch.Tensor]:
     return (t[spec["uncond"]] if spec.get("uncond") else None), t[spec["cond"]]
 
 
-def bank_dtype(case: dict):
+def bank_dtype_name(case: dict) -> str:
+    """The sampling option ``reference_bank_dtype`` of a case ("none": features kept as
+    computed, which the goldens write as float32)."""
     name = case.get("reference_bank_dtype", INDEX.get("reference_bank_dtype", "float16"))
-    return None if name == "float32" else getattr(torch, name)
+    return "none" if name == "float32" else name
 
 
 def check(case: dict, name: str, actual: torch.Tensor, expected: dict[str, torch.Tensor]) -> None:
@@ -137,7 +139,6 @@ def check_common(case):
 @pytest.mark.parametrize("lean", [True, False], ids=["lean", "official"])
 @pytest.mark.parametrize("case", STEP, ids=[c["name"] for c in STEP])
 def test_golden_step(golden_pipe, case, lean):
-    from kinemate.models import ReferenceBank
     from kinemate.pipeline import make_scheduler
 
     pipe = golden_pipe
@@ -149,16 +150,17 @@ def test_golden_step(golden_pipe, case, lean):
     t = torch.tensor(case["timestep"])
     scale = case["guidance_scale"] if case["cfg"] else 1.0
     source = tensors(INDEX["inputs_file"])[INDEX["source_image"]["tensor"]].numpy()
+    options = pipe.resolve(lean=lean, reference_bank_dtype=bank_dtype_name(case))
     ref_latents = pipe.encode_reference(source)
-    bank = ReferenceBank(bank_dtype=bank_dtype(case), lean=lean)
+    video = pipe.start_video(source, controls, options, ref_latents, text_embeds_uncond=uncond,
+                             text_embeds_cond=cond)
     calls = []
-    guided, raw = pipe.predict_noise(latents, t, ref_latents, controls, windows,
-                                     guidance_scale=scale, bank=bank, text_embeds_uncond=uncond,
-                                     text_embeds_cond=cond, on_window=lambda i, w: calls.append(w))
+    guided, raw = pipe.predict_noise(latents, t, video, windows, guidance=scale,
+                                     on_window=lambda i, w: calls.append(w))
     assert len(calls) == case["expected_unet_calls"]
-    pipe.write_reference(ref_latents, t, bank, *pipe._text(uncond, cond), case["cfg"])
-    down, mid = pipe.controlnet_residuals(latents[:, :, :1], t, pipe.control_tensor(controls, [0]),
-                                          pipe._text(uncond, cond)[1])
+    bank, denoiser = video.bank, pipe.denoiser
+    down, mid = denoiser.controlnet_residuals(latents[:, :, :1], t,
+                                              denoiser.control_tensor(controls, [0]), video.cond)
     for name in case["outputs"]:
         if name == "timestep":
             assert int(expected[name].reshape(-1)[0]) == case["timestep"]
@@ -206,11 +208,11 @@ def test_golden_pipeline(golden_pipe, case, lean):
     hook = pipe.unet.register_forward_hook(lambda *a: calls.append(1))
     try:
         final = pipe.sample_latents(
-            source, controls, num_inference_steps=case["num_inference_steps"],
-            guidance_scale=case["guidance_scale"] if case["cfg"] else 1.0,
+            source, controls, steps=case["num_inference_steps"],
+            guidance=case["guidance_scale"] if case["cfg"] else 1.0,
             context_frames=case["context_frames"], context_overlap=case["context_overlap"],
             closed_loop=case["context_closed_loop"], latents=init, eta=INDEX["eta"], lean=lean,
-            reference_bank_dtype=None if bank_dtype(case) is None else str(bank_dtype(case)).split(".")[1],
+            reference_bank_dtype=bank_dtype_name(case),
             text_embeds_uncond=uncond, text_embeds_cond=cond, progress=False,
             callback=lambda i, t, info: (timesteps.append(int(t)), steps.__setitem__(i, info)))
     finally:

@@ -47,7 +47,7 @@ KW = {"seed": 0, "progress": False, "context_frames": 4, "context_overlap": 0}
 
 
 @pytest.mark.parametrize("dtype, advice", [(torch.float32, "kinemate weights verify"),
-                                           (torch.bfloat16, "--dtype float32")])
+                                           (torch.bfloat16, "with dtype float32")])
 def test_overflow_stops_with_a_clear_error(clip, dtype, advice):
     """A non-finite prediction (here planted in the UNet's last layer) stops the sampler at
     that step with an error that says what to do, instead of writing a black video."""

@@ -37,7 +37,7 @@ def test_bundled_model_animates_a_heldout_clip():
     out = pipe(clip.frames[0], clip.skeleton, seed=0, progress=False)
     t_run = time.perf_counter() - t0
     print(f"\nkinemate-tiny: load {t_load:.1f} s, 8 frames {w}x{h} in {t_run:.1f} s "
-          f"({pipe.options.num_inference_steps} steps)")
+          f"({pipe.options.steps} steps)")
     assert out.shape == (8, h, w, 3) and out.dtype == np.uint8
     # the frames follow the driving poses: they are not all the same picture
     assert float(np.abs(out[0].astype(int) - out[-1].astype(int)).mean()) > 0.5

@@ -156,7 +156,7 @@ def test_stage_result_loads_as_pipeline(vae_run, tmp_path):
     assert pipe.control_kind == "openpose" and pipe.name == "test-tiny"
     assert pipe.unet.motion_module_keys()  # saved with (untrained) temporal modules
     clip = generate_clip(1_000_003, num_frames=4, size=(32, 32))
-    out = pipe(clip.frames[0], clip.skeleton, num_inference_steps=2, progress=False)
+    out = pipe(clip.frames[0], clip.skeleton, steps=2, progress=False)
     assert out.shape == (4, 32, 32, 3) and out.dtype.name == "uint8"
 
 
@@ -219,7 +219,7 @@ def test_patch_autoencoder_is_fitted_in_one_pass_and_drives_the_diffusion_stages
     assert isinstance(pipe.vae, PatchAutoencoder) and pipe.latent_factor == 4
     assert pipe.vae_scaling_factor == vae.config.scaling_factor
     clip = generate_clip(1_000_004, num_frames=4, size=(32, 32))
-    out = pipe(clip.frames[0], clip.skeleton, num_inference_steps=2, progress=False)
+    out = pipe(clip.frames[0], clip.skeleton, steps=2, progress=False)
     assert out.shape == (4, 32, 32, 3) and out.dtype.name == "uint8"
     with pytest.raises(ConfigError, match="patch autoencoder"):
         bad = config_from_dict({**raw, "output_dir": str(tmp_path / "bad")})
@@ -272,8 +272,8 @@ def test_reference_residual_model_starts_as_the_reference_and_learns(vae_run, tm
     task = build_task(cfg, cfg.stages[1], torch.device("cpu"))
     pipe = task.build_pipeline(task.module)
     clip = generate_clip(1_000_007, num_frames=3, size=(32, 32))
-    latents = pipe.sample_latents(clip.frames[0], clip.skeleton, num_inference_steps=3,
-                                  guidance_scale=1.0, progress=False)
+    latents = pipe.sample_latents(clip.frames[0], clip.skeleton, steps=3,
+                                  guidance=1.0, progress=False)
     ref = pipe.encode_reference(clip.frames[0])
     torch.testing.assert_close(latents, ref[:, :, None].expand_as(latents), atol=1e-4, rtol=0)
     _assert_drops(_fit_fixed_batch(task, 25, 2e-3), 0.8)
@@ -281,7 +281,7 @@ def test_reference_residual_model_starts_as_the_reference_and_learns(vae_run, tm
     saved = load_pipeline(tmp_path / "r" / "stage1" / "final")
     assert saved.scheduler.config.prediction_type == "sample"
     assert saved.unet.config.reference_concat and saved.unet.config.reference_residual
-    out = saved(clip.frames[0], clip.skeleton, num_inference_steps=2, guidance_scale=3.0,
+    out = saved(clip.frames[0], clip.skeleton, steps=2, guidance=3.0,
                 progress=False)  # the CFG path runs too (its unconditional rows get zeros)
     assert out.shape == (3, 32, 32, 3)
 
@@ -359,15 +359,15 @@ def test_named_stages_run_a_kind_twice_and_chain_in_config_order(vae_run, tmp_pa
     assert all(torch.equal(now[k], start[k]) for k in now)
 
     cfg_path = tmp_path / "cfg.json"
-    raw["model"]["sampling"]["num_inference_steps"] = 3  # the config's sampling options win
+    raw["model"]["sampling"]["steps"] = 3  # the config's sampling options win
     cfg_path.write_text(json.dumps(raw))
     assert main(["train", "--config", str(cfg_path), "--resume", "--no-progress",
                  "--only", "onestep"]) == 0
     assert (run / "onestep" / "DONE").is_file() and not (run / "stage2").exists()
     assert json.loads((run / "onestep" / "DONE").read_text())["stage"] == "onestep"
     tuned_pipe = load_pipeline(run / "onestep" / "final")
-    assert tuned_pipe.options.num_inference_steps == 3
-    assert load_pipeline(run / "stage1" / "final").options.num_inference_steps == 2
+    assert tuned_pipe.options.steps == 3
+    assert load_pipeline(run / "stage1" / "final").options.steps == 2
     tuned = tuned_pipe.unet.state_dict()
     assert any(not torch.equal(tuned[k], start[k]) for k in start)
     assert _previous_result(cfg, cfg.stages[3]) == run / "onestep" / "final"

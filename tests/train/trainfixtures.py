@@ -27,7 +27,7 @@ def tiny_config(tmp_path, stages, **over) -> dict:
                         "latent_channels": 4, "sample_size": 32},
                 "text_tokens": 2,
             },
-            "sampling": {"num_inference_steps": 2, "guidance_scale": 1.5, "context_frames": 4,
+            "sampling": {"steps": 2, "guidance": 1.5, "context_frames": 4,
                          "context_overlap": 1, "reference_bank_dtype": None},
         },
         "stages": stages,
