@@ -47,8 +47,6 @@ def register(subparsers) -> None:
                    help="queued + running jobs one key may have (default 4)")
     p.add_argument("--max-upload-mb", type=float, default=None,
                    help="largest request body in MiB (default 64)")
-    p.add_argument("--default-steps", type=int, default=25,
-                   help="denoising steps when a job does not say (default 25)")
     p.set_defaults(func=run)
 
     keys = p.add_subparsers(dest="serve_command", title="API keys", metavar="keys ACTION")
@@ -106,13 +104,11 @@ def run(args) -> int:
         if args.max_upload_mb <= 0:
             raise UsageError("--max-upload-mb must be positive")
         limits = dataclasses.replace(limits, max_request_bytes=int(args.max_upload_mb * 2**20))
-    if not 1 <= args.default_steps <= limits.max_steps:
-        raise UsageError(f"--default-steps must be 1-{limits.max_steps}")
     weights = Path(args.weights) if args.weights else None
     if weights is not None and not weights.is_dir():
         raise UsageError(f"--weights {weights} is not a folder — give the model folder")
     config = ServiceConfig(data_dir=_data_dir(args), weights=weights, device=args.device,
-                           dtype=args.dtype, limits=limits, default_steps=args.default_steps)
+                           dtype=args.dtype, limits=limits)
     print(f"kinemate: serving on http://{args.host}:{args.port}/ (API docs at /docs), data in "
           f"{config.data_dir}", file=sys.stderr)
     serve(config, host=args.host, port=args.port,

@@ -52,8 +52,6 @@ class ServiceConfig:
     lease_seconds: float = 20.0  # a running job whose worker misses this is requeued
     max_attempts: int = 3  # a job that kills its worker this often fails instead of looping
     poll_seconds: float = 0.5  # how often an idle worker looks for queued jobs
-    default_steps: int = 25
-    default_guidance: float = 7.5
     watermark_default: bool = True
     start_worker: bool = True
 

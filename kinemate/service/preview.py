@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from kinemate.errors import KinemateError
+from kinemate.pipeline.options import parse_size
 from kinemate.service.media import UploadRejected
 from kinemate.service.store import Job
 
@@ -37,10 +38,7 @@ def resolve_control(job: Job, worker_info: dict) -> str:
 
 
 def _size(job: Job, worker_info: dict) -> tuple[int, int]:
-    if job.params.get("size"):
-        w, h = (int(x) for x in job.params["size"].split("x"))
-    else:
-        w, h = (int(x) for x in worker_info.get("default_size", (512, 512)))
+    w, h = parse_size(job.params.get("size")) or worker_info.get("default_size", (512, 512))
     scale = min(1.0, MAX_SIDE / max(w, h))
     return max(8, round(w * scale)), max(8, round(h * scale))
 

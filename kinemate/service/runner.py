@@ -4,7 +4,9 @@
 every job); ``PipelineRunner(job, job_dir, report)`` runs one job through
 :func:`kinemate.pipeline.animate_file` and writes ``result.mp4`` (provenance-marked by
 :func:`kinemate.provenance.make_marker`) and ``grid.mp4`` (reference | control | result) in
-the job folder.
+the job folder. The job's sampling options are those its owner set; the others take the
+model's defaults (``pipe.options``), exactly as ``kinemate animate`` and ``animate_file`` do,
+and the result records the options the frames were made with (``result["options"]``).
 
 Progress comes from two hooks the engine offers: the sampler's per-step ``callback`` (steps)
 and the io marker protocol, whose ``mark(frame)`` is called on every frame before it is
@@ -19,7 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from kinemate.pipeline.options import parse_size
 from kinemate.service.config import ServiceConfig
+from kinemate.service.params import sampling_options
 from kinemate.service.store import Job
 
 log = logging.getLogger("kinemate.service")
@@ -76,7 +80,8 @@ class PipelineRunner:
         self.pipe = None
 
     def load(self) -> dict:
-        """Load the model once (in the worker thread); returns facts for /api/v1/health."""
+        """Load the model once (in the worker thread); returns facts for /api/v1/health and
+        /api/v1/limits (the model's own sampling defaults)."""
         import torch
 
         from kinemate.pipeline import load_pipeline
@@ -85,20 +90,22 @@ class PipelineRunner:
         weights = str(self.config.weights) if self.config.weights else None
         self.pipe = load_pipeline(weights, device=self.config.device, dtype=dtype)
         return {"model": self.pipe.name, "control_kind": self.pipe.control_kind,
-                "default_size": list(self.pipe.default_size), "device": self.config.device}
+                "default_size": list(self.pipe.default_size), "device": self.config.device,
+                "options": self.pipe.options.to_dict()}
 
     def __call__(self, job: Job, job_dir: Path, report) -> dict:
+        """Run one job; the sampling options it did not set take the model's defaults."""
         from kinemate.pipeline import animate_file
 
         if self.pipe is None:
             self.load()
         params = job.params
-        size = tuple(int(x) for x in params["size"].split("x")) if params.get("size") else None
-        progress = _Progress(report, params["steps"], job.inputs["driving"].get("frames", 0))
-        report({"stage": "preparing", "step": 0, "total_steps": params["steps"],
+        options = sampling_options(params)
+        effective = self.pipe.options.merged(options)
+        progress = _Progress(report, effective.steps, job.inputs["driving"].get("frames", 0))
+        report({"stage": "preparing", "step": 0, "total_steps": effective.steps,
                 "frames": 0, "total_frames": progress.frames, "fraction": 0.0})
-        settings = {"steps": params["steps"], "guidance": params["guidance"],
-                    "seed": params["seed"], "control": params["control"], "fit": params["fit"],
+        settings = {**effective.to_dict(), "control": params["control"], "fit": params["fit"],
                     "size": params.get("size"), "retarget": params.get("retarget", True),
                     "job": job.id}
         marker = _ProgressMarker(_provenance_marker(self.pipe.name, settings,
@@ -107,16 +114,15 @@ class PipelineRunner:
         grid = job_dir / "grid.mp4"
         out = animate_file(
             job_dir / job.inputs["reference"]["file"], job_dir / job.inputs["driving"]["file"],
-            result, pipe=self.pipe, control=params["control"], size=size, fit=params["fit"],
-            marker=marker, grid_path=grid, progress=False, retarget=params.get("retarget", True),
-            num_inference_steps=params["steps"], guidance_scale=params["guidance"],
-            seed=params["seed"], callback=progress.on_step)
-        report({"stage": "done", "step": progress.step, "total_steps": params["steps"],
+            result, pipe=self.pipe, control=params["control"], size=parse_size(params.get("size")),
+            fit=params["fit"], marker=marker, grid_path=grid, progress=False,
+            retarget=params.get("retarget", True), callback=progress.on_step, **options)
+        report({"stage": "done", "step": progress.step, "total_steps": effective.steps,
                 "frames": out.num_frames, "total_frames": out.num_frames, "fraction": 1.0})
         return {"file": result.name, "grid": grid.name if grid.is_file() else None,
                 "frames": out.num_frames, "fps": out.fps, "size": list(out.size),
                 "control": out.control, "model": self.pipe.name,
-                "provenance": marker.inner is not None}
+                "provenance": marker.inner is not None, "options": effective.to_dict()}
 
 
 def _provenance_marker(model_name: str, settings: dict, watermark: bool):

@@ -92,6 +92,8 @@ class JobStore(Protocol):
     ) -> tuple[Job, bool]: ...
     def get_job(self, job_id: str, owner: str | None = None) -> Job | None: ...
     def list_jobs(self, owner: str, limit: int = 100) -> list[Job]: ...
+    def find_job_by_idempotency_key(self, owner: str, key: str) -> Job | None: ...
+    def count_active_jobs(self, owner: str) -> int: ...
     def request_cancel(self, job_id: str, owner: str) -> Job | None: ...
     def delete_job(self, job_id: str, owner: str) -> bool: ...
     def all_job_ids(self) -> set[str]: ...
@@ -145,6 +147,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, seq);
 CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, seq);
+CREATE INDEX IF NOT EXISTS jobs_owner_state ON jobs (owner, state);
 """
 
 
@@ -291,6 +294,21 @@ class SQLiteJobStore:
             "SELECT * FROM jobs WHERE owner = ? ORDER BY seq DESC LIMIT ?", (owner, limit)
         ).fetchall()
         return [self._job(r) for r in rows]
+
+    def find_job_by_idempotency_key(self, owner: str, key: str) -> Job | None:
+        """The owner's job created with this Idempotency-Key (the UNIQUE (owner,
+        idempotency_key) index answers it)."""
+        row = self._conn().execute(
+            "SELECT * FROM jobs WHERE owner = ? AND idempotency_key = ?", (owner, key)
+        ).fetchone()
+        return None if row is None else self._job(row)
+
+    def count_active_jobs(self, owner: str) -> int:
+        """The owner's queued + running jobs (from the jobs_owner_state index)."""
+        return self._conn().execute(
+            "SELECT count(*) FROM jobs WHERE owner = ? AND state IN ('queued', 'running')",
+            (owner,),
+        ).fetchone()[0]
 
     def all_job_ids(self) -> set[str]:
         return {r[0] for r in self._conn().execute("SELECT id FROM jobs").fetchall()}

@@ -16,7 +16,11 @@ from kinemate.service.store import SQLiteJobStore
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN_WEIGHTS = REPO.parent / "shared" / "reference" / "magicanimate" / "golden" / "weights"
+BUNDLED_MODEL = REPO / "kinemate" / "assets" / "kinemate-tiny"
 TINY_SIZE = "64x64"  # output size used by the tests (multiple of 8, tiny)
+# The golden test model's own sampling defaults: not the official 25 steps / 7.5, so a job
+# that leaves them out shows whether the model's defaults were used.
+MODEL_OPTIONS = {"steps": 2, "guidance": 2.0}
 
 
 def free_port() -> int:
@@ -26,21 +30,35 @@ def free_port() -> int:
 
 
 def prepare_model(tmp_dir: Path) -> Path | None:
-    """The tiny model the test server runs: the golden MagicAnimate-layout weights, saved in
-    kinemate format together with the golden text embeddings (the golden set ships no CLIP);
-    without the golden set, the bundled kinemate-tiny model (None = the server's default)."""
+    """The tiny model the test server runs: the golden MagicAnimate-layout weights with the
+    golden text embeddings stored beside them (the golden set ships no CLIP), saved in
+    kinemate format and declaring :data:`MODEL_OPTIONS`; without the golden set, the bundled
+    kinemate-tiny model (None = the server's default)."""
     if not GOLDEN_WEIGHTS.is_dir():
         return None
-    from safetensors.torch import load_file
+    from safetensors.torch import load_file, save_file
 
     from kinemate.pipeline import load_pipeline
 
-    pipe = load_pipeline(GOLDEN_WEIGHTS)
-    if pipe.text_embeds_cond is None:
-        inputs = load_file(str(GOLDEN_WEIGHTS.parent / "inputs.safetensors"))
-        pipe.text_embeds_uncond = inputs["text_embeds_uncond"]
-        pipe.text_embeds_cond = inputs["text_embeds_cond"]
+    release = tmp_dir / "golden-release"
+    release.mkdir()
+    for sub in GOLDEN_WEIGHTS.iterdir():
+        os.symlink(sub, release / sub.name)
+    inputs = load_file(str(GOLDEN_WEIGHTS.parent / "inputs.safetensors"))
+    save_file({"uncond": inputs["text_embeds_uncond"], "cond": inputs["text_embeds_cond"]},
+              str(release / "text_embeddings.safetensors"))
+    pipe = load_pipeline(release)
+    pipe.options = pipe.options.merged(MODEL_OPTIONS)
     return Path(pipe.save_pretrained(tmp_dir / "golden-tiny"))
+
+
+def model_defaults(model: Path | None):
+    """The sampling options a model folder declares (None: the bundled model) over the
+    official defaults: what a job that sets none of them runs with."""
+    from kinemate.pipeline.options import SamplingOptions
+
+    index = json.loads(((model or BUNDLED_MODEL) / "kinemate.json").read_text())
+    return SamplingOptions.from_model(index.get("options"))
 
 
 # -- a minimal HTTP client (stdlib only, so malformed requests are possible too) ----------
@@ -114,10 +132,12 @@ class Client:
 
     def submit(self, key: str, reference: bytes, driving: bytes, *, ref_name="photo.png",
                drv_name="dance.mp4", params: dict | None = None, headers=None) -> Response:
+        """Create a job (1 step at the tiny size unless ``params`` say otherwise; a value of
+        None leaves that field out)."""
         params = {"steps": "1", "size": TINY_SIZE, **(params or {})}
         fields = [("reference", ref_name, reference, "image/png"),
                   ("driving", drv_name, driving, "video/mp4")]
-        fields += [(k, str(v)) for k, v in params.items()]
+        fields += [(k, str(v)) for k, v in params.items() if v is not None]
         return self.post("/api/v1/jobs", key=key, fields=fields, headers=headers)
 
     def wait(self, key: str, job_id: str, *, states=("succeeded", "failed", "cancelled"),

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import threading
 
+from service_helpers import TINY_SIZE, model_defaults
 
 from kinemate.io import probe_video, read_video
 
@@ -41,6 +42,8 @@ def test_job_runs_to_a_video_with_progress_and_downloads(server, client, key, ti
     assert manifest.present and manifest.validation_state == "Valid"
     assert manifest.kinemate["settings"]["job"] == job["id"]
     assert manifest.kinemate["settings"]["seed"] == 7
+    assert done["result"]["options"]["steps"] == 2 and done["result"]["options"]["seed"] == 7
+    assert done["progress"]["total_steps"] == 2
     assert done["result"]["frames"] == 4 and done["result"]["provenance"] is True
 
     res = client.get(f"/api/v1/jobs/{job['id']}/grid", key=key)
@@ -62,6 +65,50 @@ def test_job_runs_to_a_video_with_progress_and_downloads(server, client, key, ti
     assert not (server.data_dir / "jobs" / job["id"]).exists()
 
 
+def test_a_job_without_sampling_fields_runs_with_the_models_defaults(client, key, model_dir,
+                                                                    tiny_inputs, tmp_path):
+    """Sampling fields left out take the model's own defaults (its kinemate.json), as in the
+    CLI and Python: the same job with no options set through HTTP, the CLI and animate_file
+    gives byte-identical frames."""
+    import numpy as np
+    import torch
+
+    from kinemate.pipeline import animate_file, load_pipeline
+    from kinemate.service.params import SAMPLING_FIELDS
+
+    expected = model_defaults(model_dir)
+    assert (expected.steps, expected.guidance) != (25, 7.5)  # else the test could not tell
+    res = client.submit(key, tiny_inputs["reference"].read_bytes(),
+                        tiny_inputs["driving"].read_bytes(),
+                        params={"steps": None, "watermark": "false"})
+    assert res.status == 201, res.body
+    job = res.json()
+    assert not set(job["params"]) & set(SAMPLING_FIELDS), job["params"]  # only what was sent
+    done = client.wait(key, job["id"])
+    assert done["state"] == "succeeded", done
+    assert done["result"]["options"] == expected.to_dict()
+    assert done["progress"]["total_steps"] == expected.steps
+    served = tmp_path / "served.mp4"
+    served.write_bytes(client.get(f"/api/v1/jobs/{job['id']}/result", key=key).body)
+
+    from kinemate.cli import main
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the server runs (OMP_NUM_THREADS=1)
+    try:
+        animate_file(tiny_inputs["reference"], tiny_inputs["driving"], tmp_path / "python.mp4",
+                     pipe=load_pipeline(model_dir), size=TINY_SIZE, progress=False)
+        weights = ["--weights", str(model_dir)] if model_dir else []
+        assert main(["animate", *weights, str(tiny_inputs["reference"]),
+                     str(tiny_inputs["driving"]), "-o", str(tmp_path / "cli.mp4"),
+                     "--size", TINY_SIZE, "--no-watermark", "--no-progress"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    frames = read_video(served)[0]
+    assert frames.size and np.array_equal(frames, read_video(tmp_path / "python.mp4")[0])
+    assert np.array_equal(frames, read_video(tmp_path / "cli.mp4")[0])
+
+
 def test_openapi_docs_and_limits(client):
     res = client.get("/docs")
     assert res.status == 200 and b"swagger" in res.body.lower()
@@ -70,9 +117,20 @@ def test_openapi_docs_and_limits(client):
                  "/api/v1/jobs/{job_id}/cancel", "/api/v1/jobs/{job_id}/grid"):
         assert path in spec["paths"], path
     body = spec["paths"]["/api/v1/jobs"]["post"]["requestBody"]["content"]["multipart/form-data"]
-    assert {"reference", "driving", "steps", "seed"} <= set(body["schema"]["properties"])
+    fields = body["schema"]["properties"]
+    assert {"reference", "driving", "steps", "guidance", "seed", "context_frames",
+            "context_overlap", "closed_loop", "init_strength", "pad_to"} <= set(fields)
+    assert fields["steps"]["type"] == "integer" and fields["steps"]["minimum"] == 1
+    assert "default" not in fields["steps"]  # left out: the model's default
+    strength = fields["init_strength"]
+    assert strength["exclusiveMinimum"] == 0 and strength["maximum"] == 1
     limits = client.get("/api/v1/limits").json()
     assert limits["max_request_bytes"] == 8 * 2**20
+    options = limits["options"]
+    assert options["steps"]["ge"] == 1 and options["steps"]["le"] == limits["max_steps"]
+    assert options["guidance"]["le"] == limits["max_guidance"]
+    assert options["seed"]["ge"] == 0 and options["closed_loop"]["type"] == "boolean"
+    assert options["steps"]["default"] is not None  # the loaded model's own default
 
 
 def test_offline_api_reference_page_lists_every_route(client):
@@ -89,7 +147,7 @@ def test_offline_api_reference_page_lists_every_route(client):
             assert f'id="{method}{path}"' in page, (method, path)
     create = page[page.index('id="post/api/v1/jobs"'):]
     create = create[:create.index("</div>")]
-    for field in ("reference", "driving", "steps", "seed", "idempotency-key"):
+    for field in ("reference", "driving", "steps", "seed", "context_frames", "idempotency-key"):
         assert f"<code>{field}</code>" in create, field
     assert "multipart/form-data" in create and "<code>201</code>" in create
 

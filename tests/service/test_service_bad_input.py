@@ -141,6 +141,12 @@ BAD_PARAMS = {
     "fit": ["stretch", "", "CROP"],
     "watermark": ["maybe", "2", ""],
     "retarget": ["perhaps", "-1"],
+    "context_frames": ["0", "65", "x"],
+    "context_overlap": ["-1", "64"],
+    "closed_loop": ["perhaps", ""],
+    "init_strength": ["0", "1.5", "nan"],
+    "pad_to": ["-1", "65"],
+    "num_inference_steps": ["2"],  # the old name of steps
     "bogus": ["1"],
     "Steps": ["2"],
     "__proto__": ["{}"],

@@ -141,3 +141,53 @@ def test_worker_is_dead_judges_local_processes():
     assert not worker_is_dead(f"another-host:{proc.pid}:abcd")  # judged by its lease only
     assert worker_is_dead(f"{host}:{os.getpid()}:old", me=f"{host}:{os.getpid()}:new")
     assert not worker_is_dead("garbage")
+
+
+def test_idempotency_lookup_is_indexed_and_per_owner(store):
+    a = store.create_key("a")[0].id
+    b = store.create_key("b")[0].id
+    job, _ = _job(store, a, 1, idempotency_key="retry-1")
+    _job(store, a, 2)
+    assert store.find_job_by_idempotency_key(a, "retry-1").id == job.id
+    assert store.find_job_by_idempotency_key(b, "retry-1") is None  # another owner's token
+    assert store.find_job_by_idempotency_key(a, "retry-2") is None
+    plan = " ".join(r[-1] for r in store._conn().execute(
+        "EXPLAIN QUERY PLAN SELECT * FROM jobs WHERE owner = ? AND idempotency_key = ?",
+        (a, "retry-1")))
+    assert "USING INDEX" in plan and "SCAN" not in plan, plan
+
+
+def test_active_jobs_are_counted_per_owner_from_an_index(store):
+    a = store.create_key("a")[0].id
+    b = store.create_key("b")[0].id
+    for i in range(5):
+        _job(store, a, i)
+    _job(store, b, 9)
+    assert store.count_active_jobs(a) == 5 and store.count_active_jobs(b) == 1
+    running = store.claim_next("w", 60)  # the oldest: one of a's
+    assert store.count_active_jobs(a) == 5  # running counts as active
+    store.finish(running.id, "w", "succeeded")
+    store.request_cancel(f"{1:032x}", a)
+    assert store.count_active_jobs(a) == 3
+    assert store.count_active_jobs("nobody") == 0
+    plan = " ".join(r[-1] for r in store._conn().execute(
+        "EXPLAIN QUERY PLAN SELECT count(*) FROM jobs WHERE owner = ? "
+        "AND state IN ('queued', 'running')", (a,)))
+    assert "jobs_owner_state" in plan and "SCAN" not in plan, plan
+
+
+def test_an_existing_database_gets_the_new_index(tmp_path):
+    """A database made before the index existed is migrated when it is opened."""
+    path = tmp_path / "kinemate.db"
+    old = SQLiteJobStore(path)
+    owner = old.create_key("k")[0].id
+    _job(old, owner, 1, idempotency_key="x")
+    old._conn().execute("DROP INDEX jobs_owner_state")
+    old.close()
+
+    store = SQLiteJobStore(path)
+    names = {r[0] for r in store._conn().execute(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'jobs'")}
+    assert "jobs_owner_state" in names
+    assert store.count_active_jobs(owner) == 1
+    assert store.find_job_by_idempotency_key(owner, "x").id == f"{1:032x}"

@@ -1,0 +1,209 @@
+"""``/api/v1/jobs``: create, list, read, cancel and delete jobs, download their results."""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import shutil
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from kinemate.service.config import ServiceConfig
+from kinemate.service.params import FIELDS, form_properties, parse_params
+from kinemate.service.routes.deps import Config, CurrentWorker, Key, Store
+from kinemate.service.store import Job, LimitReached
+from kinemate.service.uploads import checked_inputs, split_form
+
+log = logging.getLogger("kinemate.service")
+JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,128}")
+
+router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
+
+
+def job_json(job: Job) -> dict:
+    """The public view of a job (server-side file names stay private)."""
+    base = f"/api/v1/jobs/{job.id}"
+    links = {"self": base, "cancel": f"{base}/cancel", "preview": f"{base}/preview"}
+    if job.state == "succeeded":
+        links["result"] = f"{base}/result"
+        if job.result.get("grid"):
+            links["grid"] = f"{base}/grid"
+    return {
+        "id": job.id, "state": job.state, "params": job.params,
+        "inputs": {k: {kk: vv for kk, vv in v.items() if kk != "file"}
+                   for k, v in job.inputs.items()},
+        "progress": job.progress, "error": job.error, "attempts": job.attempts,
+        "cancel_requested": job.cancel_requested, "created_at": job.created_at,
+        "started_at": job.started_at, "finished_at": job.finished_at,
+        "result": {k: v for k, v in job.result.items() if k not in ("file", "grid")},
+        "links": links,
+    }
+
+
+def owned_job(job_id: str, key: Key, store: Store) -> Job:
+    """The job ``job_id`` of the caller's key; 404 for anyone else's, as for no job."""
+    job = store.get_job(job_id, owner=key.id) if JOB_ID.match(job_id) else None
+    if job is None:
+        raise HTTPException(404, f"no job {job_id[:64]!r} for this API key — list yours "
+                            "with GET /api/v1/jobs")
+    return job
+
+
+OwnedJob = Annotated[Job, Depends(owned_job)]
+
+
+def limit_message(config: ServiceConfig) -> str:
+    n = config.limits.max_active_jobs_per_key
+    return (f"this API key already has {n} queued or running jobs (the limit) — wait until one "
+            "finishes or cancel one, then resend")
+
+
+CREATE_DOC = {
+    "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+        "type": "object", "required": ["reference", "driving"],
+        "properties": {
+            "reference": {"type": "string", "format": "binary",
+                          "description": "reference photo (PNG, JPEG, WebP, BMP, TIFF)"},
+            "driving": {"type": "string", "format": "binary",
+                        "description": "driving video (MP4/MOV, WebM/MKV, AVI, GIF) or "
+                                       "pose track JSON"},
+            **form_properties(),
+        }}}}},
+}
+
+
+@router.post("", status_code=201, openapi_extra=CREATE_DOC,
+             responses={200: {"description": "the job already created with this "
+                                             "Idempotency-Key"},
+                        413: {"description": "too large"}, 415: {"description": "wrong type"},
+                        422: {"description": "invalid field or file"},
+                        429: {"description": "too many active jobs for this key"}})
+async def create_job(request: Request, key: Key, store: Store, config: Config,
+                     worker: CurrentWorker,
+                     idempotency_key: Annotated[str | None, Header()] = None):
+    """Upload a reference photo and a driving video (or pose JSON) and queue a job. Sampling
+    fields left out take the model's defaults."""
+    if idempotency_key is not None and not IDEMPOTENCY_KEY.fullmatch(idempotency_key):
+        raise HTTPException(422, "Idempotency-Key must be 1-128 visible ASCII characters")
+    if worker.state == "error":
+        raise HTTPException(503, f"the server cannot run jobs: its model failed to load "
+                            f"({worker.error}) — tell the operator; try again later")
+    if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+        raise HTTPException(415, "send the job as multipart/form-data with the files "
+                            "'reference' and 'driving' (e.g. curl -F reference=@photo.png "
+                            "-F driving=@dance.mp4)")
+    if idempotency_key is not None:
+        existing = await run_in_threadpool(store.find_job_by_idempotency_key, key.id,
+                                           idempotency_key)
+        if existing is not None:
+            return JSONResponse(job_json(existing), 200)
+    # early, before the upload (the insert below checks again, atomically)
+    active = await run_in_threadpool(store.count_active_jobs, key.id)
+    if active >= config.limits.max_active_jobs_per_key:
+        raise HTTPException(429, limit_message(config))
+    form = await request.form(max_files=2, max_fields=len(FIELDS) + 2, max_part_size=64 * 1024)
+    try:
+        fields, files = split_form(form)
+        params = parse_params(fields, config)
+        job_id = secrets.token_hex(16)
+        job_dir = Path(config.jobs_dir) / job_id
+        job_dir.mkdir(parents=True)
+        try:
+            inputs = await run_in_threadpool(checked_inputs, files, job_dir, config.limits,
+                                             request.app.state.checks)
+            if inputs["driving"]["kind"] == "pose" and params["control"] == "densepose":
+                raise HTTPException(422, "control 'densepose' needs a DensePose video, but "
+                                    "the driving file is a pose JSON — use control 'pose' "
+                                    "or 'auto'")
+            job, created = await run_in_threadpool(  # the moment of acceptance
+                lambda: store.create_job(job_id, key.id, params, inputs,
+                                         max_active=config.limits.max_active_jobs_per_key,
+                                         idempotency_key=idempotency_key))
+        except BaseException:
+            shutil.rmtree(job_dir, ignore_errors=True)
+            raise
+        if not created:
+            shutil.rmtree(job_dir, ignore_errors=True)
+            return JSONResponse(job_json(job), 200)
+    except LimitReached:
+        raise HTTPException(429, limit_message(config)) from None
+    finally:
+        await form.close()
+    log.info("job %s: accepted for key %s", job.id, key.id)
+    return JSONResponse(job_json(job), 201, headers={"Location": f"/api/v1/jobs/{job.id}"})
+
+
+@router.get("")
+def list_jobs(key: Key, store: Store, limit: Annotated[int, Query(ge=1, le=500)] = 50):
+    """Your jobs, newest first."""
+    return {"jobs": [job_json(j) for j in store.list_jobs(key.id, limit)]}
+
+
+@router.get("/{job_id}")
+def get_job(job: OwnedJob):
+    """State (queued, running, succeeded, failed, cancelled) and progress of a job."""
+    return job_json(job)
+
+
+@router.post("/{job_id}/cancel")
+def cancel_job(job: OwnedJob, key: Key, store: Store):
+    """Cancel a queued job at once, or a running one at its next progress report."""
+    return job_json(store.request_cancel(job.id, key.id))
+
+
+@router.delete("/{job_id}", status_code=204,
+               responses={409: {"description": "the job is still queued or running"}})
+def delete_job(job: OwnedJob, key: Key, store: Store, config: Config):
+    """Delete a finished job with its uploads and results (cancel a running one first)."""
+    if not store.delete_job(job.id, key.id):
+        raise HTTPException(409, f"job {job.id} is {job.state}; cancel it and wait until it "
+                            "is cancelled, then delete it")
+    shutil.rmtree(Path(config.jobs_dir) / job.id, ignore_errors=True)
+    return Response(status_code=204)
+
+
+def _download(job: Job, config: ServiceConfig, which: str) -> FileResponse:
+    if job.state != "succeeded":
+        raise HTTPException(409, f"job {job.id} is {job.state}, there is no result yet — "
+                            "poll GET /api/v1/jobs/{id} until its state is 'succeeded'")
+    name = job.result.get(which)
+    path = Path(config.jobs_dir) / job.id / name if name else None
+    if path is None or not path.is_file():
+        raise HTTPException(404, f"job {job.id} has no {which} file")
+    label = "result" if which == "file" else "grid"
+    return FileResponse(path, media_type=_media_type(path),
+                        filename=f"kinemate-{job.id[:8]}-{label}{path.suffix}")
+
+
+def _media_type(path: Path) -> str:
+    return {".mp4": "video/mp4", ".gif": "image/gif", ".png": "image/png"}.get(
+        path.suffix.lower(), "application/octet-stream")
+
+
+@router.get("/{job_id}/result", responses={200: {"content": {"video/mp4": {}}}})
+def get_result(job: OwnedJob, config: Config):
+    """The animated video (MP4)."""
+    return _download(job, config, "file")
+
+
+@router.get("/{job_id}/grid", responses={200: {"content": {"video/mp4": {}}}})
+def get_grid(job: OwnedJob, config: Config):
+    """Side-by-side video: reference | control | result."""
+    return _download(job, config, "grid")
+
+
+@router.get("/{job_id}/preview", responses={200: {"content": {"image/png": {}}}})
+def get_preview(job: OwnedJob, config: Config, worker: CurrentWorker):
+    """PNG of the control map of the first driving frame (the pose the model will see)."""
+    from kinemate.service.preview import preview_png, resolve_control
+
+    path = preview_png(job, Path(config.jobs_dir) / job.id, worker.info)
+    return FileResponse(path, media_type="image/png", headers={
+        "Cache-Control": "private, max-age=3600",
+        "X-Kinemate-Control": resolve_control(job, worker.info)})

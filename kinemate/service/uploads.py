@@ -1,0 +1,128 @@
+"""The two uploads of a job: split the multipart form, copy each file with a size cap, sniff
+its kind from its bytes, check it completely and store it in the job folder under a
+server-made name.
+
+Each file is written and checked under a temporary name and appears under its final name
+(``reference.png``, ``driving.mp4``, ``driving.json``) only once it passed every check
+(:func:`kinemate.io.atomic.atomic_path`).
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from fastapi import HTTPException
+from starlette.datastructures import FormData, UploadFile
+
+from kinemate.io.atomic import atomic_path
+from kinemate.service import media
+from kinemate.service.config import Limits
+from kinemate.service.params import FIELDS
+
+FILE_FIELDS = ("reference", "driving")
+SNIFF_BYTES = 64
+
+
+def split_form(form: FormData) -> tuple[dict[str, str], dict[str, UploadFile]]:
+    """The text fields and the two files of a job form; 422 for a field given twice, a file
+    where text belongs (or the reverse), an unknown file or a missing one."""
+    fields: dict[str, str] = {}
+    files: dict[str, UploadFile] = {}
+    for name, value in form.multi_items():
+        if name in fields or name in files:
+            raise HTTPException(422, f"{name!r} is given more than once — send each field once")
+        if name in FILE_FIELDS:
+            if not isinstance(value, UploadFile):
+                raise HTTPException(422, f"{name!r} must be a file upload, not a text field "
+                                    f"(curl -F {name}=@file)")
+            files[name] = value
+        elif isinstance(value, UploadFile):
+            raise HTTPException(422, f"{name[:50]!r} must be a text field, not a file"
+                                if name in FIELDS else
+                                f"unknown file field {name[:50]!r} (expected 'reference' and "
+                                "'driving')")
+        else:
+            fields[name] = value
+    missing = [n for n in FILE_FIELDS if n not in files]
+    if missing:
+        raise HTTPException(422, f"missing file field(s): {', '.join(missing)} — send the "
+                            "reference photo as 'reference' and the driving video or pose "
+                            "JSON as 'driving'")
+    return fields, files
+
+
+def _head(upload: UploadFile, what: str) -> bytes:
+    """The first bytes of an upload (for sniffing); refuses an empty file."""
+    upload.file.seek(0)
+    head = upload.file.read(SNIFF_BYTES)
+    if not head:
+        raise media.UploadRejected(f"{what} is empty (0 bytes) — choose the file again")
+    return head
+
+
+def copy_capped(upload: UploadFile, dst: Path, cap: int, what: str) -> None:
+    """Copy an upload to ``dst`` in chunks, refusing more than ``cap`` bytes (413)."""
+    src = upload.file
+    src.seek(0)
+    total = 0
+    with open(dst, "wb") as out:
+        while chunk := src.read(1 << 20):
+            total += len(chunk)
+            if total > cap:
+                raise media.UploadRejected(
+                    f"{what} is larger than the limit of {cap / 2**20:.0f} MiB — upload a "
+                    "smaller file", 413)
+            out.write(chunk)
+
+
+def checked_inputs(files: dict[str, UploadFile], job_dir: Path, limits: Limits,
+                   checks: threading.BoundedSemaphore) -> dict:
+    """:func:`store_inputs`, at most ``max_concurrent_checks`` at a time (decoding every
+    frame of an upload is CPU work; many at once must not starve the worker)."""
+    with checks:
+        return store_inputs(files, job_dir, limits)
+
+
+def store_inputs(files: dict[str, UploadFile], job_dir: Path, limits: Limits) -> dict:
+    """Sniff, copy and check both uploads into ``job_dir``; returns the job's ``inputs``."""
+    return {"reference": _store_reference(files["reference"], job_dir, limits),
+            "driving": _store_driving(files["driving"], job_dir, limits)}
+
+
+def _store_reference(upload: UploadFile, job_dir: Path, lim: Limits) -> dict:
+    what = "the reference image"
+    kind = media.sniff(_head(upload, what))
+    if kind not in media.IMAGE_KINDS:
+        raise media.UploadRejected(
+            "the reference is not a PNG, JPEG, WebP, BMP or TIFF image (judged from its content, "
+            f"not its name{'; it looks like ' + kind if kind else ''}) — upload a photo", 415)
+    final = job_dir / f"reference{media.IMAGE_KINDS[kind]}"
+    with atomic_path(final) as tmp:
+        copy_capped(upload, tmp, lim.max_image_bytes, what)
+        info = media.check_image(tmp, kind, lim)
+    return {"file": final.name, "name": media.display_name(upload.filename), "kind": kind,
+            "width": info.width, "height": info.height}
+
+
+def _store_driving(upload: UploadFile, job_dir: Path, lim: Limits) -> dict:
+    kind = media.sniff(_head(upload, "the driving file"))
+    name = media.display_name(upload.filename)
+    if kind == "json":
+        with atomic_path(job_dir / "driving.json") as tmp:
+            copy_capped(upload, tmp, lim.max_pose_json_bytes, "the pose JSON")
+            pose = media.check_pose_json(tmp, lim)
+        return {"file": "driving.json", "name": name, "kind": "pose", "frames": pose.num_frames,
+                "fps": pose.fps, "width": pose.width, "height": pose.height}
+    if kind not in media.VIDEO_KINDS:
+        raise media.UploadRejected(
+            "the driving file is neither a video (MP4/MOV, WebM/MKV, AVI, GIF) nor a pose "
+            f"JSON, judged from its content{'; it looks like ' + kind if kind else ''} — "
+            "upload one of those", 415)
+    final = job_dir / f"driving{media.VIDEO_KINDS[kind]}"
+    with atomic_path(final) as tmp:
+        copy_capped(upload, tmp, lim.max_video_bytes, "the driving video")
+        video = media.check_video(tmp, kind, lim)
+    return {"file": final.name, "name": name, "kind": "video", "container": kind,
+            "frames": video.num_frames, "fps": round(video.fps, 3), "width": video.width,
+            "height": video.height, "duration_s": round(video.duration_s, 3)}
