@@ -180,12 +180,93 @@ def _parse_probe(path: Path, text: str, returncode: int) -> VideoInfo:
     return VideoInfo(fps=fps, num_frames=num_frames, width=width, height=height, duration_s=duration)
 
 
-def _gif_has_trailer(path: Path) -> bool:
-    """A complete GIF ends with the trailer byte 0x3B (padding after it is tolerated)."""
+def iso_media_cut(path: str | Path) -> bool:
+    """True when an MP4/MOV file (ISO base media) ends inside one of its top-level boxes.
+
+    ffmpeg reports such a cut in several ways ("moov atom not found", "no video stream",
+    "invalid data") depending on where it falls; the box sizes tell it exactly. Bytes after
+    the last complete box are tolerated (padding some tools append)."""
     with open(path, "rb") as f:
-        f.seek(max(0, path.stat().st_size - 64))
-        tail = f.read().rstrip(b"\x00\r\n\t ")
-    return tail.endswith(b"\x3b")
+        size = os.fstat(f.fileno()).st_size
+        pos = 0
+        while pos < size:
+            f.seek(pos)
+            header = f.read(16)
+            if len(header) < 8:
+                return any(header)
+            box = int.from_bytes(header[:4], "big")
+            if box == 1:  # 64-bit size follows the type
+                if len(header) < 16:
+                    return True
+                box = int.from_bytes(header[8:16], "big")
+            elif box == 0:  # extends to the end of the file
+                return False
+            if box < 8:
+                return False  # not box framing at all: leave the verdict to ffmpeg
+            pos += box
+        return pos > size
+
+
+def gif_structure(path: str | Path) -> tuple[int, str | None]:
+    """Walk a GIF's blocks without decoding them: ``(frames, problem)``.
+
+    ``frames`` counts the image descriptors before the trailer (or before the damage);
+    ``problem`` is None for a complete file, else what is wrong ("cut off inside frame 12").
+    Decoders forgive a cut GIF and return the frames before the cut, and a last byte of
+    ``;`` (0x3B, the trailer) also occurs inside compressed data, so only walking the block
+    structure to its trailer tells a complete GIF from a truncated one. Reads the file through
+    a memory map, one length byte per sub-block of up to 255 bytes.
+    """
+    import mmap
+
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size < 13:
+            return 0, "cut off inside its header"
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            return _walk_gif(data)
+
+
+def _walk_gif(data) -> tuple[int, str | None]:
+    size = len(data)
+    if data[:6] not in (b"GIF87a", b"GIF89a"):
+        return 0, "not a GIF (no GIF87a/GIF89a signature)"
+    pos = 13
+    if data[10] & 0x80:  # global colour table
+        pos += 3 << ((data[10] & 7) + 1)
+    frames = 0
+
+    def skip_sub_blocks(pos: int) -> int | None:
+        while pos < size:
+            n = data[pos]
+            pos += 1 + n
+            if n == 0:
+                return pos if pos <= size else None
+        return None
+
+    while True:
+        if pos >= size:
+            where = f"after frame {frames}" if frames else "before its first frame"
+            return frames, f"cut off {where} (no trailer)"
+        block = data[pos]
+        if block == 0x3B:  # trailer
+            return frames, None
+        if block == 0x21:  # extension: label, then sub-blocks
+            end = skip_sub_blocks(pos + 2)
+        elif block == 0x2C:  # image: descriptor, local colour table, LZW code size, sub-blocks
+            if pos + 10 > size:
+                end = None
+            else:
+                packed = data[pos + 9]
+                start = pos + 10 + ((3 << ((packed & 7) + 1)) if packed & 0x80 else 0) + 1
+                end = skip_sub_blocks(start)
+            if end is not None:
+                frames += 1
+        else:
+            return frames, f"damaged (an unknown block 0x{block:02X} after frame {frames})"
+        if end is None:
+            inside = f"frame {frames + 1}" if block == 0x2C else f"the block after frame {frames}"
+            return frames, f"cut off inside {inside}"
+        pos = end
 
 
 def probe_video(path: str | Path, *, fps: float | None = None) -> VideoInfo:
@@ -213,6 +294,13 @@ def probe_video(path: str | Path, *, fps: float | None = None) -> VideoInfo:
             w, h = h, w
         rate = float(fps) if fps else DEFAULT_FOLDER_FPS
         return VideoInfo(rate, len(files), w, h, len(files) / rate)
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head[4:8] == b"ftyp" and iso_media_cut(path):
+        raise InputError(
+            f"{path} is truncated (the file ends inside its last box) — re-export or "
+            "re-download the full video."
+        )
     cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", os.path.abspath(path),
            "-map", "0:v:0", "-c", "copy", "-f", "null", "-"]
     try:
@@ -220,11 +308,13 @@ def probe_video(path: str | Path, *, fps: float | None = None) -> VideoInfo:
     except subprocess.TimeoutExpired as exc:
         raise InputError(f"{path}: probing the video took too long — check the file.") from exc
     info = _parse_probe(path, proc.stderr.decode("utf-8", "replace"), proc.returncode)
-    if path.suffix.lower() == ".gif" and not _gif_has_trailer(path):
-        raise InputError(
-            f"{path} is truncated (the GIF ends without its trailer byte) — re-export or "
-            "re-download the full file."
-        )
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        _, problem = gif_structure(path)
+        if problem:
+            raise InputError(
+                f"{path} is truncated or damaged: the GIF is {problem} — re-export or "
+                "re-download the full file."
+            )
     if fps:
         info = VideoInfo(float(fps), info.num_frames, info.width, info.height, info.duration_s)
     return info
