@@ -25,6 +25,7 @@ from kinemate import __version__
 from kinemate.errors import InputError
 from kinemate.io.atomic import atomic_path
 
+from .c2pa_lib import import_c2pa
 from .signing import SigningCredentials, load_credentials
 from .watermark import Payload, model_id
 
@@ -118,7 +119,7 @@ def sign_in_place(
     mime: str | None = None,
 ) -> None:
     """Embed a signed manifest into ``path`` (rewritten through a temporary file)."""
-    import c2pa
+    c2pa = import_c2pa()
 
     path = Path(path)
     mime = mime or mime_for(path)
@@ -187,7 +188,7 @@ _TRUST_ONLY = {"signingCredential.untrusted"}
 
 def read_manifest(path: Path) -> ManifestReport:
     """Read and validate the C2PA manifest of a file; ``present=False`` if it has none."""
-    import c2pa
+    c2pa = import_c2pa()
 
     path = Path(path)
     try:

@@ -63,7 +63,9 @@ class SigningCredentials:
 
     def make_signer(self):
         """A ``c2pa.Signer`` for these credentials."""
-        import c2pa
+        from .c2pa_lib import import_c2pa
+
+        c2pa = import_c2pa()
 
         try:
             info = c2pa.C2paSignerInfo(
