@@ -39,7 +39,15 @@ from kinemate.pose.skeleton import (
     R_HIP,
     R_SHOULDER,
 )
-from kinemate.pose.track import FORMAT_NAME, MAX_SIDE, PoseTrack, parse_points, read_json, write_json_atomic
+from kinemate.pose.track import (
+    FORMAT_NAME,
+    MAX_SIDE,
+    PoseTrack,
+    check_frame_count,
+    parse_points,
+    read_json,
+    write_json_atomic,
+)
 
 OPENPOSE_KEYS = {
     "hand_left": "hand_left_keypoints_2d",
@@ -169,6 +177,7 @@ def openpose_frames_to_track(
     image_size: tuple[int, int] | None = None,
     fps: float = 25.0,
     select: str | int = "largest",
+    max_frames: int | None = None,
 ) -> PoseTrack:
     """Convert parsed OpenPose frame objects to a :class:`PoseTrack`.
 
@@ -177,6 +186,7 @@ def openpose_frames_to_track(
     ``canvas_width``/``canvas_height``, else it is inferred from the keypoints' extent (recorded
     in ``meta["image_size_inferred"]``). Coordinates all within [0, 1] are taken as normalised.
     """
+    check_frame_count(len(frames), max_frames, source)
     cands: list[list[Candidate]] = []
     for i, frame in enumerate(frames):
         people = frame.get("people")
@@ -226,13 +236,16 @@ def load_openpose(
     image_size: tuple[int, int] | None = None,
     fps: float = 25.0,
     select: str | int = "largest",
+    max_frames: int | None = None,
 ) -> PoseTrack:
-    """Read OpenPose JSON: a folder of per-frame files, one file, or one JSON array of frames."""
+    """Read OpenPose JSON: a folder of per-frame files, one file, or one JSON array of frames.
+    More than ``max_frames`` frames raises :class:`TooManyFrames` before they are parsed."""
     path = Path(path)
     if path.is_dir():
         files = sorted(path.glob("*.json"), key=_natural_key)
         if not files:
             raise InputError(f"{path} holds no .json files; pass a folder of OpenPose per-frame JSON files")
+        check_frame_count(len(files), max_frames, str(path))  # each file holds a frame or more
         frames = []
         for f in files:
             frames.extend(_frame_list(read_json(f), str(f)))
@@ -240,7 +253,8 @@ def load_openpose(
         frames = _frame_list(read_json(path), str(path))
     if not frames:
         raise InputError(f"{path} holds no frames; pass a pose file with at least one frame")
-    return openpose_frames_to_track(frames, source=str(path), image_size=image_size, fps=fps, select=select)
+    return openpose_frames_to_track(frames, source=str(path), image_size=image_size, fps=fps, select=select,
+                                    max_frames=max_frames)
 
 
 def is_pose_file(path: str | os.PathLike[str]) -> bool:
@@ -261,19 +275,23 @@ def load_pose(
     image_size: tuple[int, int] | None = None,
     fps: float | None = None,
     select: str | int = "largest",
+    max_frames: int | None = None,
 ) -> PoseTrack:
     """Read a pose file of any supported kind: kinemate JSON, an OpenPose JSON file or array,
-    or a folder of OpenPose per-frame files."""
+    or a folder of OpenPose per-frame files. More than ``max_frames`` frames raises
+    :class:`~kinemate.pose.track.TooManyFrames` (an :class:`InputError`) before any frame is
+    parsed."""
     p = Path(path)
     if p.is_file():
         data = read_json(p)
         if isinstance(data, dict) and data.get("format") == FORMAT_NAME:
-            track = PoseTrack.from_dict(data, source=str(p))
+            track = PoseTrack.from_dict(data, source=str(p), max_frames=max_frames)
             if fps:
                 track.fps = float(fps)
             return track
         frames = _frame_list(data, str(p))
-        return openpose_frames_to_track(frames, source=str(p), image_size=image_size, fps=fps or 25.0, select=select)
+        return openpose_frames_to_track(frames, source=str(p), image_size=image_size, fps=fps or 25.0, select=select,
+                                        max_frames=max_frames)
     if p.is_dir():
-        return load_openpose(p, image_size=image_size, fps=fps or 25.0, select=select)
+        return load_openpose(p, image_size=image_size, fps=fps or 25.0, select=select, max_frames=max_frames)
     raise InputError(f"pose file {p} does not exist; check the path")

@@ -176,8 +176,13 @@ class PoseTrack:
         return write_json_atomic(path, self.to_dict())
 
     @classmethod
-    def from_dict(cls, data: Any, *, source: str = "pose JSON") -> PoseTrack:
-        """Parse kinemate pose JSON. Non-finite numbers mark a keypoint missing (documented)."""
+    def from_dict(cls, data: Any, *, source: str = "pose JSON",
+                  max_frames: int | None = None) -> PoseTrack:
+        """Parse kinemate pose JSON. Non-finite numbers mark a keypoint missing (documented).
+
+        More than ``max_frames`` frames raises :class:`TooManyFrames` before any frame is
+        parsed. Time and memory are linear in the number of frames.
+        """
         if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
             raise InputError(
                 f"{source} is not a kinemate pose file (no \"format\": \"{FORMAT_NAME}\"); "
@@ -205,24 +210,42 @@ class PoseTrack:
                 f"{source} has an invalid image_size {width}x{height} or fps {fps}; "
                 "fix these fields or re-create the file with 'kinemate pose'"
             )
+        check_frame_count(len(frames), max_frames, source)
         track = cls.empty(len(frames), width, height, fps)
-        conf = np.zeros(len(frames), np.float32)
+        conf = np.full(len(frames), np.nan, np.float32)  # NaN: not given, from the keypoints
         for i, entry in enumerate(frames):
             if not isinstance(entry, dict):
                 raise InputError(f"{source}: frame {i} is not an object; re-create the file")
             for name, k in PARTS.items():
                 getattr(track, name)[i] = parse_points(entry.get(name), k, f"{source}: frame {i} {name}")
             c = _finite_or(entry.get("confidence"), None)
-            conf[i] = float(np.clip(c, 0, 1)) if c is not None else float(track.present()[i])
-        track.confidence = conf
+            if c is not None:
+                conf[i] = float(np.clip(c, 0, 1))
+        given = np.isfinite(conf)
+        track.confidence = np.where(given, conf, track.present()).astype(np.float32)
         meta = data.get("meta")
         track.meta = dict(meta) if isinstance(meta, dict) else {}
         return track
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> PoseTrack:
+    def load(cls, path: str | os.PathLike[str], *, max_frames: int | None = None) -> PoseTrack:
         """Read kinemate pose JSON (for OpenPose JSON use :func:`kinemate.pose.load_pose`)."""
-        return cls.from_dict(read_json(path), source=str(path))
+        return cls.from_dict(read_json(path), source=str(path), max_frames=max_frames)
+
+
+class TooManyFrames(InputError):
+    """A pose file holds more frames than the caller allows (found before parsing them)."""
+
+    def __init__(self, source: str, frames: int, limit: int):
+        super().__init__(f"{source} has {frames} frames, above the limit of {limit} — "
+                         "trim it (or split it) and try again")
+        self.frames, self.limit = frames, limit
+
+
+def check_frame_count(frames: int, max_frames: int | None, source: str) -> None:
+    """Raise :class:`TooManyFrames` if ``frames`` is above ``max_frames`` (None: no limit)."""
+    if max_frames is not None and frames > max_frames:
+        raise TooManyFrames(source, frames, max_frames)
 
 
 # --- helpers ------------------------------------------------------------------------------------

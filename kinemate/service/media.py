@@ -95,6 +95,7 @@ class PoseInfo:
     width: int
     height: int
     fps: float
+    retargetable: bool = True  # some frame shows the neck and one more body keypoint
 
 
 def _scrub(message: str, path: Path, what: str) -> str:
@@ -262,9 +263,13 @@ def check_pose_json(path: Path, limits: Limits) -> PoseInfo:
                              "'kinemate pose'")
     del data
     from kinemate.pose import load_pose
+    from kinemate.pose.track import TooManyFrames
 
-    try:
-        track = load_pose(path)
+    try:  # the frame limit is checked before the frames are parsed
+        track = load_pose(path, max_frames=limits.max_video_frames)
+    except TooManyFrames as exc:
+        raise UploadRejected(f"{what} has {exc.frames} frames, above the limit of "
+                             f"{exc.limit} — trim it", 413) from exc
     except InputError as exc:
         raise UploadRejected(_scrub(str(exc), path, what)) from exc
     except Exception as exc:  # noqa: BLE001
@@ -283,4 +288,39 @@ def check_pose_json(path: Path, limits: Limits) -> PoseInfo:
     if frames / fps > limits.max_video_seconds:
         raise UploadRejected(f"{what} lasts {frames / fps:.1f} s, above the limit of "
                              f"{limits.max_video_seconds:.0f} s — trim it", 413)
-    return PoseInfo("json", frames, width, height, fps)
+    problem, retargetable = _pose_usability(track)
+    if problem:
+        raise UploadRejected(f"{what} {problem}, so the job could not run — re-create it with "
+                             "'kinemate pose VIDEO -o FILE.json' from a video that shows the "
+                             "person")
+    return PoseInfo("json", frames, width, height, fps, retargetable)
+
+
+def _pose_usability(track) -> tuple[str | None, bool]:
+    """What makes a parsed track unusable for a job (None when it can run), and whether it
+    can be retargeted. The same rule as the worker: keypoints under the confidence gate are
+    missing, short gaps are filled, and a frame shows a person with 2 body keypoints;
+    retargeting needs a frame with the neck and one more (or a track retargeted already)."""
+    import numpy as np
+
+    from kinemate.pose.skeleton import NECK
+    from kinemate.pose.temporal import DEFAULT_MIN_CONF, fill_gaps, gate_confidence
+
+    gate = DEFAULT_MIN_CONF
+    conf = track.body[..., 2]
+    n = len(track)
+    if not (conf > 0).any():
+        return (f"has no usable body keypoints: all {n} frames are empty (every body keypoint "
+                "is missing or has confidence 0)"), False
+    if not (conf >= gate).any():
+        return (f"has no usable body keypoints: every confidence is below {gate:g}, under "
+                f"which a keypoint counts as missing (the highest is {float(conf.max()):.2g})"
+                ), False
+    filled = fill_gaps(gate_confidence(track, gate), 5, gate)
+    if not filled.present(gate).any():
+        return (f"has no frame with a person: each of its {n} frames has fewer than 2 body "
+                f"keypoints with confidence above {gate:g}"), False
+    ok = filled.body[..., 2] >= gate
+    retargetable = bool(track.meta.get("retargeted")) or bool(
+        np.any(ok[:, NECK] & (ok.sum(axis=1) >= 2)))
+    return None, retargetable
