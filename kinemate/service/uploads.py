@@ -13,7 +13,9 @@ import threading
 from pathlib import Path
 
 from fastapi import HTTPException
+from python_multipart.multipart import parse_options_header
 from starlette.datastructures import FormData, UploadFile
+from starlette.requests import Request
 
 from kinemate.io.atomic import atomic_path
 from kinemate.service import media
@@ -22,6 +24,54 @@ from kinemate.service.params import FIELDS
 
 FILE_FIELDS = ("reference", "driving")
 SNIFF_BYTES = 64
+
+
+class _ClosingBoundary:
+    """Watches a multipart body as it streams in for its close delimiter ``CRLF--boundary--``
+    (which no part may contain, so seeing it means the body was sent to its end)."""
+
+    def __init__(self, boundary: bytes):
+        self.delimiter = b"\r\n--" + boundary + b"--"
+        self.carry = b"\r\n"  # a body may open with the delimiter (a form with no parts)
+        self.seen = False
+
+    def feed(self, chunk: bytes) -> None:
+        if self.seen or not chunk:
+            return
+        data = self.carry + chunk
+        self.seen = self.delimiter in data
+        self.carry = data[-(len(self.delimiter) - 1):]
+
+
+async def read_form(request: Request, *, max_files: int, max_fields: int,
+                    max_part_size: int) -> FormData:
+    """``request.form(...)``, refusing (400) a body that ends before its closing boundary.
+
+    The multipart parser forgives a cut body: the part in progress at the cut never ends, so
+    it is dropped without a word (a ``seed`` cut to "1234" became the default seed). The
+    stream is watched for the close delimiter; an epilogue after it is allowed (RFC 2046)."""
+    _, options = parse_options_header(request.headers.get("content-type", ""))
+    boundary = options.get(b"boundary")
+    if not boundary:  # the parser answers 400 itself
+        return await request.form(max_files=max_files, max_fields=max_fields,
+                                  max_part_size=max_part_size)
+    watch = _ClosingBoundary(boundary)
+    receive = request.receive
+
+    async def watched_receive():
+        message = await receive()
+        if message.get("type") == "http.request":
+            watch.feed(message.get("body", b""))
+        return message
+
+    form = await Request(request.scope, watched_receive).form(
+        max_files=max_files, max_fields=max_fields, max_part_size=max_part_size)
+    if not watch.seen:
+        await form.close()
+        raise HTTPException(400, "the multipart body ends before its closing boundary "
+                            "(--BOUNDARY--): the upload was cut off, and the fields after the "
+                            "cut would be lost — send the complete request again")
+    return form
 
 
 def split_form(form: FormData) -> tuple[dict[str, str], dict[str, UploadFile]]:
@@ -113,7 +163,8 @@ def _store_driving(upload: UploadFile, job_dir: Path, lim: Limits) -> dict:
             copy_capped(upload, tmp, lim.max_pose_json_bytes, "the pose JSON")
             pose = media.check_pose_json(tmp, lim)
         return {"file": "driving.json", "name": name, "kind": "pose", "frames": pose.num_frames,
-                "fps": pose.fps, "width": pose.width, "height": pose.height}
+                "fps": pose.fps, "width": pose.width, "height": pose.height,
+                "retargetable": pose.retargetable}
     if kind not in media.VIDEO_KINDS:
         raise media.UploadRejected(
             "the driving file is neither a video (MP4/MOV, WebM/MKV, AVI, GIF) nor a pose "

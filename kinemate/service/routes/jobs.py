@@ -17,7 +17,7 @@ from kinemate.service.config import ServiceConfig
 from kinemate.service.params import FIELDS, form_properties, parse_params
 from kinemate.service.routes.deps import Config, CurrentWorker, Key, Store
 from kinemate.service.store import Job, LimitReached
-from kinemate.service.uploads import checked_inputs, split_form
+from kinemate.service.uploads import checked_inputs, read_form, split_form
 
 log = logging.getLogger("kinemate.service")
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -107,7 +107,8 @@ async def create_job(request: Request, key: Key, store: Store, config: Config,
     active = await run_in_threadpool(store.count_active_jobs, key.id)
     if active >= config.limits.max_active_jobs_per_key:
         raise HTTPException(429, limit_message(config))
-    form = await request.form(max_files=2, max_fields=len(FIELDS) + 2, max_part_size=64 * 1024)
+    form = await read_form(request, max_files=2, max_fields=len(FIELDS) + 2,
+                           max_part_size=64 * 1024)
     try:
         fields, files = split_form(form)
         params = parse_params(fields, config)
@@ -121,6 +122,12 @@ async def create_job(request: Request, key: Key, store: Store, config: Config,
                 raise HTTPException(422, "control 'densepose' needs a DensePose video, but "
                                     "the driving file is a pose JSON — use control 'pose' "
                                     "or 'auto'")
+            if (inputs["driving"]["kind"] == "pose" and params.get("retarget", True)
+                    and not inputs["driving"].get("retargetable", True)):
+                raise HTTPException(422, "no frame of the pose JSON shows the neck with another "
+                                    "body keypoint, which retargeting the motion to the "
+                                    "reference photo needs — send retarget=false to use the "
+                                    "motion as it is, or a track that shows the upper body")
             job, created = await run_in_threadpool(  # the moment of acceptance
                 lambda: store.create_job(job_id, key.id, params, inputs,
                                          max_active=config.limits.max_active_jobs_per_key,
