@@ -8,7 +8,7 @@ from pathlib import Path
 from kinemate.errors import InputError, UsageError
 
 from .manifest import ManifestReport, read_manifest
-from .watermark import Detection, Detector, model_id
+from .watermark import CODED_BITS, PAYLOAD_BITS, Detection, Detector, Payload, model_id
 
 #: Model names whose watermark id ``verify`` can name without a manifest.
 KNOWN_MODELS = ("kinemate-tiny", "magicanimate", "kinemate")
@@ -43,6 +43,31 @@ class VerifyReport:
             return model_name_for(self.watermark.payload.model_id, hint)
         return hint
 
+    def bit_report(self) -> dict | None:
+        """How many watermark bits read right, against the payload read, else against the
+        payload of the manifest's model or (without one) of the closest known model."""
+        wm = self.watermark
+        if wm.bits is None:
+            return None
+        if wm.payload is not None:
+            expected, against = wm.payload, "the payload read"
+        else:
+            hint = (self.manifest.kinemate or {}).get("model") if self.manifest.kinemate else None
+            names = [hint] if hint else list(KNOWN_MODELS)
+            against = max(names, key=lambda n: wm.bit_accuracy(Payload.for_model(n)))
+            expected = Payload.for_model(against)
+            against = f"the payload of {against}" + ("" if hint else " (the closest known model)")
+        acc, coded = wm.bit_accuracy(expected), wm.coded_bit_accuracy(expected)
+        return {
+            "compared_with": against,
+            "bit_accuracy": round(acc, 4),
+            "bits_right": int(round(acc * PAYLOAD_BITS)),
+            "bits": PAYLOAD_BITS,
+            "coded_bit_accuracy": round(coded, 4),
+            "coded_bits_right": int(round(coded * CODED_BITS)),
+            "coded_bits": CODED_BITS,
+        }
+
     def to_dict(self) -> dict:
         wm = self.watermark
         return {
@@ -57,6 +82,9 @@ class VerifyReport:
                 "scheme_version": wm.payload.version if wm.payload else None,
                 "confidence": round(wm.confidence, 12),
                 "sync_z": round(wm.sync_z, 2),
+                "p_value": float(f"{wm.p_value:.3g}"),
+                "p_value_threshold": Detector.SYNC_ONLY_P,
+                "bits": self.bit_report(),
                 "frames_checked": wm.frames_checked,
                 "scale": list(wm.scale) if wm.scale and wm.detected else None,
             },

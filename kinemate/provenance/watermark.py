@@ -410,6 +410,10 @@ class Detection:
     scale: tuple[float, float] | None = None  # detected fraction of the original (y, x)
     shift: tuple[int, int] | None = None
     extra: dict = field(default_factory=dict)
+    #: the detection statistic as a probability: how likely a sync peak this high (and, when
+    #: a payload was read, a payload passing its 32 check bits) is on an unmarked picture,
+    #: over every candidate geometry tried. 1.0 means no evidence at all.
+    p_value: float = 1.0
 
     def bit_accuracy(self, payload: Payload) -> float:
         """Fraction of the 64 payload bits read right (after error correction)."""
@@ -534,7 +538,7 @@ class Detector:
                 p_sync = min(1.0, n_tests * _norm_sf(z))
                 p = min(1.0, p_sync * n_reads * 2.0**-32)
                 return Detection(True, payload, 1.0 - p, z, self.frames, bits, soft, lv,
-                                 (fy, fx), (dy, dx))
+                                 (fy, fx), (dy, dx), p_value=p)
             if best is None:
                 best = (z, cand, dy, dx, soft, bits)
         z, cand, dy, dx, soft, bits = best
@@ -543,7 +547,7 @@ class Detector:
         detected = p_sync < self.SYNC_ONLY_P
         return Detection(
             detected, None, 1.0 - p_sync if detected else 0.0, z, self.frames, bits, soft, lv,
-            (fy, fx), (dy, dx), {"sync_only": detected},
+            (fy, fx), (dy, dx), {"sync_only": detected}, p_value=p_sync,
         )
 
 
