@@ -6,9 +6,11 @@
 2. check the inputs and plan the context windows;
 3. encode the reference and prepare the initial latents;
 4. let the family fix what the whole video shares (``denoiser.start_video``);
-5. per denoising step: the family's per-step work (``start_step``), then each group of
+5. continue from a saved state of the same job, if asked (:mod:`kinemate.pipeline.resume`);
+6. per denoising step: the family's per-step work (``start_step``), then each group of
    windows through the family's denoiser with its per-frame features cached while windows
-   need them, the overlapping predictions averaged, guidance, one scheduler step.
+   need them, the overlapping predictions averaged, guidance, one scheduler step, and the
+   sampler's state saved when a checkpoint is kept.
 
 Then the VAE decodes one frame at a time and frames stream out. What is specific to a family
 (its networks, what it encodes once, how it runs a window) is its *denoiser* (see
@@ -18,6 +20,7 @@ Then the VAE decodes one frame at a time and frames stream out. What is specific
 from __future__ import annotations
 
 import copy
+import hashlib
 import inspect
 import logging
 from collections.abc import Callable, Iterator, Sequence
@@ -33,8 +36,10 @@ from kinemate.models.guidance import GuidanceRows
 from kinemate.pipeline.context import (FrameCache, accumulate, context_windows, fuse, guide,
                                        window_groups)
 from kinemate.pipeline.options import SamplingOptions
+from kinemate.pipeline.resume import SamplerCheckpoint, job_fingerprint, restore_scheduler
 
 log = logging.getLogger(__name__)
+STEP_NOISE_SEED = 0x5EED  # the sampler's own generator (stochastic schedulers) = seed + this
 
 
 def make_scheduler(config: dict):
@@ -289,6 +294,29 @@ class AnimationPipeline:
             latents = noise * scheduler.init_noise_sigma
         return latents.to(self.device, self.dtype), timesteps
 
+    def weights_digest(self) -> str:
+        """sha256 over every network's parameters (names, shapes and values), computed once
+        per pipeline: the model part of a resumable job's fingerprint."""
+        if self.__dict__.get("_weights_digest") is None:
+            import hashlib
+
+            h = hashlib.sha256()
+            for name, module in sorted(self.components.items()):
+                for key, value in module.state_dict().items():
+                    value = value.detach().float().cpu().contiguous()
+                    h.update(f"{name}.{key}{tuple(value.shape)}".encode())
+                    h.update(value.numpy().tobytes())
+            self.__dict__["_weights_digest"] = h.hexdigest()
+        return self.__dict__["_weights_digest"]
+
+    def _fingerprint(self, reference, plan: Plan, o: SamplingOptions, latents, extra) -> str:
+        given = {k: hashlib.sha256(v.detach().float().cpu().numpy().tobytes()).hexdigest()
+                 for k, v in {**extra, "latents": latents}.items() if v is not None}
+        facts = {"model": self.name, "family": self.family, "weights": self.weights_digest(),
+                 "scheduler": dict(self.scheduler.config), "device": str(self.device),
+                 "dtype": str(self.dtype), "options": o.to_dict(), "given": given}
+        return job_fingerprint(facts, reference, plan.controls)
+
     # -- sampling ----------------------------------------------------------------------
     @torch.no_grad()
     def sample_latents(self, reference: np.ndarray, controls: Sequence[np.ndarray], *,
@@ -296,6 +324,7 @@ class AnimationPipeline:
                        callback: Callable[[int, torch.Tensor, dict], None] | None = None,
                        text_embeds_uncond: torch.Tensor | None = None,
                        text_embeds_cond: torch.Tensor | None = None,
+                       checkpoint: SamplerCheckpoint | None = None,
                        **options) -> torch.Tensor:
         """Run the sampler; returns the final latents ``(1, C, N, H/f, W/f)``.
 
@@ -314,19 +343,37 @@ class AnimationPipeline:
         extra = {k: v for k, v in (("text_embeds_uncond", text_embeds_uncond),
                                    ("text_embeds_cond", text_embeds_cond)) if v is not None}
         video = self.start_video(reference, plan.controls, o, ref_latents, **extra)  # 4.
-        step_kwargs = {"eta": o.eta} if "eta" in inspect.signature(scheduler.step).parameters else {}
+        generator = torch.Generator("cpu").manual_seed((o.seed + STEP_NOISE_SEED) % 2**63)
+        step_kwargs = {"eta": o.eta, "generator": generator}
+        accepted = inspect.signature(scheduler.step).parameters
+        step_kwargs = {k: v for k, v in step_kwargs.items() if k in accepted}
+        start = 0
+        if checkpoint is not None:                                           # 5. resume
+            saved = checkpoint.load(self._fingerprint(reference, plan, o, latents, extra))
+            if saved is not None:
+                latents = saved.latents.to(self.device, self.dtype)
+                restore_scheduler(scheduler, saved, self.device)
+                if saved.generator is not None:
+                    generator.set_state(saved.generator)
+                start = saved.step + 1
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(timesteps) * len(plan.windows), disable=not progress,
-                   desc=f"{self.name}: {plan.num_frames} frames", unit="window", leave=False)
+                   desc=f"{self.name}: {plan.num_frames} frames", unit="window", leave=False,
+                   initial=start * len(plan.windows))
         try:
-            for i, t in enumerate(timesteps):                                # 5. steps
+            for i, t in enumerate(timesteps):                                # 6. steps
+                if i < start:
+                    continue
                 noise_pred, _ = self.predict_noise(
                     latents, t, video, plan.windows, guidance=o.guidance, scheduler=scheduler,
                     window_batch=o.window_batch, on_window=lambda *_: bar.update(1))
                 latents = scheduler.step(noise_pred, t, latents, **step_kwargs).prev_sample
                 if not bool(torch.isfinite(latents).all()):
                     raise NumericsError(_overflow_message(self.dtype, i + 1))
+                if checkpoint is not None:
+                    checkpoint.save(i, latents, scheduler, generator,
+                                    force=i == len(timesteps) - 1)
                 if callback is not None:
                     callback(i, t, {"noise_pred": noise_pred, "latents": latents,
                                     "ref_latents": ref_latents, "windows": plan.windows})
@@ -357,8 +404,12 @@ class AnimationPipeline:
     def __call__(self, reference: np.ndarray, controls: Sequence[np.ndarray], **kwargs) -> np.ndarray:
         """Animate: uint8 reference ``(H, W, 3)`` + control frames ``(F, H, W, 3)`` (same size,
         multiples of 8) -> uint8 frames ``(F, H, W, 3)``. Keywords: see
-        :meth:`sample_latents` (steps, guidance, seed, context_frames, ..., progress)."""
-        return np.stack(list(self.stream(reference, controls, **kwargs)))
+        :meth:`sample_latents` (steps, guidance, seed, context_frames, ..., progress,
+        checkpoint)."""
+        frames = np.stack(list(self.stream(reference, controls, **kwargs)))
+        if kwargs.get("checkpoint") is not None:
+            kwargs["checkpoint"].clear()
+        return frames
 
     # -- saving ------------------------------------------------------------------------
     def save_pretrained(self, folder: str | Path) -> Path:
