@@ -3,7 +3,8 @@
     kinemate serve [--host 127.0.0.1] [--port 8000] [--data-dir DIR] [--weights DIR]
     kinemate serve keys create [--name NAME]     # prints a new key once
     kinemate serve keys list
-    kinemate serve keys revoke KEY_ID_OR_NAME
+    kinemate serve keys revoke KEY_ID            # by id only (as in 'keys list')
+    kinemate serve keys revoke --name NAME       # every active key with that exact name
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "serve", help="run the HTTP service (API, web page) or manage its API keys",
         description="Run the HTTP service: a JSON API for animation jobs, a web page at /, "
-                    "OpenAPI docs at /docs. Jobs are kept in DATA_DIR (SQLite + files) and "
+                    "API reference at /reference. Jobs are kept in DATA_DIR (SQLite + files) and "
                     "survive restarts. Create an API key first: 'kinemate serve keys create'.")
     data_help = ("folder with the job database, uploads and results (default: "
                  f"$KINEMATE_DATA_DIR or ./{DEFAULT_DATA_DIR})")
@@ -47,6 +48,15 @@ def register(subparsers) -> None:
                    help="queued + running jobs one key may have (default 4)")
     p.add_argument("--max-upload-mb", type=float, default=None,
                    help="largest request body in MiB (default 64)")
+    p.add_argument("--header-timeout", type=float, default=None, metavar="S",
+                   help="close a connection whose request headers are not complete S seconds "
+                        "after it opened or after its previous response (default 10)")
+    p.add_argument("--body-timeout", type=float, default=None, metavar="S",
+                   help="close a connection whose request body pauses for S seconds "
+                        "(default 30)")
+    p.add_argument("--max-connections", type=int, default=None, metavar="N",
+                   help="open connections at most (default 200); at the limit the oldest one "
+                        "that has sent no request is closed")
     p.set_defaults(func=run)
 
     keys = p.add_subparsers(dest="serve_command", title="API keys", metavar="keys ACTION")
@@ -54,13 +64,17 @@ def register(subparsers) -> None:
     ks = k.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
     for name, helptext in (("create", "create a key and print it (shown only once)"),
                            ("list", "list keys (ids and names, never the secrets)"),
-                           ("revoke", "revoke a key by id or name")):
+                           ("revoke", "revoke a key by its id, or with --name every key of "
+                                      "that name")):
         kp = ks.add_parser(name, help=helptext)
         kp.add_argument("--data-dir", default=argparse.SUPPRESS, help=data_help)
         if name == "create":
             kp.add_argument("--name", default="", help="a label for the key (who uses it)")
         if name == "revoke":
-            kp.add_argument("key", help="key id (as in 'keys list') or name")
+            kp.add_argument("key", nargs="?", help="the key's id, as in 'keys list' (an id "
+                                                   "only: names need --name)")
+            kp.add_argument("--name", dest="by_name", default=None,
+                            help="revoke every active key with exactly this name instead")
         kp.set_defaults(func=run_keys)
 
 
@@ -81,17 +95,35 @@ def run_keys(args) -> int:
             state = "active" if key.active else "revoked"
             print(f"{key.id}\t{state}\t{key.name}")
     elif args.keys_command == "revoke":
-        n = store.revoke_key(args.key)
-        if n == 0:
-            raise UsageError(f"no active key with id or name {args.key!r} — see "
-                             "'kinemate serve keys list'")
-        print(f"revoked {n} key(s)")
+        _revoke(store, args.key, args.by_name)
     return 0
 
 
+def _revoke(store, key_id: str | None, name: str | None) -> None:
+    """Revoke by id, or every key of a name; never a name given as an id (say so instead)."""
+    if (key_id is None) == (name is None):
+        raise UsageError("give a key id (kinemate serve keys revoke ID) or a name "
+                         "(kinemate serve keys revoke --name NAME), not both or neither")
+    if key_id is not None:
+        record = store.revoke_key(key_id)
+        revoked = [record] if record else []
+        if not revoked:
+            named = [k for k in store.list_keys() if k.name == key_id and k.active]
+            hint = (f"; {len(named)} active key(s) are named {key_id!r}: to revoke them by "
+                    f"name use --name {key_id!r}" if named else "")
+            raise UsageError(f"no active key has the id {key_id!r}{hint} — see "
+                             "'kinemate serve keys list'")
+    else:
+        revoked = store.revoke_keys_named(name)
+        if not revoked:
+            raise UsageError(f"no active key is named {name!r} — see 'kinemate serve keys list'")
+    for record in revoked:
+        print(f"revoked key {record.id} ({record.name})")
+
+
 def run(args) -> int:
+    from kinemate.service import server
     from kinemate.service.config import Limits, ServiceConfig
-    from kinemate.service.server import serve
 
     if not 0 < args.port < 65536:
         raise UsageError(f"--port {args.port} is not a TCP port — use 1-65535")
@@ -104,13 +136,23 @@ def run(args) -> int:
         if args.max_upload_mb <= 0:
             raise UsageError("--max-upload-mb must be positive")
         limits = dataclasses.replace(limits, max_request_bytes=int(args.max_upload_mb * 2**20))
+    guards = {"header_timeout": args.header_timeout, "body_timeout": args.body_timeout}
+    for name, value in guards.items():
+        if value is not None and not 0 < value <= 3600:
+            raise UsageError(f"--{name.replace('_', '-')} must be between 0 and 3600 seconds "
+                             f"(got {value:g})")
+    if args.max_connections is not None and args.max_connections < 2:
+        raise UsageError("--max-connections must be at least 2")
     weights = Path(args.weights) if args.weights else None
     if weights is not None and not weights.is_dir():
         raise UsageError(f"--weights {weights} is not a folder — give the model folder")
     config = ServiceConfig(data_dir=_data_dir(args), weights=weights, device=args.device,
                            dtype=args.dtype, limits=limits)
-    print(f"kinemate: serving on http://{args.host}:{args.port}/ (API docs at /docs), data in "
+    print(f"kinemate: serving on http://{args.host}:{args.port}/ (API reference at /reference), data in "
           f"{config.data_dir}", file=sys.stderr)
-    serve(config, host=args.host, port=args.port,
-          log_level="debug" if getattr(args, "verbose", False) else "info")
+    server.serve(config, host=args.host, port=args.port,
+                 log_level="debug" if getattr(args, "verbose", False) else "info",
+                 header_timeout=args.header_timeout or server.HEADER_TIMEOUT,
+                 body_timeout=args.body_timeout or server.BODY_TIMEOUT,
+                 max_connections=args.max_connections or server.MAX_CONNECTIONS)
     return 0

@@ -135,6 +135,6 @@ def render_reference(spec: dict) -> str:
         f"<h1>{escape(info.get('title', 'API'))} API <span class=muted>{escape(str(info.get('version', '')))}</span></h1>"
         f"<p>{escape(info.get('description', ''))}</p>"
         "<p class=muted>This page is the service's <a href=\"/openapi.json\">OpenAPI "
-        "description</a>, rendered without scripts; <a href=\"/docs\">/docs</a> is the "
-        "interactive Swagger UI (it needs internet access for its script).</p>"
+        "description</a>, rendered without scripts and loading nothing from other sites "
+        "(<code>/docs</code> and <code>/redoc</code> lead here).</p>"
         f"{'<ul>' + auth + '</ul>' if auth else ''}{sections}</body></html>")

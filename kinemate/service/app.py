@@ -15,8 +15,9 @@ do>"}`` with a 4xx status):
 * ``GET /api/v1/jobs/{id}/result`` and ``/grid`` — the MP4s once the job succeeded.
 * ``GET /api/v1/jobs/{id}/preview`` — PNG of the first frame's control map.
 * ``GET /api/v1/health``, ``GET /api/v1/limits`` — no key needed.
-* ``GET /`` — the web page; ``/docs`` — OpenAPI docs (Swagger UI, needs a CDN);
-  ``/reference`` — the same description as one static page that works offline.
+* ``GET /`` — the web page; ``/reference`` — the OpenAPI description as one static page
+  that works offline (``/docs`` and ``/redoc`` redirect there: FastAPI's Swagger UI and ReDoc
+  pages load scripts and fonts from a CDN); ``/openapi.json``.
 
 Authentication: ``Authorization: Bearer <key>`` (or ``X-API-Key: <key>``). A job is visible
 only to the key that created it; anyone else gets 404, as for a job that does not exist.
@@ -45,7 +46,7 @@ from kinemate.service.config import ServiceConfig
 from kinemate.service.middleware import BodyLimit, BodyTooLarge, security_headers, too_large
 from kinemate.service.params import validation_message
 from kinemate.service.routes import jobs, pages, service
-from kinemate.service.store import JobStore, SQLiteJobStore
+from kinemate.service.store import JobStore, SQLiteJobStore, owner_only
 from kinemate.service.worker import Runner, Worker
 
 
@@ -74,6 +75,7 @@ def create_app(config: ServiceConfig, *, store: JobStore | None = None,
 
     app = FastAPI(
         title="kinemate", version=__version__, lifespan=lifespan,
+        docs_url=None, redoc_url=None,  # CDN pages; /docs and /redoc lead to /reference
         description="Animate the person in a photo with the motion of a driving video. "
                     "Create a job with `POST /api/v1/jobs`, poll it, download the result. "
                     "Send your API key as `Authorization: Bearer <key>`. The sampling fields "
@@ -100,10 +102,11 @@ def create_app(config: ServiceConfig, *, store: JobStore | None = None,
 
 
 def _make_data_dirs(config: ServiceConfig) -> None:
-    """The data folder and its jobs folder; uploads are people's photos: owner-only access."""
-    if not Path(config.data_dir).exists():
-        Path(config.data_dir).mkdir(parents=True, mode=0o700)
-    Path(config.jobs_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
+    """The data folder and its jobs folder; uploads are people's photos: owner-only access,
+    also when the operator created the folders beforehand (the database: the store)."""
+    for folder in (Path(config.data_dir), Path(config.jobs_dir)):
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        owner_only(folder)
 
 
 # -- error handlers: every error is {"detail": "..."} ------------------------------------
@@ -116,10 +119,10 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
     detail = exc.detail
     if exc.status_code == 404 and detail == "Not Found":
         detail = (f"nothing at {request.url.path[:100]!r} — the API is under /api/v1 "
-                  "(see /docs), the web page at /")
+                  "(see /reference), the web page at /")
     elif exc.status_code == 405 and detail == "Method Not Allowed":
         detail = (f"{request.method} is not allowed on {request.url.path[:100]!r} — see "
-                  "/docs for the methods of each route")
+                  "/reference for the methods of each route")
     return JSONResponse({"detail": detail}, exc.status_code, headers=exc.headers)
 
 

@@ -69,7 +69,7 @@ async def security_headers(request: Request, call_next):
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "no-referrer")
     path = request.url.path
-    if path == "/" or path.startswith("/static/"):
+    if path in ("/", "/docs", "/redoc") or path.startswith("/static/"):
         response.headers["Content-Security-Policy"] = PAGE_CSP
         response.headers["X-Frame-Options"] = "DENY"
     return response

@@ -27,12 +27,16 @@ import dataclasses
 import hashlib
 import hmac
 import json
+import os
 import secrets
 import sqlite3
+import stat
 import threading
 import time
 from pathlib import Path
 from typing import Callable, Protocol
+
+from kinemate.errors import ConfigError
 
 ACTIVE_STATES = ("queued", "running")
 FINAL_STATES = ("succeeded", "failed", "cancelled")
@@ -82,7 +86,8 @@ class JobStore(Protocol):
     # keys
     def create_key(self, name: str) -> tuple[KeyRecord, str]: ...
     def list_keys(self) -> list[KeyRecord]: ...
-    def revoke_key(self, key_id_or_name: str) -> int: ...
+    def revoke_key(self, key_id: str) -> KeyRecord | None: ...
+    def revoke_keys_named(self, name: str) -> list[KeyRecord]: ...
     def authenticate(self, secret: str) -> KeyRecord | None: ...
 
     # jobs, API side
@@ -109,6 +114,19 @@ class JobStore(Protocol):
     def requeue_stale(
         self, *, max_attempts: int, worker_is_dead: Callable[[str], bool] | None = None
     ) -> list[str]: ...
+
+
+def owner_only(path: Path) -> None:
+    """Give an existing file (0600) or folder (0700) to its owner alone, whatever mode it was
+    created with (an operator's data folder made beforehand, an older kinemate's database)."""
+    mode = 0o700 if path.is_dir() else 0o600
+    if stat.S_IMODE(path.stat().st_mode) == mode:
+        return
+    try:
+        path.chmod(mode)
+    except PermissionError as exc:
+        raise ConfigError(f"cannot make {path} private to its owner (mode {mode:o}): {exc.strerror}; "
+                          f"run kinemate as the user owning it, or chown it to that user") from exc
 
 
 def hash_secret(secret: str) -> str:
@@ -157,6 +175,13 @@ class SQLiteJobStore:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Owner-only from its creation: SQLite creates the -wal and -shm files with the mode
+        # of the database file.
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        for path in (self.path, self.path.with_name(self.path.name + "-wal"),
+                     self.path.with_name(self.path.name + "-shm")):
+            if path.exists():
+                owner_only(path)
         self._local = threading.local()
         self._conn().executescript(_SCHEMA)
 
@@ -212,14 +237,25 @@ class SQLiteJobStore:
         rows = self._conn().execute("SELECT * FROM api_keys ORDER BY created_at").fetchall()
         return [self._key(r) for r in rows]
 
-    def revoke_key(self, key_id_or_name: str) -> int:
+    def revoke_key(self, key_id: str) -> KeyRecord | None:
+        """Revoke the active key with this id (an id only, never a name); the key revoked,
+        or None when no active key has that id."""
+        revoked = self._revoke("id", key_id)
+        return revoked[0] if revoked else None
+
+    def revoke_keys_named(self, name: str) -> list[KeyRecord]:
+        """Revoke every active key with exactly this name; the keys revoked."""
+        return self._revoke("name", name)
+
+    def _revoke(self, column: str, value: str) -> list[KeyRecord]:
+        now = time.time()
+        where = {"id": "id = ?", "name": "name = ?"}[column]
         with self._tx() as db:
-            cur = db.execute(
-                "UPDATE api_keys SET revoked_at = ? WHERE (id = ? OR name = ?) "
-                "AND revoked_at IS NULL",
-                (time.time(), key_id_or_name, key_id_or_name),
-            )
-            return cur.rowcount
+            rows = db.execute(f"SELECT * FROM api_keys WHERE {where} AND revoked_at IS NULL "
+                              "ORDER BY created_at", (value,)).fetchall()
+            db.executemany("UPDATE api_keys SET revoked_at = ? WHERE id = ?",
+                           [(now, r["id"]) for r in rows])
+        return [KeyRecord(r["id"], r["name"], r["created_at"], now) for r in rows]
 
     def authenticate(self, secret: str) -> KeyRecord | None:
         # Format km_<id>_<random>; look the id up, then compare digests in constant time.

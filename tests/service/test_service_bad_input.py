@@ -313,7 +313,7 @@ def ctx(server, client, media, tiny_inputs):
     revoked = server.new_key("bad-input-revoked")
     from kinemate.service.store import SQLiteJobStore
 
-    SQLiteJobStore(server.data_dir / "kinemate.db").revoke_key("bad-input-revoked")
+    SQLiteJobStore(server.data_dir / "kinemate.db").revoke_keys_named("bad-input-revoked")
     job = client.submit(key, media["ref"], media["mp4"]).json()
     other_job = client.submit(other, media["ref"], media["mp4"]).json()
     accepted_before = _all_jobs(server)

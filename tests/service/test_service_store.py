@@ -35,7 +35,9 @@ def test_wal_mode_and_hashed_keys(store, tmp_path):
     assert store.authenticate("") is None
     raw = (tmp_path / "kinemate.db").read_bytes() + (tmp_path / "kinemate.db-wal").read_bytes()
     assert secret.encode() not in raw
-    assert store.revoke_key("alice") == 1
+    assert store.revoke_key("alice") is None  # a name is not an id
+    assert store.authenticate(secret).id == record.id
+    assert store.revoke_key(record.id).id == record.id
     assert store.authenticate(secret) is None
 
 

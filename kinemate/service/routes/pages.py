@@ -1,11 +1,14 @@
-"""The web page (``/``), its icon, and ``/reference``: the API reference that works offline."""
+"""The web page (``/``), its icon, and ``/reference``: the API reference that works offline.
+
+``/docs`` and ``/redoc`` (FastAPI's Swagger UI and ReDoc, which load their scripts and fonts
+from a CDN) are not served; they redirect to ``/reference``."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from fastapi import APIRouter, Request
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import FileResponse, RedirectResponse, Response
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 
@@ -26,6 +29,12 @@ def reference(request: Request):
         app.state.reference_page = render_reference(app.openapi())
     return Response(app.state.reference_page, media_type="text/html; charset=utf-8",
                     headers={"Content-Security-Policy": REFERENCE_CSP, "X-Frame-Options": "DENY"})
+
+
+@router.get("/docs")
+@router.get("/redoc")
+def api_docs():
+    return RedirectResponse("/reference", status_code=308)
 
 
 @router.get("/favicon.ico")
