@@ -72,6 +72,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-smooth", action="store_true", help="no One-Euro smoothing")
     p.add_argument("--max-frames", type=int, default=None, help="only the first N frames")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--no-watermark", action="store_true",
+                   help="do not embed the invisible watermark in --preview and --controls (their "
+                        "C2PA manifest records this)")  # fmt: skip
     p.set_defaults(func=run)
 
 
@@ -82,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
     select = parse_select(args.person)
     if args.max_people < 1:
         raise UsageError("--max-people must be at least 1")
+    marker = _marker(args)  # before any work: a bad signing configuration fails now
     inp = Path(args.input)
     if not inp.exists():
         raise UsageError(f"input {inp} does not exist; give a video, a folder of frames, a photo or a pose JSON")
@@ -120,13 +124,13 @@ def run(args: argparse.Namespace) -> int:
     _save(out_track, Path(args.output), args.format)
     if args.preview:
         if reference is not None and not args.no_retarget:
-            kp.write_reference_preview(reference, out_track, args.preview)
+            kp.write_reference_preview(reference, out_track, args.preview, marker=marker)
         elif is_pose:
             from kinemate.io import write_video
 
-            write_video(args.preview, list(kp.render_openpose(track)), track.fps)
+            write_video(args.preview, list(kp.render_openpose(track)), track.fps, marker=marker)
         else:
-            kp.write_overlay_video(inp, track, args.preview)
+            kp.write_overlay_video(inp, track, args.preview, marker=marker)
     if args.controls:
         from kinemate.io import VideoWriter
 
@@ -138,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             size = args.size or track.size
             frames, fps = kp.render_openpose(track, size, fit=args.fit), track.fps
-        with VideoWriter(args.controls, fps) as writer:
+        with VideoWriter(args.controls, fps, marker=marker) as writer:
             for frame in frames:
                 writer.write(frame)
     info = kp.extract.describe(out_track)
@@ -149,6 +153,19 @@ def run(args: argparse.Namespace) -> int:
            if out_track.meta.get("retargeted") else "")
     )
     return 0
+
+
+def _marker(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """The provenance marker of the pictures ``kinemate pose`` writes (--preview, --controls):
+    watermark and C2PA manifest, as on every output; None when it writes no picture."""
+    if not (args.preview or args.controls):
+        return None
+    from kinemate.provenance import make_marker
+    from kinemate.provenance.marker import POSE_MODEL
+
+    settings = {"command": "kinemate pose", "backend": args.backend,
+                "reference": bool(args.reference), "retarget": not args.no_retarget}
+    return make_marker(POSE_MODEL, settings, watermark=not args.no_watermark)
 
 
 def _save(track, out: Path, fmt: str | None) -> None:  # type: ignore[no-untyped-def]

@@ -45,8 +45,9 @@ def _human(d: dict) -> str:
     wm = d["watermark"]
     if wm["detected"] and wm["payload_read"]:
         model = wm["model"] or f"unknown model (id {wm['model_id']})"
+        where = " in the result panel of a grid" if wm.get("region") == "grid result panel" else ""
         lines.append(
-            f"  watermark: found — kinemate scheme v{wm['scheme_version']}, model {model}, "
+            f"  watermark: found{where} — kinemate scheme v{wm['scheme_version']}, model {model}, "
             f"confidence {wm['confidence']:.6f} (sync {wm['sync_z']:.1f} sigma), "
             f"{wm['frames_checked']} frame(s) checked"
         )

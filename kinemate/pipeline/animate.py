@@ -103,11 +103,28 @@ def animate_file(reference_path: str | Path, driving_path: str | Path, output_pa
         if len(controls) == 0:
             raise InputError(f"{driving_path} has no frames; give a video with at least one frame")
         out = stack.enter_context(VideoWriter(output_path, fps, marker=marker))
-        grid = stack.enter_context(VideoWriter(grid_path, fps, marker=marker)) if grid_path else None
+        # the grid's result panel carries the output's own mark, which verify reads there
+        grid = stack.enter_context(VideoWriter(grid_path, fps, marker=_FinalizeOnly(marker)
+                                               if marker is not None else None)) if grid_path else None
         frames_out = pipe.stream(reference, controls, progress=progress, callback=callback,
                                  **sampling.to_dict())
         for i, frame in enumerate(frames_out):
             out.write(frame)
             if grid is not None:
-                grid.write(side_by_side([reference, controls[i], frame]))
+                grid.write(side_by_side([reference, controls[i], frame if marker is None
+                                         else marker.mark(frame)]))
     return AnimateResult(output_path, grid_path, len(controls), float(fps), size, control)
+
+
+class _FinalizeOnly:
+    """io marker protocol for frames marked already (the grid, whose result panel is marked
+    as the output is): no second mark on the whole frame, the same ``finalize`` (manifest)."""
+
+    def __init__(self, marker: Any) -> None:
+        self.marker = marker
+
+    def mark(self, frame: np.ndarray) -> np.ndarray:
+        return frame
+
+    def finalize(self, path: Path) -> None:
+        self.marker.finalize(path)

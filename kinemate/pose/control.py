@@ -176,22 +176,24 @@ def densepose_frames(
 
 
 # --- previews -----------------------------------------------------------------------------------
-def write_overlay_video(video_path: str | os.PathLike[str], track: PoseTrack, out_path: str | os.PathLike[str]) -> Path:
-    """The skeleton of ``track`` drawn over the frames of the video it was extracted from."""
+def write_overlay_video(video_path: str | os.PathLike[str], track: PoseTrack, out_path: str | os.PathLike[str],
+                        *, marker: Any = None) -> Path:
+    """The skeleton of ``track`` drawn over the frames of the video it was extracted from.
+    ``marker`` (io marker protocol) marks every frame, as for any output."""
     from kinemate.io import VideoWriter, open_video, read_image
 
     src = Path(video_path)
     out = Path(out_path)
     if src.is_file() and src.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp", ".bmp"):
-        from kinemate.io import write_image, write_video
+        from kinemate.io import write_video
 
         picture = overlay(read_image(src), frame_parts(track, 0))
         if out.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp", ".bmp"):
-            write_image(out, picture)
+            _write_still(out, picture, marker)
         else:
-            write_video(out, [picture], track.fps)
+            write_video(out, [picture], track.fps, marker=marker)
         return out
-    with open_video(src) as reader, VideoWriter(out, reader.fps) as writer:
+    with open_video(src) as reader, VideoWriter(out, reader.fps, marker=marker) as writer:
         for i, frame in enumerate(reader):
             if i >= len(track):
                 break
@@ -200,20 +202,33 @@ def write_overlay_video(video_path: str | os.PathLike[str], track: PoseTrack, ou
 
 
 def write_reference_preview(
-    reference_rgb: np.ndarray, track: PoseTrack, out_path: str | os.PathLike[str]
+    reference_rgb: np.ndarray, track: PoseTrack, out_path: str | os.PathLike[str], *, marker: Any = None
 ) -> Path:
     """The retargeted skeleton over the reference photo: a video (one frame per pose frame) for
-    a video suffix, else one image of the first frame."""
-    from kinemate.io import VideoWriter, write_image
+    a video suffix, else one image of the first frame. ``marker`` marks every frame."""
+    from kinemate.io import VideoWriter
 
     out = Path(out_path)
     ref_wh = (reference_rgb.shape[1], reference_rgb.shape[0])
     if track.size != ref_wh:
         track = _rescale(track, ref_wh)
     if out.suffix.lower() in (".mp4", ".mov", ".gif", ".webm", ".mkv", ""):
-        with VideoWriter(out, track.fps) as writer:
+        with VideoWriter(out, track.fps, marker=marker) as writer:
             for i in range(len(track)):
                 writer.write(overlay(reference_rgb, frame_parts(track, i)))
         return out
-    write_image(out, overlay(reference_rgb, map_parts(frame_parts(track, 0), None)))
+    _write_still(out, overlay(reference_rgb, map_parts(frame_parts(track, 0), None)), marker)
     return out
+
+
+def _write_still(out: Path, picture: np.ndarray, marker: Any) -> None:
+    """One image, marked (``marker.mark``, then ``marker.finalize`` before the rename)."""
+    from kinemate.io import write_image
+    from kinemate.io.atomic import atomic_path
+
+    if marker is None:
+        write_image(out, picture)
+        return
+    with atomic_path(out) as tmp:
+        write_image(tmp, marker.mark(picture))
+        marker.finalize(tmp)

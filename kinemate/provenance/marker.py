@@ -18,6 +18,10 @@ from .manifest import build_manifest, mime_for, sign_in_place
 from .signing import SigningCredentials, load_credentials
 from .watermark import DEFAULT_STRENGTH, Embedder, Payload
 
+#: The model name marked on the pictures ``kinemate pose`` draws (previews, control maps):
+#: no generative model made them, the pose estimator and kinemate's renderer did.
+POSE_MODEL = "kinemate-pose"
+
 
 class ProvenanceMarker:
     """Watermark every frame and sign the finished file. See :func:`make_marker`."""

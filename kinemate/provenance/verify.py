@@ -8,10 +8,11 @@ from pathlib import Path
 from kinemate.errors import InputError, UsageError
 
 from .manifest import ManifestReport, read_manifest
+from .marker import POSE_MODEL
 from .watermark import CODED_BITS, PAYLOAD_BITS, Detection, Detector, Payload, model_id
 
 #: Model names whose watermark id ``verify`` can name without a manifest.
-KNOWN_MODELS = ("kinemate-tiny", "magicanimate", "kinemate")
+KNOWN_MODELS = ("kinemate-tiny", "magicanimate", "kinemate", POSE_MODEL)
 
 DEFAULT_MAX_FRAMES = 24
 
@@ -30,6 +31,9 @@ class VerifyReport:
     kind: str  # "image" | "video" | "frames"
     watermark: Detection
     manifest: ManifestReport
+    #: where the watermark was read: None for the whole frame, ``"grid result panel"`` for
+    #: the right third of a reference | control | result grid (``kinemate animate --grid``)
+    region: str | None = None
 
     @property
     def generated(self) -> bool:
@@ -87,6 +91,7 @@ class VerifyReport:
                 "bits": self.bit_report(),
                 "frames_checked": wm.frames_checked,
                 "scale": list(wm.scale) if wm.scale and wm.detected else None,
+                "region": self.region or "whole frame",
             },
             "c2pa": self.manifest.to_dict(),
         }
@@ -122,6 +127,25 @@ def verify(path: str | Path, *, max_frames: int = DEFAULT_MAX_FRAMES) -> VerifyR
         kind = "image" if path.suffix.lower() in IMAGE_SUFFIXES else "video"
         manifest = read_manifest(path)
     det = Detector(keep_frames=max_frames)
+    shape = None
     for frame in _frames(path, max_frames):
+        shape = shape or frame.shape[:2]
         det.add(frame)
-    return VerifyReport(path=path, kind=kind, watermark=det.result(), manifest=manifest)
+    watermark, region = det.result(), None
+    if watermark.payload is None and shape is not None and shape[1] >= 1.2 * shape[0]:
+        # A grid written by `kinemate animate --grid` is marked in its result panel only (the
+        # output's own mark); it counts only with a payload read (magic + CRC).
+        panel = Detector(keep_frames=max_frames)
+        for frame in _frames(path, max_frames):
+            panel.add(grid_result_panel(frame))
+        found = panel.result()
+        if found.payload is not None:
+            watermark, region = found, "grid result panel"
+    return VerifyReport(path=path, kind=kind, watermark=watermark, manifest=manifest,
+                        region=region)
+
+
+def grid_result_panel(frame):
+    """The right third of a frame: the result panel of a reference | control | result grid."""
+    width = frame.shape[1]
+    return frame[:, int(round(width * 2 / 3)):]
