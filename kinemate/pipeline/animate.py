@@ -4,7 +4,6 @@ behind ``kinemate animate`` and the service)."""
 from __future__ import annotations
 
 import contextlib
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ import numpy as np
 from kinemate.errors import InputError, UsageError
 from kinemate.pipeline.animation import AnimationPipeline
 from kinemate.pipeline.options import parse_size
+from kinemate.pipeline.scratch import spill_folder
 
 CONTROLS = ("auto", "densepose", "pose")
 
@@ -26,6 +26,21 @@ class AnimateResult:
     fps: float
     size: tuple[int, int]  # (W, H)
     control: str
+
+
+def _stage(hook: Any, stage: str) -> Any:
+    """``hook(stage, done, total)`` as a ``(done, total)`` callback (None stays None)."""
+    return None if hook is None else (lambda done, total: hook(stage, done, total))
+
+
+def _reported(frames, callback: Any, total: int | None):
+    """``frames``, calling ``callback(done, total)`` after each one."""
+    if callback is None:
+        yield from frames
+        return
+    for done, frame in enumerate(frames, 1):
+        yield frame
+        callback(done, total)
 
 
 def spill_frames(frames, path: Path) -> np.ndarray:
@@ -52,7 +67,8 @@ def animate_file(reference_path: str | Path, driving_path: str | Path, output_pa
                  size: str | tuple[int, int] | None = None, fit: str = "crop", marker: Any = None,
                  grid_path: str | Path | None = None, max_frames: int | None = None,
                  progress: bool = True, retarget: bool = True, person: str | int = "largest",
-                 callback: Any = None, **options: Any) -> AnimateResult:
+                 callback: Any = None, prepare_callback: Any = None,
+                 **options: Any) -> AnimateResult:
     """Animate the person in ``reference_path`` with the motion of ``driving_path``.
 
     ``control``: "densepose" (the driving video is a DensePose render, passed through),
@@ -66,7 +82,11 @@ def animate_file(reference_path: str | Path, driving_path: str | Path, output_pa
     ``marker`` (io marker protocol) marks every frame. ``grid_path`` also writes reference |
     control | result side by side. ``options`` are sampling options
     (:class:`~kinemate.pipeline.SamplingOptions` fields: steps, guidance, seed, ...); unset or
-    None takes the model's value. ``callback`` goes to the sampler (per step)."""
+    None takes the model's value. ``callback`` goes to the sampler (per step).
+    ``prepare_callback(stage, done, total)`` is called while the controls are prepared, before
+    sampling: per driving frame the pose is extracted from (stage "pose") and per control frame
+    rendered or read (stage "controls"); ``total`` is None when unknown. Either callback may
+    raise (e.g. to cancel the job): nothing is written and the temporary files are removed."""
     from kinemate.io import Framing, VideoWriter, read_image, side_by_side
 
     if control not in CONTROLS:
@@ -90,16 +110,19 @@ def animate_file(reference_path: str | Path, driving_path: str | Path, output_pa
         frames, fps, _ = control_frames_from_driving(driving_path, reference_raw, size, fit=fit,
                                                      framing=framing, max_frames=max_frames,
                                                      progress=progress, retarget=retarget,
-                                                     select=person)
+                                                     select=person,
+                                                     callback=_stage(prepare_callback, "pose"))
     else:
         from kinemate.pose.control import densepose_frames
 
-        frames, fps, _ = densepose_frames(driving_path, size, fit=fit, max_frames=max_frames)
+        frames, fps, total = densepose_frames(driving_path, size, fit=fit, max_frames=max_frames)
     output_path = Path(output_path)
     grid_path = Path(grid_path) if grid_path else None
     with contextlib.ExitStack() as stack:  # on an error both outputs are removed
-        spill = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="kinemate-controls-")))
-        controls = spill_frames(frames, spill / "controls.u8")
+        spill = Path(stack.enter_context(spill_folder()))
+        controls = spill_frames(_reported(frames, _stage(prepare_callback, "controls"),
+                                          len(frames) if control == "pose" else total),
+                                spill / "controls.u8")
         if len(controls) == 0:
             raise InputError(f"{driving_path} has no frames; give a video with at least one frame")
         out = stack.enter_context(VideoWriter(output_path, fps, marker=marker))

@@ -10,7 +10,7 @@ Previews draw skeletons over the driving video or over the reference photo.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +35,12 @@ def load_driving_track(
     max_frames: int | None = None,
     progress: bool = True,
     min_conf: float = DEFAULT_MIN_CONF,
+    callback: Callable[[int, int | None], None] | None = None,
 ) -> PoseTrack:
     """The cleaned-up pose track of a driving input: a video/folder (extracted), a pose JSON
     (kinemate JSON is used as saved apart from gating and gap filling; OpenPose JSON is also
-    smoothed), or a PoseTrack. Raises :class:`NoPersonError` if no frame shows a person."""
+    smoothed), or a PoseTrack. Raises :class:`NoPersonError` if no frame shows a person.
+    ``callback(done, total)``: called per extracted frame (see :func:`extract_pose`)."""
     if isinstance(driving, PoseTrack):
         track = driving
     elif is_pose_file(driving):
@@ -51,7 +53,8 @@ def load_driving_track(
             track = fill_gaps(gate_confidence(track, min_conf), 5, min_conf)
     else:
         return extract_pose(driving, backend=backend, select=select, smooth=smooth,
-                            max_frames=max_frames, progress=progress, min_conf=min_conf)  # fmt: skip
+                            max_frames=max_frames, progress=progress, min_conf=min_conf,
+                            callback=callback)  # fmt: skip
     if len(track) == 0 or not track.present(min_conf).any():
         raise NoPersonError(
             f"the pose file {driving} has no frame with a person (all keypoints missing or "
@@ -101,6 +104,7 @@ def control_frames_from_driving(
     progress: bool = True,
     min_conf: float = DEFAULT_MIN_CONF,
     track_out: dict[str, PoseTrack] | None = None,
+    callback: Callable[[int, int | None], None] | None = None,
 ) -> tuple[Iterator[np.ndarray], float, int]:
     """Control maps for animating ``reference_rgb`` (uint8 (H, W, 3)) with a driving input.
 
@@ -117,11 +121,14 @@ def control_frames_from_driving(
     the reference photo. Frames without
     a person repeat the nearest person frame (never a blank map). ``track_out``, if given,
     receives ``{"driving": ..., "controls": ...}`` tracks (for previews and saving).
+    ``callback(done, total)`` is called after each driving frame the pose is extracted from;
+    it may raise to stop (cancel) the extraction.
     """
     from kinemate.io import Framing
 
     track = load_driving_track(driving_path, backend=backend, select=select, smooth=smooth,
-                               max_frames=max_frames, progress=progress, min_conf=min_conf)  # fmt: skip
+                               max_frames=max_frames, progress=progress, min_conf=min_conf,
+                               callback=callback)  # fmt: skip
     controls = prepare_controls_track(track, reference_rgb, retarget=retarget, reference_pose=reference_pose,
                                       backend=backend, min_conf=min_conf, select=select)  # fmt: skip
     if track_out is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +37,16 @@ def iter_candidates(
     total: int | None = None,
     progress: bool = True,
     desc: str = "pose",
+    callback: Callable[[int, int | None], None] | None = None,
 ) -> Iterator[list[Candidate]]:
-    """Run ``backend`` over uint8 (H, W, 3) RGB frames, yielding the people found in each."""
+    """Run ``backend`` over uint8 (H, W, 3) RGB frames, yielding the people found in each.
+    ``callback(done, total)`` is called after each frame; it may raise to stop the run."""
     with tqdm(total=total, disable=not progress, desc=desc, unit="frame", file=sys.stderr, leave=False) as bar:
-        for frame in frames:
+        for done, frame in enumerate(frames, 1):
             yield backend.detect(frame)
             bar.update(1)
+            if callback is not None:
+                callback(done, total)
 
 
 def extract_pose(
@@ -61,6 +65,7 @@ def extract_pose(
     hands: bool = True,
     face: bool = True,
     workers: int = 1,
+    callback: Callable[[int, int | None], None] | None = None,
 ) -> PoseTrack:
     """Extract one person's pose track from a video file, an image folder, an image file, or
     frames in memory (uint8 (H, W, 3) or (F, H, W, 3) RGB).
@@ -71,7 +76,10 @@ def extract_pose(
     only, faster; applies to a backend built here from its name). ``workers`` > 1: split a
     video into that many chunks extracted by parallel processes (see
     :mod:`kinemate.pose.parallel`; a backend given by name only). ``smooth``: One-Euro
-    smoothing (gating and gap filling always run). Raises :class:`NoPersonError` if ``require_person`` and nobody is found in any frame.
+    smoothing (gating and gap filling always run). ``callback(done, total)`` is called after
+    each frame is analysed (``total`` None when unknown; with ``workers`` > 1 it is not
+    called); it may raise (e.g. to cancel), which stops the extraction and closes the video.
+    Raises :class:`NoPersonError` if ``require_person`` and nobody is found in any frame.
     """
     own = isinstance(backend, str)
     if own and workers > 1 and not isinstance(source, np.ndarray) and not _is_image_file(Path(source)):
@@ -96,7 +104,10 @@ def extract_pose(
         be.reset()
     try:
         frames, width, height, rate, total, name = _open_frames(source, fps=fps, max_frames=max_frames)
-        cands = list(iter_candidates(frames, be, total=total, progress=progress))
+        try:
+            cands = list(iter_candidates(frames, be, total=total, progress=progress, callback=callback))
+        finally:
+            getattr(frames, "close", lambda: None)()  # a generator: closes its video reader now
     finally:
         if own:
             be.close()
