@@ -50,7 +50,8 @@ class ServiceConfig:
     dtype: str = "float32"
     limits: Limits = dataclasses.field(default_factory=Limits)
     lease_seconds: float = 20.0  # a running job whose worker misses this is requeued
-    max_attempts: int = 3  # a job that kills its worker this often fails instead of looping
+    max_attempts: int = 3  # a job that kills its worker (out of memory) this often fails
+    max_interruptions: int = 10  # a job whose server stops this often while it runs fails
     poll_seconds: float = 0.5  # how often an idle worker looks for queued jobs
     watermark_default: bool = True
     start_worker: bool = True

@@ -1,8 +1,11 @@
 """Checking uploads: what a file really is (magic bytes, then decoding), and size limits.
 
 Nothing here trusts a client's file name or content type. A file is accepted only if its
-first bytes say it is a supported kind *and* it decodes completely within the limits. The
-kind decides the server-side file name (``reference.png``, ``driving.mp4``, ...).
+first bytes say it is a supported kind *and* it decodes within the limits: a photo or a pose
+JSON completely; a video as far as its container, its demuxed stream and its first frame go
+(work bounded by the upload's size), its every frame being decoded by the worker as the
+job's first step (:func:`check_video_frames`). The kind decides the server-side file name
+(``reference.png``, ``driving.mp4``, ...).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import json
 import math
 import unicodedata
 from pathlib import Path
+from typing import Callable
 
 from kinemate.errors import InputError
 from kinemate.service.config import Limits
@@ -142,7 +146,12 @@ def check_image(path: Path, kind: str | None, limits: Limits) -> ImageInfo:
 
 
 def check_video(path: Path, kind: str | None, limits: Limits) -> VideoInfo:
-    """Accept ``path`` as a driving video: probe, check the limits, then decode every frame."""
+    """Accept ``path`` as a driving video from what its container says, with work bounded by
+    the file's size rather than by what it decodes to: the container's framing, the stream
+    demuxed without decoding (frame count, size, rate, duration) against the limits, and
+    the first frame decoded. A tiny file can declare 1500 frames of 2048x2048 (decoding them
+    all takes tens of seconds); decoding every frame (:func:`check_video_frames`) is the
+    worker's first step of the job, where a video that fails it fails the job."""
     from kinemate.io import open_video, probe_video
 
     if kind not in VIDEO_KINDS:
@@ -169,7 +178,10 @@ def check_video(path: Path, kind: str | None, limits: Limits) -> VideoInfo:
             "side — downscale it first (e.g. ffmpeg -vf scale=512:-2)", 413)
     fps = float(info.fps or 0.0)
     declared = info.num_frames
-    if declared is not None and declared > limits.max_video_frames:
+    if declared is None:
+        raise UploadRejected(f"{what} does not say how many frames it has — re-encode it "
+                             "(e.g. ffmpeg -i in.mov out.mp4)")
+    if declared > limits.max_video_frames:
         raise UploadRejected(
             f"{what} has {declared} frames, above the limit of {limits.max_video_frames} — "
             "trim it or lower its frame rate", 413)
@@ -178,36 +190,82 @@ def check_video(path: Path, kind: str | None, limits: Limits) -> VideoInfo:
         raise UploadRejected(
             f"{what} lasts {duration:.1f} s, above the limit of {limits.max_video_seconds:.0f} s "
             "— trim it first", 413)
-    count = 0
-    try:
+    if fps > 0 and declared / fps > limits.max_video_seconds:
+        raise UploadRejected(
+            f"{what} lasts {declared / fps:.1f} s, above the limit of "
+            f"{limits.max_video_seconds:.0f} s — trim it first", 413)
+    try:  # one frame: the codec is one ffmpeg decodes
         with open_video(path) as reader:
-            for frame in reader:
-                if frame.shape[0] != height or frame.shape[1] != width:
-                    raise UploadRejected(f"{what} changes size mid-stream — re-encode it")
-                count += 1
-                if count > limits.max_video_frames:
-                    raise UploadRejected(
-                        f"{what} has more than {limits.max_video_frames} frames — trim it or "
-                        "lower its frame rate", 413)
-    except UploadRejected:
-        raise
+            first = next(reader, None)
     except InputError as exc:
         raise UploadRejected(_scrub(str(exc), path, what)) from exc
     except Exception as exc:  # noqa: BLE001
-        raise UploadRejected(f"{what} cannot be decoded after {count} frames "
-                             f"({type(exc).__name__}) — it is damaged or truncated; export it "
-                             "again") from exc
+        raise UploadRejected(f"{what} cannot be decoded ({type(exc).__name__}) — it is damaged "
+                             "or in a codec ffmpeg does not read; export it again") from exc
+    if first is None:
+        raise UploadRejected(f"{what} contains no decodable frame — it is empty or truncated; "
+                             "export it again")
+    if first.shape[0] != height or first.shape[1] != width:
+        raise UploadRejected(f"{what} declares {width}x{height} frames but its first frame is "
+                             f"{first.shape[1]}x{first.shape[0]} — re-encode it")
+    return VideoInfo(kind, width, height, fps or 25.0, declared,
+                     declared / fps if fps else 0.0)
+
+
+def check_video_frames(path: Path, expected: dict, limits: Limits,
+                       on_frame: Callable[[int, int], None] | None = None) -> int:
+    """Decode every frame of an accepted driving video (``expected``: the job's driving
+    input record with ``width``, ``height``, ``frames``, ``fps``) and check that it holds
+    what its container declared: the same size throughout, no more than the frame limit,
+    not truncated. Returns the number of frames; raises :class:`UploadRejected` (an
+    :class:`~kinemate.errors.InputError`) with what is wrong. ``on_frame(count, declared)``
+    is called after each frame and may raise (to cancel)."""
+    from kinemate.io import open_video
+
+    what = "the driving video"
+    width, height = int(expected["width"]), int(expected["height"])
+    declared = int(expected.get("frames") or 0)
+    fps = float(expected.get("fps") or 0.0)
+    count = 0
+    try:
+        reader = open_video(path)
+    except InputError as exc:
+        raise UploadRejected(_scrub(str(exc), path, what)) from exc
+    with reader:
+        while True:
+            try:
+                frame = next(reader, None)
+            except InputError as exc:
+                raise UploadRejected(_scrub(str(exc), path, what)) from exc
+            except Exception as exc:  # noqa: BLE001 - any decoder failure is the file's fault
+                raise UploadRejected(f"{what} cannot be decoded after {count} frames "
+                                     f"({type(exc).__name__}) — it is damaged or truncated; "
+                                     "export it again") from exc
+            if frame is None:
+                break
+            if frame.shape[0] != height or frame.shape[1] != width:
+                raise UploadRejected(f"{what} changes size at frame {count + 1} (from "
+                                     f"{width}x{height} to {frame.shape[1]}x{frame.shape[0]})"
+                                     " — re-encode it")
+            count += 1
+            if count > limits.max_video_frames:
+                raise UploadRejected(
+                    f"{what} has more than {limits.max_video_frames} frames although its "
+                    f"container declared {declared} — trim it or lower its frame rate", 413)
+            if on_frame is not None:
+                on_frame(count, declared)  # may raise (a cancellation): passed on as it is
     if count == 0:
         raise UploadRejected(f"{what} contains no decodable frame — it is empty or truncated; "
                              "export it again")
     if declared and count < declared * 0.9 and declared - count > 1:
         raise UploadRejected(f"{what} declares {declared} frames but only {count} decode — it "
-                             "is truncated; upload the complete file")
+                             "is damaged or truncated; export it again and upload the complete "
+                             "file")
     if fps > 0 and count / fps > limits.max_video_seconds:
         raise UploadRejected(
             f"{what} lasts {count / fps:.1f} s, above the limit of "
             f"{limits.max_video_seconds:.0f} s — trim it first", 413)
-    return VideoInfo(kind, width, height, fps or 25.0, count, count / fps if fps else 0.0)
+    return count
 
 
 def container_problem(path: Path, kind: str) -> str | None:
@@ -240,10 +298,12 @@ def container_problem(path: Path, kind: str) -> str | None:
             declared = int.from_bytes(f.read(4), "little") + 8
             if declared > size:
                 return f"truncated ({size} of {declared} bytes)"
-        elif kind == "gif":
-            f.seek(max(0, size - 1))
-            if f.read(1) != b";":
-                return "truncated (the GIF trailer is missing)"
+        elif kind == "gif":  # its blocks must reach the trailer (a last ";" proves nothing)
+            from kinemate.io.video import gif_structure
+
+            _, problem = gif_structure(path)
+            if problem:
+                return f"truncated or damaged (the GIF is {problem})"
     return None
 
 

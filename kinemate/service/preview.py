@@ -4,11 +4,14 @@ DensePose control: the first frame of the (already rendered IUV) driving video, 
 the output. Pose control: the pose of the first frame (extracted from the video, or read
 from the pose JSON), retargeted to the reference person and rendered as the OpenPose map the
 model receives (:func:`kinemate.pose.control_frames_from_driving`). Cached as
-``preview.png`` in the job folder.
+``preview.png`` in the job folder; a preview that cannot be made is cached too, as
+``preview-error.json`` (its message and status), so asking again costs nothing (making one
+can take seconds of pose extraction, under a lock).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -64,22 +67,42 @@ def render_preview(job: Job, job_dir: Path, worker_info: dict) -> np.ndarray:
     raise UploadRejected("the driving input has no frame to preview")
 
 
+ERROR_FILE = "preview-error.json"
+
+
 def preview_png(job: Job, job_dir: Path, worker_info: dict) -> Path:
-    """Path of the cached preview PNG, rendering it first if needed."""
+    """Path of the cached preview PNG, rendering it first if needed; raises
+    :class:`UploadRejected` when no preview can be made (the first failure is cached)."""
     from kinemate.io import write_image
+    from kinemate.io.atomic import write_json_atomic
 
     path = job_dir / "preview.png"
-    if not path.is_file():
-        try:
-            image = render_preview(job, job_dir, worker_info)
-        except UploadRejected:
-            raise
-        except KinemateError as exc:
+    if path.is_file():
+        return path
+    failed = _cached_failure(job_dir / ERROR_FILE)
+    if failed is not None:
+        raise failed
+    try:
+        image = render_preview(job, job_dir, worker_info)
+    except Exception as exc:  # noqa: BLE001 - every failure is answered, and cached
+        if isinstance(exc, UploadRejected):
+            failed = UploadRejected(str(exc), exc.status)
+        elif isinstance(exc, KinemateError):
             message = str(exc).replace(f"{job_dir}{os.sep}", "").replace(str(job_dir), "job")
-            raise UploadRejected(f"no pose preview for this job: {message}") from exc
-        except Exception as exc:  # noqa: BLE001 - a decoder/detector failure on odd input
+            failed = UploadRejected(f"no pose preview for this job: {message}")
+        else:  # a decoder/detector failure on odd input
             log.exception("job %s: preview failed", job.id)
-            raise UploadRejected(f"no pose preview could be made for this job "
-                                 f"({type(exc).__name__}); the job itself may still run") from exc
-        write_image(path, image)
+            failed = UploadRejected(f"no pose preview could be made for this job "
+                                    f"({type(exc).__name__}); the job itself may still run")
+        write_json_atomic(job_dir / ERROR_FILE, {"detail": str(failed), "status": failed.status})
+        raise failed from exc
+    write_image(path, image)
     return path
+
+
+def _cached_failure(path: Path) -> UploadRejected | None:
+    try:
+        cached = json.loads(path.read_text(encoding="utf-8"))
+        return UploadRejected(str(cached["detail"]), int(cached["status"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

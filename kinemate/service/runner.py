@@ -8,10 +8,13 @@ the job folder. The job's sampling options are those its owner set; the others t
 model's defaults (``pipe.options``), exactly as ``kinemate animate`` and ``animate_file`` do,
 and the result records the options the frames were made with (``result["options"]``).
 
-Progress comes from two hooks the engine offers: the sampler's per-step ``callback`` (steps)
-and the io marker protocol, whose ``mark(frame)`` is called on every frame before it is
-encoded (frames written). Either may raise :class:`~kinemate.service.worker.JobCancelled`,
-which stops the pipeline; the video writers then remove their temporary files.
+Progress comes from three hooks the engine offers: ``prepare_callback`` while the controls
+are prepared (pose extracted per driving frame, control frames rendered or read; reported at
+most every :data:`~kinemate.service.worker.REPORT_INTERVAL_S`), the sampler's per-step
+``callback`` (steps) and the io marker protocol, whose ``mark(frame)`` is called on every
+frame before it is encoded (frames written). Any of them may raise
+:class:`~kinemate.service.worker.JobCancelled`, which stops the pipeline; the video writers
+and the control spill folder then remove their temporary files.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from kinemate.pipeline.options import parse_size
 from kinemate.service.config import ServiceConfig
 from kinemate.service.params import sampling_options
 from kinemate.service.store import Job
+from kinemate.service.worker import throttled
 
 log = logging.getLogger("kinemate.service")
 
@@ -38,6 +42,7 @@ class _Progress:
         self.report, self.steps, self.frames = report, steps, frames
         self.step = 0
         self.written = 0
+        self._preparing = throttled(report)
 
     def _send(self, stage: str) -> None:
         fraction = DENOISE_SHARE * self.step / max(self.steps, 1)
@@ -45,6 +50,12 @@ class _Progress:
         self.report({"stage": stage, "step": self.step, "total_steps": self.steps,
                      "frames": self.written, "total_frames": self.frames,
                      "fraction": round(min(fraction, 1.0), 4)})
+
+    def on_prepare(self, stage: str, done: int, total: int | None) -> None:
+        """``animate_file``'s prepare_callback: stage "pose" or "controls", frame counts."""
+        self._preparing({"stage": "preparing", "part": stage, "frames": done,
+                         "total_frames": total if total is not None else self.frames,
+                         "step": 0, "total_steps": self.steps, "fraction": 0.0})
 
     def on_step(self, index: int, _t, info: dict) -> None:  # the sampler's callback
         self.step = index + 1
@@ -116,7 +127,8 @@ class PipelineRunner:
             job_dir / job.inputs["reference"]["file"], job_dir / job.inputs["driving"]["file"],
             result, pipe=self.pipe, control=params["control"], size=parse_size(params.get("size")),
             fit=params["fit"], marker=marker, grid_path=grid, progress=False,
-            retarget=params.get("retarget", True), callback=progress.on_step, **options)
+            retarget=params.get("retarget", True), callback=progress.on_step,
+            prepare_callback=progress.on_prepare, **options)
         report({"stage": "done", "step": progress.step, "total_steps": effective.steps,
                 "frames": out.num_frames, "total_frames": out.num_frames, "fraction": 1.0})
         return {"file": result.name, "grid": grid.name if grid.is_file() else None,

@@ -13,6 +13,7 @@ headers, so idle connections can never lock the others out.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 
 from kinemate.service.config import ServiceConfig
@@ -110,6 +111,19 @@ def guarded_protocol(header_timeout: float = HEADER_TIMEOUT, body_timeout: float
 
         def _peer(self) -> str:
             return "%s:%d" % self.client if self.client else "a client"
+
+        def send_400_response(self, msg: str) -> None:
+            """A request that is not HTTP/1.1 (bad request line, header or chunk) gets a JSON
+            error like every other error (uvicorn answers such requests in plain text)."""
+            body = json.dumps({"detail": "the request is not valid HTTP/1.1 (its request line, "
+                               "a header or the chunked body is malformed) — send a "
+                               "well-formed request"}).encode()
+            headers = [(b"content-type", b"application/json"),
+                       (b"content-length", str(len(body)).encode()), (b"connection", b"close")]
+            for event in (h11.Response(status_code=400, headers=headers, reason=b"Bad Request"),
+                          h11.Data(data=body), h11.EndOfMessage()):
+                self.transport.write(self.conn.send(event))
+            self.transport.close()
 
     return GuardedH11Protocol
 

@@ -15,7 +15,10 @@ workers on several machines:
   ``pg_advisory_xact_lock(hashtext(owner))`` so two inserts of one key serialise);
 * crash recovery — a running job carries a lease (``lease_expires``) that its worker renews;
   :meth:`JobStore.requeue_stale` puts jobs whose lease ran out, or whose worker process is
-  known to be dead, back into the queue (or fails them after ``max_attempts``).
+  known to be dead, back into the queue. A run that ended because its server stopped (a
+  restart, SIGTERM or SIGKILL) is an *interruption* and does not count as an attempt; a run
+  that killed its server by exhausting memory does (the job fails after ``max_attempts``).
+  :meth:`JobStore.release` hands a job back to the queue on a graceful stop.
 
 API keys are stored as SHA-256 digests of the secret (the secret is 256 random bits, so a
 slow password hash would add nothing); the secret is shown once, when it is created.
@@ -72,12 +75,13 @@ class Job:
     finished_at: float | None = None
     worker: str | None = None
     lease_expires: float | None = None
-    attempts: int = 0
+    attempts: int = 0  # runs that count: not those interrupted by the server stopping
     cancel_requested: bool = False
     progress: dict = dataclasses.field(default_factory=dict)
     error: str | None = None
     result: dict = dataclasses.field(default_factory=dict)
     idempotency_key: str | None = None
+    interruptions: int = 0  # runs that ended because the server stopped (not the job's fault)
 
 
 class JobStore(Protocol):
@@ -104,15 +108,19 @@ class JobStore(Protocol):
     def all_job_ids(self) -> set[str]: ...
 
     # jobs, worker side
-    def claim_next(self, worker: str, lease_seconds: float) -> Job | None: ...
-    def renew_lease(self, job_id: str, worker: str, lease_seconds: float) -> bool: ...
+    def claim_next(self, worker: str, lease_seconds: float, *,
+                   oom_kills: int | None = None) -> Job | None: ...
+    def renew_lease(self, job_id: str, worker: str, lease_seconds: float, *,
+                    oom_kills: int | None = None) -> bool: ...
+    def release(self, job_id: str, worker: str) -> bool: ...
     def set_progress(self, job_id: str, worker: str, progress: dict) -> bool: ...
     def finish(
         self, job_id: str, worker: str, state: str, *, result: dict | None = None,
         error: str | None = None,
     ) -> bool: ...
     def requeue_stale(
-        self, *, max_attempts: int, worker_is_dead: Callable[[str], bool] | None = None
+        self, *, max_attempts: int, worker_is_dead: Callable[[str], bool] | None = None,
+        oom_killed: Callable[[int | None], bool] | None = None, max_interruptions: int = 10,
     ) -> list[str]: ...
 
 
@@ -161,12 +169,16 @@ CREATE TABLE IF NOT EXISTS jobs (
     progress         TEXT NOT NULL DEFAULT '{}',
     error            TEXT,
     result           TEXT NOT NULL DEFAULT '{}',
+    interruptions    INTEGER NOT NULL DEFAULT 0,
+    lease_oom_kills  INTEGER,
     UNIQUE (owner, idempotency_key)
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, seq);
 CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, seq);
 CREATE INDEX IF NOT EXISTS jobs_owner_state ON jobs (owner, state);
 """
+# Added to ``jobs`` after its first version; a database from before gets them when opened.
+_ADDED_COLUMNS = ("interruptions INTEGER NOT NULL DEFAULT 0", "lease_oom_kills INTEGER")
 
 
 class SQLiteJobStore:
@@ -184,6 +196,7 @@ class SQLiteJobStore:
                 owner_only(path)
         self._local = threading.local()
         self._conn().executescript(_SCHEMA)
+        self._add_missing_columns()
 
     # -- connections -------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
@@ -210,6 +223,19 @@ class SQLiteJobStore:
 
     def _tx(self, immediate: bool = True) -> "SQLiteJobStore._Tx":
         return self._Tx(self._conn(), immediate)
+
+    def _add_missing_columns(self) -> None:
+        """Columns added since a database file was created (CREATE TABLE IF NOT EXISTS leaves
+        an existing table as it is)."""
+        conn = self._conn()
+        have = {r["name"] for r in conn.execute("PRAGMA table_info(jobs)")}
+        for column in _ADDED_COLUMNS:
+            if column.split()[0] not in have:
+                try:
+                    conn.execute(f"ALTER TABLE jobs ADD COLUMN {column}")
+                except sqlite3.OperationalError as exc:  # another process added it just now
+                    if "duplicate column" not in str(exc):
+                        raise
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
@@ -283,6 +309,7 @@ class SQLiteJobStore:
             attempts=row["attempts"], cancel_requested=bool(row["cancel_requested"]),
             progress=json.loads(row["progress"]), error=row["error"],
             result=json.loads(row["result"]), idempotency_key=row["idempotency_key"],
+            interruptions=row["interruptions"],
         )
 
     def create_job(
@@ -375,25 +402,46 @@ class SQLiteJobStore:
                 "('succeeded', 'failed', 'cancelled')", (job_id, owner))
             return cur.rowcount == 1
 
-    def claim_next(self, worker: str, lease_seconds: float) -> Job | None:
+    def claim_next(self, worker: str, lease_seconds: float, *,
+                   oom_kills: int | None = None) -> Job | None:
+        """Take the oldest queued job. ``oom_kills``: the host's count of out-of-memory kills
+        now (see :meth:`requeue_stale`)."""
         now = time.time()
         with self._tx() as db:
             row = db.execute(
                 "UPDATE jobs SET state = 'running', worker = ?, lease_expires = ?, "
-                "attempts = attempts + 1, started_at = coalesce(started_at, ?), "
-                "updated_at = ?, progress = '{}' "
+                "lease_oom_kills = ?, attempts = attempts + 1, "
+                "started_at = coalesce(started_at, ?), updated_at = ?, progress = '{}' "
                 "WHERE id = (SELECT id FROM jobs WHERE state = 'queued' ORDER BY seq LIMIT 1) "
                 "AND state = 'queued' RETURNING *",
-                (worker, now + lease_seconds, now, now),
+                (worker, now + lease_seconds, oom_kills, now, now),
             ).fetchone()
         return None if row is None else self._job(row)
 
-    def renew_lease(self, job_id: str, worker: str, lease_seconds: float) -> bool:
+    def renew_lease(self, job_id: str, worker: str, lease_seconds: float, *,
+                    oom_kills: int | None = None) -> bool:
         with self._tx() as db:
             cur = db.execute(
-                "UPDATE jobs SET lease_expires = ? WHERE id = ? AND worker = ? "
-                "AND state = 'running'",
-                (time.time() + lease_seconds, job_id, worker),
+                "UPDATE jobs SET lease_expires = ?, lease_oom_kills = ? WHERE id = ? "
+                "AND worker = ? AND state = 'running'",
+                (time.time() + lease_seconds, oom_kills, job_id, worker),
+            )
+            return cur.rowcount == 1
+
+    def release(self, job_id: str, worker: str) -> bool:
+        """Hand a running job back to the queue because its server is stopping (not the
+        job's fault): the run is an interruption, not an attempt. A job whose owner asked to
+        cancel it is cancelled instead. False when ``worker`` no longer runs the job."""
+        now = time.time()
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE jobs SET state = CASE WHEN cancel_requested THEN 'cancelled' "
+                "ELSE 'queued' END, finished_at = CASE WHEN cancel_requested THEN ? END, "
+                "attempts = max(attempts - 1, 0), interruptions = interruptions + 1, "
+                "worker = NULL, lease_expires = NULL, lease_oom_kills = NULL, "
+                "progress = '{}', updated_at = ? "
+                "WHERE id = ? AND worker = ? AND state = 'running'",
+                (now, now, job_id, worker),
             )
             return cur.rowcount == 1
 
@@ -425,14 +473,26 @@ class SQLiteJobStore:
             return cur.rowcount == 1
 
     def requeue_stale(
-        self, *, max_attempts: int, worker_is_dead: Callable[[str], bool] | None = None
+        self, *, max_attempts: int, worker_is_dead: Callable[[str], bool] | None = None,
+        oom_killed: Callable[[int | None], bool] | None = None, max_interruptions: int = 10,
     ) -> list[str]:
+        """Put running jobs whose lease ran out, or whose worker is dead
+        (``worker_is_dead(worker)``), back into the queue; returns their ids.
+
+        Why the run ended decides whether it counts. ``oom_killed(lease_oom_kills)`` says
+        whether the host killed a process for lack of memory since the dead worker last
+        renewed its lease (the count it recorded): then the job is blamed, the run counts
+        as an attempt and after ``max_attempts`` the job fails, saying so. Otherwise the
+        server was stopped from outside (a restart, SIGKILL) or crashed: an interruption,
+        not counted as an attempt; only a job interrupted ``max_interruptions`` times
+        fails (so a job that crashes its server cannot loop for ever). A job whose owner
+        asked to cancel it is cancelled."""
         now = time.time()
         requeued = []
         with self._tx() as db:
             rows = db.execute(
-                "SELECT id, worker, lease_expires, attempts, cancel_requested FROM jobs "
-                "WHERE state = 'running'"
+                "SELECT id, worker, lease_expires, lease_oom_kills, attempts, interruptions, "
+                "cancel_requested, progress FROM jobs WHERE state = 'running'"
             ).fetchall()
             for r in rows:
                 expired = r["lease_expires"] is None or r["lease_expires"] < now
@@ -445,19 +505,54 @@ class SQLiteJobStore:
                         "worker = NULL, lease_expires = NULL WHERE id = ?",
                         (now, now, r["id"]),
                     )
-                elif r["attempts"] >= max_attempts:
+                    continue
+                where = _stage_words(json.loads(r["progress"] or "{}"))
+                out_of_memory = bool(dead and oom_killed is not None
+                                     and oom_killed(r["lease_oom_kills"]))
+                attempts, interruptions = r["attempts"], r["interruptions"]
+                error = None
+                if out_of_memory:
+                    if attempts >= max_attempts:
+                        error = (f"the server ran out of memory running this job "
+                                 f"{_times(attempts)} (the system stopped it; the last time "
+                                 f"{where}) — try fewer frames or a smaller size")
+                else:
+                    attempts, interruptions = max(attempts - 1, 0), interruptions + 1
+                    if interruptions >= max_interruptions:
+                        error = (f"the server stopped {_times(interruptions)} while running "
+                                 f"this job (the last time {where}) without running out of memory "
+                                 "or reporting an error: killed, restarted or crashed; it is "
+                                 "not run again — ask the operator to look at the server log")
+                if error is not None:
                     db.execute(
                         "UPDATE jobs SET state = 'failed', finished_at = ?, updated_at = ?, "
-                        "worker = NULL, lease_expires = NULL, error = ? WHERE id = ?",
-                        (now, now, f"the job stopped its worker {r['attempts']} times "
-                         "(crash or out of memory); try fewer frames or a smaller size",
-                         r["id"]),
+                        "worker = NULL, lease_expires = NULL, lease_oom_kills = NULL, "
+                        "attempts = ?, interruptions = ?, error = ? WHERE id = ?",
+                        (now, now, attempts, interruptions, error, r["id"]),
                     )
                 else:
                     db.execute(
                         "UPDATE jobs SET state = 'queued', updated_at = ?, worker = NULL, "
-                        "lease_expires = NULL WHERE id = ?",
-                        (now, r["id"]),
+                        "lease_expires = NULL, lease_oom_kills = NULL, attempts = ?, "
+                        "interruptions = ? WHERE id = ?",
+                        (now, attempts, interruptions, r["id"]),
                     )
                     requeued.append(r["id"])
         return requeued
+
+
+def _times(n: int) -> str:
+    return {1: "once", 2: "twice"}.get(n, f"{n} times")
+
+
+def _stage_words(progress: dict) -> str:
+    """Where a job was, for a message: "while denoising (step 3 of 25)"."""
+    stage = progress.get("stage")
+    if stage == "denoising":
+        return f"while denoising (step {progress.get('step')} of {progress.get('total_steps')})"
+    if stage == "writing":
+        return (f"while writing frame {progress.get('frames')} of "
+                f"{progress.get('total_frames')}")
+    if stage in ("checking", "preparing"):
+        return f"while {stage} its inputs"
+    return "before it reported progress" if not stage or stage == "starting" else f"at {stage}"

@@ -1,5 +1,6 @@
 """The two uploads of a job: split the multipart form, copy each file with a size cap, sniff
-its kind from its bytes, check it completely and store it in the job folder under a
+its kind from its bytes, check it (a video as far as its header and first frame: see
+:func:`kinemate.service.media.check_video`) and store it in the job folder under a
 server-made name.
 
 Each file is written and checked under a temporary name and appears under its final name
@@ -128,8 +129,9 @@ def copy_capped(upload: UploadFile, dst: Path, cap: int, what: str) -> None:
 
 def checked_inputs(files: dict[str, UploadFile], job_dir: Path, limits: Limits,
                    checks: threading.BoundedSemaphore) -> dict:
-    """:func:`store_inputs`, at most ``max_concurrent_checks`` at a time (decoding every
-    frame of an upload is CPU work; many at once must not starve the worker)."""
+    """:func:`store_inputs`, at most ``max_concurrent_checks`` at a time (decoding a photo,
+    parsing a pose JSON or demuxing a video is CPU work; many at once must not starve the
+    worker). A video's frames are not all decoded here: the worker does that first thing."""
     with checks:
         return store_inputs(files, job_dir, limits)
 

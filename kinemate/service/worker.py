@@ -7,10 +7,20 @@ the result record (file names relative to ``job_dir`` and facts worth showing). 
 runner, :class:`PipelineRunner`, loads the animation pipeline once and calls
 :func:`kinemate.pipeline.animate_file`; tests and other deployments can inject their own.
 
+Before the runner, the worker decodes every frame of an uploaded video
+(:func:`kinemate.service.media.check_video_frames`; acceptance only read its header and first
+frame), so a video that does not hold what its header says fails the job with that message.
+
 Leases: while a job runs, a heartbeat thread renews its lease every third of
 ``lease_seconds``. If the process dies (crash, out of memory, SIGKILL), the lease runs out
 and any worker — or this one after a restart, at once, because it sees that the process
-named in the lease is gone — puts the job back in the queue.
+named in the lease is gone — puts the job back in the queue. A run that ended because the
+server stopped does not count as an attempt of the job (see
+:meth:`~kinemate.service.store.SQLiteJobStore.requeue_stale`): on SIGTERM the worker hands
+its job back (:meth:`~kinemate.service.store.SQLiteJobStore.release`); after a SIGKILL the
+next worker tells a kill by the out-of-memory killer (blamed on the job) from other kills
+(not) by the host's count of such kills, which the lease records (:func:`oom_kill_count`).
+On start-up the worker removes the control spill folders of dead processes.
 """
 
 from __future__ import annotations
@@ -26,12 +36,16 @@ from pathlib import Path
 from typing import Callable, Protocol
 
 from kinemate.errors import KinemateError
+from kinemate.io.atomic import TMP_TAG, remove_quietly
+from kinemate.service import media
 from kinemate.service.config import ServiceConfig
 from kinemate.service.store import Job, JobStore
 
 log = logging.getLogger("kinemate.service")
 
 Report = Callable[[dict], None]
+#: Least time between two progress reports of a long loop (each is a database write).
+REPORT_INTERVAL_S = 0.25
 
 
 class JobCancelled(Exception):
@@ -44,6 +58,39 @@ class Runner(Protocol):
 
 def make_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def oom_kill_count() -> int | None:
+    """How many processes the kernel of this host has killed for lack of memory since it
+    booted (``oom_kill`` in /proc/vmstat, Linux 4.13+; it counts cgroup limits too), or
+    None where that is not known."""
+    try:
+        with open("/proc/vmstat", "rb") as f:
+            for line in f:
+                if line.startswith(b"oom_kill "):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def oom_killed_since(mark: int | None) -> bool:
+    """True when the host killed a process for lack of memory since its count was ``mark``."""
+    now = oom_kill_count()
+    return mark is not None and now is not None and now > mark
+
+
+def throttled(report: Report, interval: float = REPORT_INTERVAL_S) -> Report:
+    """``report``, called at most once per ``interval`` seconds (the first call always)."""
+    last = [float("-inf")]
+
+    def send(progress: dict) -> None:
+        now = time.monotonic()
+        if now - last[0] >= interval:
+            last[0] = now
+            report(progress)
+
+    return send
 
 
 def worker_is_dead(worker: str, *, me: str | None = None) -> bool:
@@ -93,15 +140,28 @@ class Worker:
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
+        """Stop taking jobs; a running job stops at its next progress report and goes back
+        to the queue (not counted as an attempt). If it does not stop within ``timeout``
+        (a long sampler step), it is handed back anyway and its scratch files are removed:
+        the process is about to end, and the job reruns."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
+            if self._thread.is_alive():
+                job_id = self.current_job
+                if job_id is not None and self.store.release(job_id, self.id):
+                    log.info("job %s: still running at shutdown; handed back to the queue",
+                             job_id)
+                from kinemate.pipeline.scratch import remove_stale_spills
+
+                remove_stale_spills(pid=os.getpid())
         self.state = "stopped"
 
     def recover(self) -> list[str]:
         ids = self.store.requeue_stale(
             max_attempts=self.config.max_attempts,
             worker_is_dead=lambda w: worker_is_dead(w, me=self.id),
+            oom_killed=oom_killed_since, max_interruptions=self.config.max_interruptions,
         )
         if ids:
             log.warning("requeued %d job(s) left running by a dead worker: %s", len(ids), ids)
@@ -109,6 +169,10 @@ class Worker:
 
     def _main(self) -> None:
         self.recover()
+        from kinemate.pipeline.scratch import remove_stale_spills
+
+        for path in remove_stale_spills():
+            log.info("removed %s, left by a process that no longer runs", path)
         if self.prepare is not None:
             self.state = "loading"
             try:
@@ -124,7 +188,8 @@ class Worker:
             if time.monotonic() - last_recover > self.config.lease_seconds / 2:
                 self.recover()
                 last_recover = time.monotonic()
-            job = self.store.claim_next(self.id, self.config.lease_seconds)
+            job = self.store.claim_next(self.id, self.config.lease_seconds,
+                                        oom_kills=oom_kill_count())
             if job is None:
                 self._stop.wait(self.config.poll_seconds)
                 continue
@@ -146,14 +211,17 @@ class Worker:
 
         try:
             report({"stage": "starting", "fraction": 0.0})
+            _remove_unfinished_outputs(job_dir)  # of a run killed before it could clean up
+            self._check_inputs(job, job_dir, report)
             result = dict(self.runner(job, job_dir, report) or {})
             result.setdefault("seconds", round(time.monotonic() - started, 3))
             self.store.finish(job.id, self.id, "succeeded", result=result)
             log.info("job %s: done in %.1f s", job.id, time.monotonic() - started)
         except JobCancelled:
             if self._stop.is_set() and not self.store.get_job(job.id).cancel_requested:
-                # Shutting down, not cancelled: leave it running; the lease makes it rerun.
-                log.info("job %s: interrupted by shutdown; it will rerun", job.id)
+                # Shutting down, not cancelled: back to the queue, not counted as an attempt.
+                self.store.release(job.id, self.id)
+                log.info("job %s: interrupted by shutdown; back in the queue", job.id)
             else:
                 self.store.finish(job.id, self.id, "cancelled", error="cancelled by its owner")
                 log.info("job %s: cancelled", job.id)
@@ -173,6 +241,22 @@ class Worker:
             beat.join(5)
             self.current_job = None
 
+    def _check_inputs(self, job: Job, job_dir: Path, report: Report) -> None:
+        """Decode every frame of an uploaded video (stage "checking"); raises
+        :class:`~kinemate.service.media.UploadRejected` when it does not hold what its
+        header declared, :class:`JobCancelled` when the job is cancelled meanwhile."""
+        driving = job.inputs.get("driving", {})
+        if driving.get("kind") != "video":
+            return
+        send = throttled(report)
+
+        def on_frame(count: int, declared: int) -> None:
+            send({"stage": "checking", "frames": count, "total_frames": declared,
+                  "fraction": 0.0})
+
+        media.check_video_frames(job_dir / driving["file"], driving, self.config.limits,
+                                 on_frame=on_frame)
+
     def _heartbeat(self, job_id: str, stop: threading.Event) -> None:
         """Renew this job's lease; meanwhile also requeue jobs of dead workers (so a long job
         here does not hold up recovery of another worker's crash)."""
@@ -180,10 +264,19 @@ class Worker:
         last_recover = time.monotonic()
         while not stop.wait(interval):
             try:
-                if not self.store.renew_lease(job_id, self.id, self.config.lease_seconds):
+                if not self.store.renew_lease(job_id, self.id, self.config.lease_seconds,
+                                              oom_kills=oom_kill_count()):
                     return
                 if time.monotonic() - last_recover > self.config.lease_seconds / 2:
                     self.recover()
                     last_recover = time.monotonic()
             except Exception:  # noqa: BLE001 - a busy database must not kill the heartbeat
                 log.warning("could not renew the lease of job %s", job_id, exc_info=True)
+
+
+def _remove_unfinished_outputs(job_dir: Path) -> None:
+    """Temporary result files (``result.kinemate-tmp-*.mp4``, ``grid...``) of an earlier run
+    of this job that was killed before it could remove them."""
+    for name in ("result", "grid"):
+        for path in job_dir.glob(f"{name}{TMP_TAG}*"):
+            remove_quietly(path)

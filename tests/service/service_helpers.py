@@ -168,8 +168,9 @@ def _die_with_parent() -> None:
 
 class Server:
     def __init__(self, data_dir: Path, weights: Path | None = None,
-                 extra_args: list[str] | None = None):
+                 extra_args: list[str] | None = None, env: dict[str, str] | None = None):
         self.data_dir = data_dir
+        self.env = dict(env or {})  # on top of this process's environment
         self.weights = weights
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -187,7 +188,7 @@ class Server:
             cmd += ["--weights", str(self.weights)]
         cmd += self.extra_args
         env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-                   OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+                   OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **self.env)
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env,
                                      cwd=REPO, preexec_fn=_die_with_parent)

@@ -94,6 +94,8 @@ def test_per_key_limit_and_idempotency(store):
 
 
 def test_leases_requeue_dead_workers_and_give_up_after_max_attempts(store):
+    """A run whose server was killed for lack of memory counts as an attempt; any other end
+    of a run by the server stopping is an interruption (see test_service_resilience.py)."""
     owner = store.create_key("k")[0].id
     _job(store, owner, 1)
     job = store.claim_next("w1", lease_seconds=0.2)
@@ -103,14 +105,21 @@ def test_leases_requeue_dead_workers_and_give_up_after_max_attempts(store):
     assert store.requeue_stale(max_attempts=3) == [job.id]
     assert store.finish(job.id, "w1", "succeeded") is False  # w1 lost it
     assert store.set_progress(job.id, "w1", {}) is True  # and is told to stop
-    job = store.claim_next("w2", 60)
+    job = store.claim_next("w2", 60, oom_kills=0)
+    assert (job.attempts, job.interruptions) == (1, 1)  # the expired lease was not the job's fault
+    oom = lambda mark: True  # noqa: E731 - the host killed a process for lack of memory
+    assert store.requeue_stale(max_attempts=3, worker_is_dead=lambda w: w == "w2",
+                               oom_killed=oom) == [job.id]
+    job = store.claim_next("w3", 60, oom_kills=0)
     assert job.attempts == 2
-    assert store.requeue_stale(max_attempts=3, worker_is_dead=lambda w: w == "w2") == [job.id]
-    job = store.claim_next("w3", 60)
+    dead = lambda w: True  # noqa: E731
+    assert store.requeue_stale(max_attempts=3, worker_is_dead=dead, oom_killed=oom) == [job.id]
+    job = store.claim_next("w4", 60, oom_kills=0)
     assert job.attempts == 3
-    assert store.requeue_stale(max_attempts=3, worker_is_dead=lambda w: True) == []
+    assert store.requeue_stale(max_attempts=3, worker_is_dead=dead, oom_killed=oom) == []
     failed = store.get_job(job.id)
-    assert failed.state == "failed" and "3 times" in failed.error
+    assert failed.state == "failed"
+    assert "ran out of memory running this job 3 times" in failed.error
 
 
 def test_only_finished_jobs_of_the_owner_can_be_deleted(store):

@@ -130,3 +130,27 @@ def test_usable_pose_json_is_accepted(client, key, tiny_inputs):
                         drv_name="pose.json", params={"control": "pose"})
     assert res.status == 201, res.body
     _cancel(client, key, res.json()["id"])
+
+
+def test_gif_cut_after_a_trailer_like_byte_is_refused(client, key, tiny_inputs):
+    """A GIF cut where its last byte happens to be 0x3B (the trailer's value, common inside
+    compressed data) is refused at upload, before any job exists."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    frames = []
+    for i in range(30):
+        a = np.zeros((64, 96, 3), np.uint8)
+        a[:, :] = (i * 8, 100, 200 - i * 5)
+        a[10:30, i * 2: i * 2 + 20] = 255
+        frames.append(Image.fromarray(a))
+    buf = io.BytesIO()
+    frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    data = buf.getvalue()
+    end = next(i + 1 for i in range(len(data) // 3, len(data) - 1) if data[i] == 0x3B)
+    res = client.submit(key, tiny_inputs["reference"].read_bytes(), data[:end],
+                        drv_name="dance.gif")
+    assert res.status == 422, res.body
+    assert "truncated" in res.detail and "GIF" in res.detail, res.detail

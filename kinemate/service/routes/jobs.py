@@ -9,9 +9,11 @@ import shutil
 from pathlib import Path
 from typing import Annotated
 
+import anyio
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from kinemate.service.config import ServiceConfig
 from kinemate.service.params import FIELDS, form_properties, parse_params
@@ -24,6 +26,10 @@ JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,128}")
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
+
+
+class _ClientGone(Exception):
+    """The client closed its connection before its job was accepted."""
 
 
 def job_json(job: Job) -> dict:
@@ -39,6 +45,7 @@ def job_json(job: Job) -> dict:
         "inputs": {k: {kk: vv for kk, vv in v.items() if kk != "file"}
                    for k, v in job.inputs.items()},
         "progress": job.progress, "error": job.error, "attempts": job.attempts,
+        "interruptions": job.interruptions,
         "cancel_requested": job.cancel_requested, "created_at": job.created_at,
         "started_at": job.started_at, "finished_at": job.finished_at,
         "result": {k: v for k, v in job.result.items() if k not in ("file", "grid")},
@@ -107,8 +114,11 @@ async def create_job(request: Request, key: Key, store: Store, config: Config,
     active = await run_in_threadpool(store.count_active_jobs, key.id)
     if active >= config.limits.max_active_jobs_per_key:
         raise HTTPException(429, limit_message(config))
-    form = await read_form(request, max_files=2, max_fields=len(FIELDS) + 2,
-                           max_part_size=64 * 1024)
+    try:
+        form = await read_form(request, max_files=2, max_fields=len(FIELDS) + 2,
+                               max_part_size=64 * 1024)
+    except ClientDisconnect:
+        return _client_gone(key.id, "while sending the request")
     try:
         fields, files = split_form(form)
         params = parse_params(fields, config)
@@ -116,6 +126,8 @@ async def create_job(request: Request, key: Key, store: Store, config: Config,
         job_dir = Path(config.jobs_dir) / job_id
         job_dir.mkdir(parents=True)
         try:
+            if await client_gone(request):  # (also has the server watch the connection)
+                raise _ClientGone()
             inputs = await run_in_threadpool(checked_inputs, files, job_dir, config.limits,
                                              request.app.state.checks)
             if inputs["driving"]["kind"] == "pose" and params["control"] == "densepose":
@@ -128,6 +140,8 @@ async def create_job(request: Request, key: Key, store: Store, config: Config,
                                     "body keypoint, which retargeting the motion to the "
                                     "reference photo needs — send retarget=false to use the "
                                     "motion as it is, or a track that shows the upper body")
+            if await client_gone(request):  # it gave up waiting: accept nothing
+                raise _ClientGone()
             job, created = await run_in_threadpool(  # the moment of acceptance
                 lambda: store.create_job(job_id, key.id, params, inputs,
                                          max_active=config.limits.max_active_jobs_per_key,
@@ -140,10 +154,30 @@ async def create_job(request: Request, key: Key, store: Store, config: Config,
             return JSONResponse(job_json(job), 200)
     except LimitReached:
         raise HTTPException(429, limit_message(config)) from None
+    except _ClientGone:
+        return _client_gone(key.id, "before its job was accepted")
     finally:
         await form.close()
     log.info("job %s: accepted for key %s", job.id, key.id)
     return JSONResponse(job_json(job), 201, headers={"Location": f"/api/v1/jobs/{job.id}"})
+
+
+async def client_gone(request: Request, look_s: float = 0.01) -> bool:
+    """Whether the client closed its connection, asked once its request body was read.
+
+    Unlike ``Request.is_disconnected`` (a receive cancelled before it runs, which under the
+    app's http middleware never reaches the server), the server gets ``look_s`` to answer;
+    asking also has it read from the connection again, so a close is seen the next time."""
+    with anyio.move_on_after(look_s):
+        message = await request.receive()
+        return message.get("type") == "http.disconnect"
+    return False
+
+
+def _client_gone(key_id: str, when: str) -> JSONResponse:
+    """A client that closed its connection: one log line, no job (the answer reaches nobody)."""
+    log.info("upload for key %s: the client disconnected %s; no job was created", key_id, when)
+    return JSONResponse({"detail": f"the client disconnected {when}; no job was created"}, 400)
 
 
 @router.get("")
