@@ -43,22 +43,30 @@ class ReferenceTail(nn.Module):
 class AppearanceEncoder(UNet2DConditionModel):
     """``UNet2DConditionModel`` config; ``forward(latents, t, text, bank)`` writes ``bank``.
 
-    Requires 4 up blocks with ``layers_per_block >= 2`` (the tail is ``up_blocks[-1].attentions[-1]``
-    as in the official ``AppearanceEncoderModel``).
+    MagicAnimate's appearance encoder by default: the last transformer block reduced to its
+    tail (``reference_tail``; requires 4 up blocks with ``layers_per_block >= 2``, the tail is
+    ``up_blocks[-1].attentions[-1]`` as in the official ``AppearanceEncoderModel``) and the
+    mid/up blocks writing (``reference_fusion="midup"``). Animate Anyone's reference UNet is
+    ``reference_tail=False, reference_fusion="full"``: every transformer block kept and
+    writing (SD1.5 keys minus ``conv_norm_out``/``conv_out``).
     """
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, reference_tail: bool = True, reference_fusion: str = "midup",
+                 **kwargs):
         super().__init__(*args, **kwargs)
-        last_up = self.up_blocks[-1]
-        if not getattr(last_up, "attentions", None):
-            raise ValueError("the appearance encoder needs a cross-attention last up block")
-        old = last_up.attentions[-1]
-        inner = old.proj_in.out_channels
-        last_up.attentions[-1] = ReferenceTail(old.norm.num_channels, old.norm.num_groups, inner)
+        if reference_tail:
+            last_up = self.up_blocks[-1]
+            if not getattr(last_up, "attentions", None):
+                raise ValueError("the appearance encoder needs a cross-attention last up block")
+            old = last_up.attentions[-1]
+            inner = old.proj_in.out_channels
+            last_up.attentions[-1] = ReferenceTail(old.norm.num_channels, old.norm.num_groups,
+                                                   inner)
         self.conv_norm_out = None
         self.conv_act = None
         self.conv_out = None
-        self.num_reference_slots = install_reference_processors(self)
+        self.register_to_config(reference_tail=reference_tail, reference_fusion=reference_fusion)
+        self.num_reference_slots = install_reference_processors(self, reference_fusion)
 
     @classmethod
     def from_unet_config(cls, config: dict, **overrides) -> "AppearanceEncoder":
@@ -67,6 +75,7 @@ class AppearanceEncoder(UNet2DConditionModel):
         import inspect
 
         accepted = set(inspect.signature(UNet2DConditionModel.__init__).parameters) - {"self"}
+        accepted |= {"reference_tail", "reference_fusion"}
         kwargs = {k: v for k, v in {**config, **overrides}.items() if k in accepted}
         return cls(**kwargs)
 

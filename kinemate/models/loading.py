@@ -150,13 +150,28 @@ def load_controlnet(folder: Path, *, dtype=torch.float32, device="cpu") -> nn.Mo
     return load_strict(model, read_tensors(path), what=str(path), dtype=dtype, device=device)
 
 
+# VAE attention names of diffusers < 0.14 (sd-vae-ft-mse's files were written by 0.4.2)
+_OLD_VAE_ATTENTION = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
+
+
+def vae_key(key: str) -> str:
+    """A VAE key under current diffusers names: the attention's old ``query``/``key``/
+    ``value``/``proj_attn`` renamed ``to_q``/``to_k``/``to_v``/``to_out.0``, as diffusers
+    itself renames them on load."""
+    parts = key.split(".")
+    if len(parts) >= 3 and "attentions" in parts and parts[-2] in _OLD_VAE_ATTENTION:
+        return ".".join([*parts[:-2], _OLD_VAE_ATTENTION[parts[-2]], parts[-1]])
+    return key
+
+
 def load_vae(folder: Path, *, dtype=torch.float32, device="cpu") -> nn.Module:
     from diffusers import AutoencoderKL
 
     config = read_config(folder / "config.json")
     model = build_on_meta(lambda: AutoencoderKL.from_config(config))
     path = find_weights(folder)
-    return load_strict(model, read_tensors(path), what=str(path), dtype=dtype, device=device)
+    tensors = {vae_key(k): v for k, v in read_tensors(path).items()}
+    return load_strict(model, tensors, what=str(path), dtype=dtype, device=device)
 
 
 def empty_prompt_embedding(sd_root: Path, *, device="cpu") -> torch.Tensor:

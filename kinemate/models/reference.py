@@ -190,11 +190,19 @@ class ReferenceAttnProcessor:
 
 def fusion_blocks(model: nn.Module, which: str = "midup") -> list[nn.Module]:
     """The transformer blocks whose self-attention exchanges reference features, in pairing
-    order: a pre-order walk of ``mid_block`` then ``up_blocks`` ("midup") or of the whole
-    model ("full"), stably sorted by channel width, descending (as the official code)."""
+    order: a pre-order walk of ``mid_block`` then ``up_blocks`` ("midup", MagicAnimate) or of
+    ``down_blocks``, ``up_blocks``, ``mid_block`` ("full", Animate Anyone: the child order of
+    the official UNets), stably sorted by channel width, descending (as the official code).
+    The walk names the blocks explicitly, so a writer and a reader built in another order
+    still pair the blocks with the same module path."""
     from diffusers.models.attention import BasicTransformerBlock
 
-    roots = [model.mid_block, model.up_blocks] if which == "midup" else [model]
+    if which == "midup":
+        roots = [model.mid_block, model.up_blocks]
+    elif which == "full":
+        roots = [model.down_blocks, model.up_blocks, model.mid_block]
+    else:
+        raise ValueError(f"unknown reference fusion {which!r}; use 'midup' or 'full'")
     found = []
     for root in roots:
         for module in root.modules():

@@ -1,4 +1,4 @@
-"""The video UNet: SD1.5 spatial layers + AnimateDiff-v1 motion modules + ControlNet residuals.
+"""The video UNet: SD1.5 spatial layers + AnimateDiff motion modules + ControlNet residuals.
 
 Parameter names equal the official ``UNet3DConditionModel``'s (= the diffusers 2D UNet's
 names plus ``motion_modules``), so the SD1.5 ``unet`` file and ``temporal_attention.ckpt``
@@ -7,9 +7,16 @@ parameters, ``Downsample2D``, ``Upsample2D``, ``Timesteps``/``TimestepEmbedding`
 official code does differently is written here:
 
 * :class:`ResnetBlock3D` applies its GroupNorms to the 5-D tensor ``(B, C, F, H, W)``, so the
-  statistics are shared by all frames of the window (SPEC §2). So does ``conv_norm_out``.
+  statistics are shared by all frames of the window (MagicAnimate SPEC §2). So does
+  ``conv_norm_out``. With ``use_inflated_groupnorm`` (Animate Anyone) they normalise each
+  frame on its own instead.
 * spatial layers fold frames into the batch ``(B*F, C, H, W)``; text states repeat per frame.
-* a motion module follows every resnet(+transformer) of the down and up blocks.
+* a motion module follows every resnet(+transformer) of the down and up blocks (and, with
+  ``motion_module_mid_block``, the mid block's transformer: AnimateDiff v2).
+* ``reference_fusion``: which transformer blocks exchange reference features ("midup":
+  MagicAnimate; "full": every block, Animate Anyone).
+* ``conv_in_residual`` (forward): features added to ``conv_in``'s output (Animate Anyone's
+  pose guider).
 
 Layouts: ``sample`` ``(B, C_in, F, H, W)``; ``timestep`` scalar or ``(B,)``;
 ``encoder_hidden_states`` ``(B, 77, D)``; ControlNet residuals ``(B, C, F, h, w)``.
@@ -60,17 +67,30 @@ def batch_to_frames(x: torch.Tensor, num_frames: int) -> torch.Tensor:
     return rearrange(x, "(b f) c h w -> b c f h w", f=num_frames)
 
 
+def video_group_norm(norm: nn.GroupNorm, video: torch.Tensor, per_frame: bool) -> torch.Tensor:
+    """GroupNorm of a video ``(B, C, F, H, W)``: statistics over the whole window, or over
+    each frame alone (``per_frame``, the official "inflated" GroupNorm)."""
+    if not per_frame:
+        return norm(video)
+    return batch_to_frames(norm(frames_to_batch(video)), video.shape[2])
+
+
 class ResnetBlock3D(ResnetBlock2D):
-    """ResnetBlock2D parameters; forward on video ``(B, C, F, H, W)`` with GroupNorm statistics
-    over the whole window (channels-in-group x F x H x W) and convolutions per frame."""
+    """ResnetBlock2D parameters; forward on video ``(B, C, F, H, W)`` with convolutions per
+    frame and GroupNorm statistics over the whole window (channels-in-group x F x H x W), or
+    per frame with ``inflated_groupnorm``."""
+
+    def __init__(self, *args, inflated_groupnorm: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.inflated_groupnorm = inflated_groupnorm
 
     def forward(self, video: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         f = video.shape[2]
-        h = self.nonlinearity(self.norm1(video))
+        h = self.nonlinearity(video_group_norm(self.norm1, video, self.inflated_groupnorm))
         h = batch_to_frames(self.conv1(frames_to_batch(h)), f)
         if temb is not None:
             h = h + self.time_emb_proj(self.nonlinearity(temb))[:, :, None, None, None]
-        h = self.nonlinearity(self.norm2(h))
+        h = self.nonlinearity(video_group_norm(self.norm2, h, self.inflated_groupnorm))
         h = self.dropout(h)
         h = batch_to_frames(self.conv2(frames_to_batch(h)), f)
         shortcut = video
@@ -104,7 +124,8 @@ class VideoBlock(nn.Module):
                  temb_channels: int, cross_attention: bool, heads: int,
                  cross_attention_dim: int, groups: int, eps: float, motion: dict | None,
                  resample: bool, downsample_padding: int = 1,
-                 skip_channels: list[int] | None = None, prev_channels: int | None = None):
+                 skip_channels: list[int] | None = None, prev_channels: int | None = None,
+                 inflated_groupnorm: bool = False):
         super().__init__()
         self.kind = kind
         resnets, attentions, motions = [], [], []
@@ -115,7 +136,8 @@ class VideoBlock(nn.Module):
                 res_in = (prev_channels if j == 0 else out_channels) + skip_channels[j]
             resnets.append(ResnetBlock3D(in_channels=res_in, out_channels=out_channels,
                                          temb_channels=temb_channels, eps=eps, groups=groups,
-                                         dropout=0.0, non_linearity="silu"))
+                                         dropout=0.0, non_linearity="silu",
+                                         inflated_groupnorm=inflated_groupnorm))
             if cross_attention:
                 attentions.append(Transformer2DModel(
                     num_attention_heads=heads, attention_head_dim=out_channels // heads,
@@ -166,12 +188,14 @@ class VideoMidBlock(nn.Module):
     """resnet, then (transformer, resnet) — no motion module unless ``motion`` is given."""
 
     def __init__(self, *, channels: int, temb_channels: int, heads: int, cross_attention_dim: int,
-                 groups: int, eps: float, output_scale_factor: float, motion: dict | None):
+                 groups: int, eps: float, output_scale_factor: float, motion: dict | None,
+                 inflated_groupnorm: bool = False):
         super().__init__()
         self.resnets = nn.ModuleList(
             ResnetBlock3D(in_channels=channels, out_channels=channels, temb_channels=temb_channels,
                           eps=eps, groups=groups, dropout=0.0, non_linearity="silu",
-                          output_scale_factor=output_scale_factor)
+                          output_scale_factor=output_scale_factor,
+                          inflated_groupnorm=inflated_groupnorm)
             for _ in range(2))
         self.attentions = nn.ModuleList([Transformer2DModel(
             num_attention_heads=heads, attention_head_dim=channels // heads, in_channels=channels,
@@ -192,7 +216,8 @@ class VideoUNet(ModelMixin, ConfigMixin):
 
     Constructor arguments are the SD ``unet/config.json`` keys (block types may be the 2D or
     3D names; a block is cross-attention iff its name starts with ``CrossAttn``) plus the
-    motion-module keys of MagicAnimate's ``unet_additional_kwargs``. Build a full SD1.5-size
+    keys of the official ``unet_additional_kwargs`` (motion modules, ``use_inflated_groupnorm``)
+    and ``reference_fusion`` ("midup" or "full", see the module docstring). Build a full SD1.5-size
     model with ``VideoUNet.from_2d_config(json.load(open("unet/config.json")))``; tiny ones by
     passing small ``block_out_channels`` (multiples of 32: the motion modules' GroupNorm has 32
     groups) and ``norm_num_groups``.
@@ -230,12 +255,14 @@ class VideoUNet(ModelMixin, ConfigMixin):
         sample_size: int | None = None,
         reference_concat: bool = False,
         reference_residual: bool = False,
+        use_inflated_groupnorm: bool = False,
+        reference_fusion: str = "midup",
     ):
         super().__init__()
         if act_fn != "silu":
             raise ValueError("only act_fn='silu' is supported")
         if motion_module_type != "Vanilla":
-            raise ValueError("only motion_module_type='Vanilla' (AnimateDiff v1) is supported")
+            raise ValueError("only motion_module_type='Vanilla' (AnimateDiff v1/v2) is supported")
         motion_kwargs = dict(MAGICANIMATE_MOTION_KWARGS["motion_module_kwargs"])
         motion_kwargs.update(motion_module_kwargs or {})
         heads = attention_head_dim  # diffusers naming quirk: SD's "attention_head_dim" = heads
@@ -265,14 +292,15 @@ class VideoUNet(ModelMixin, ConfigMixin):
                 temb_channels=temb_dim, cross_attention=name.startswith("CrossAttn"), heads=heads,
                 cross_attention_dim=cross_attention_dim, groups=norm_num_groups, eps=norm_eps,
                 motion=motion_at(2 ** i, False), resample=not final,
-                downsample_padding=downsample_padding))
+                downsample_padding=downsample_padding, inflated_groupnorm=use_inflated_groupnorm))
             skip_chs += [out_ch] * layers_per_block + ([] if final else [out_ch])
 
         self.mid_block = VideoMidBlock(
             channels=block_out_channels[-1], temb_channels=temb_dim, heads=heads,
             cross_attention_dim=cross_attention_dim, groups=norm_num_groups, eps=norm_eps,
             output_scale_factor=mid_block_scale_factor,
-            motion=motion_kwargs if (use_motion_module and motion_module_mid_block) else None)
+            motion=motion_kwargs if (use_motion_module and motion_module_mid_block) else None,
+            inflated_groupnorm=use_inflated_groupnorm)
 
         self.up_blocks = nn.ModuleList()
         reversed_ch = list(reversed(block_out_channels))
@@ -287,7 +315,8 @@ class VideoUNet(ModelMixin, ConfigMixin):
                 skip_channels=skips, temb_channels=temb_dim,
                 cross_attention=name.startswith("CrossAttn"), heads=heads,
                 cross_attention_dim=cross_attention_dim, groups=norm_num_groups, eps=norm_eps,
-                motion=motion_at(2 ** (levels - 1 - i), True), resample=not final))
+                motion=motion_at(2 ** (levels - 1 - i), True), resample=not final,
+                inflated_groupnorm=use_inflated_groupnorm))
 
         self.conv_norm_out = nn.GroupNorm(norm_num_groups, block_out_channels[0], eps=norm_eps)
         self.conv_act = nn.SiLU()
@@ -295,7 +324,7 @@ class VideoUNet(ModelMixin, ConfigMixin):
         if reference_residual:  # starts as "the frame is the reference" (x0 = reference + 0)
             nn.init.zeros_(self.conv_out.weight)
             nn.init.zeros_(self.conv_out.bias)
-        self.num_reference_slots = install_reference_processors(self)
+        self.num_reference_slots = install_reference_processors(self, reference_fusion)
 
     @classmethod
     def from_2d_config(cls, config: dict, motion: dict | None = None, **overrides) -> "VideoUNet":
@@ -326,11 +355,16 @@ class VideoUNet(ModelMixin, ConfigMixin):
         mid_block_additional_residual: torch.Tensor | None = None,
         cross_attention_kwargs: dict | None = None,
         reference_latents: torch.Tensor | None = None,
+        conv_in_residual: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Noise prediction ``(B, C_out, F, H, W)`` for ``sample`` ``(B, C_in, F, H, W)``.
 
-        ``cross_attention_kwargs`` reach the mid/up (fusion) blocks only, e.g.
-        ``{"reference": ReferenceBank}`` in read mode.
+        ``cross_attention_kwargs`` reach every transformer block, e.g. ``{"reference":
+        view}`` with a :class:`~kinemate.models.reference.ReferenceBank` read view (only the
+        fusion blocks use it).
+
+        ``conv_in_residual`` ``(B, C0, F, H, W)`` (C0 = ``block_out_channels[0]``) is added to
+        ``conv_in``'s output (Animate Anyone's pose-guider features).
 
         ``reference_latents`` ``(B, C_in, H, W)``: the clean reference latent, used only by the
         kinemate extensions ``reference_concat`` (stacked on the input channels of every frame)
@@ -363,9 +397,11 @@ class VideoUNet(ModelMixin, ConfigMixin):
         emb = self.time_embedding(self.time_proj(timestep).to(sample.dtype))
 
         x = batch_to_frames(self.conv_in(frames_to_batch(sample)), f)
+        if conv_in_residual is not None:
+            x = x + conv_in_residual.to(x.dtype)
         skips = [x]
         for block in self.down_blocks:
-            x, res = block.down(x, emb, encoder_hidden_states)
+            x, res = block.down(x, emb, encoder_hidden_states, cross_attention_kwargs)
             skips += res
         if down_block_additional_residuals is not None:
             if len(down_block_additional_residuals) != len(skips):
@@ -383,7 +419,8 @@ class VideoUNet(ModelMixin, ConfigMixin):
                 upsample_size = skips[-1].shape[-2:]
             x = block.up(x, list(res), emb, encoder_hidden_states, cross_attention_kwargs,
                          upsample_size)
-        x = torch.nn.functional.silu(self.conv_norm_out(x))
+        x = torch.nn.functional.silu(video_group_norm(self.conv_norm_out, x,
+                                                      self.config.use_inflated_groupnorm))
         out = batch_to_frames(self.conv_out(frames_to_batch(x)), f)
         if self.config.reference_residual:
             out = out + ref

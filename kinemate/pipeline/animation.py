@@ -235,11 +235,19 @@ class AnimationPipeline:
 
     def start_video(self, reference: np.ndarray, controls: Sequence[np.ndarray],
                     o: SamplingOptions, ref_latents: torch.Tensor | None = None, **extra):
-        """The family's once-per-video state (``extra``: family inputs such as
-        ``text_embeds_cond``)."""
+        """The family's once-per-video state. The denoiser gets the reference latent, the
+        controls, the reference image itself (uint8 ``(H, W, 3)``, for families that encode it
+        otherwise too, e.g. Animate Anyone's CLIP) and ``extra``: family inputs such as
+        MagicAnimate's ``text_embeds_cond`` or Animate Anyone's ``image_embeds``."""
         if ref_latents is None:
             ref_latents = self.encode_reference(reference)
-        return self.denoiser.start_video(ref_latents, controls,
+        params = inspect.signature(self.denoiser.start_video).parameters
+        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            unknown = sorted(k for k in extra if k not in params)
+            if unknown:
+                raise UsageError(f"{', '.join(unknown)}: not an input of {self.family} models; "
+                                 "leave it out")
+        return self.denoiser.start_video(ref_latents, controls, reference=reference,
                                          reference_bank_dtype=o.reference_bank_dtype,
                                          lean=o.lean, window_batch=o.window_batch, **extra)
 
@@ -324,6 +332,7 @@ class AnimationPipeline:
                        callback: Callable[[int, torch.Tensor, dict], None] | None = None,
                        text_embeds_uncond: torch.Tensor | None = None,
                        text_embeds_cond: torch.Tensor | None = None,
+                       image_embeds: torch.Tensor | None = None,
                        checkpoint: SamplerCheckpoint | None = None,
                        **options) -> torch.Tensor:
         """Run the sampler; returns the final latents ``(1, C, N, H/f, W/f)``.
@@ -333,7 +342,9 @@ class AnimationPipeline:
         ``seed``, ``context_frames``, ...); unset or None takes the model's value. ``latents``
         replaces the initial noise (covering the padded length with ``pad_to``);
         ``callback(step, t, info)`` gets ``noise_pred`` (guided) and ``latents`` (after the
-        step); ``text_embeds_*`` replace the model's stored text embeddings."""
+        step); ``text_embeds_*`` replace the model's stored text embeddings (MagicAnimate
+        design), ``image_embeds`` the CLIP image embedding a model computes from the
+        reference (Animate Anyone: e.g. the embedding of the uncropped photo)."""
         o = self.resolve(**options)                                          # 1. options
         plan = self.plan(reference, controls, o)                             # 2. inputs, windows
         scheduler = copy.deepcopy(self.scheduler)                            # 3. latents
@@ -341,7 +352,8 @@ class AnimationPipeline:
         ref_latents = self.encode_reference(reference)
         latents, timesteps = self._initial_latents(plan, o, scheduler, ref_latents, latents)
         extra = {k: v for k, v in (("text_embeds_uncond", text_embeds_uncond),
-                                   ("text_embeds_cond", text_embeds_cond)) if v is not None}
+                                   ("text_embeds_cond", text_embeds_cond),
+                                   ("image_embeds", image_embeds)) if v is not None}
         video = self.start_video(reference, plan.controls, o, ref_latents, **extra)  # 4.
         generator = torch.Generator("cpu").manual_seed((o.seed + STEP_NOISE_SEED) % 2**63)
         step_kwargs = {"eta": o.eta, "generator": generator}

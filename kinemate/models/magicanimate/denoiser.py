@@ -2,8 +2,8 @@
 
 The interface every family implements (see docs/engine.md, "Adding a model family"):
 
-* ``start_video(ref_latents, controls, **options)`` — once per call: here the reference latent
-  and the text embeddings (the empty prompt) are fixed and a
+* ``start_video(ref_latents, controls, reference=, **options)`` — once per call: here the
+  reference latent and the text embeddings (the empty prompt) are fixed and a
   :class:`~kinemate.models.ReferenceBank` is created;
 * ``start_step(video, model_input, t, rows)`` — once per denoising step: the appearance
   encoder runs on the clean reference latent at ``t`` and fills the bank;
@@ -90,10 +90,13 @@ class MagicAnimateDenoiser:
         return int(kwargs.get("temporal_position_encoding_max_len", 24))
 
     def start_video(self, ref_latents: torch.Tensor, controls: Sequence[np.ndarray], *,
-                    reference_bank_dtype: str = "float16", lean: bool = True,
-                    window_batch: int = 1, text_embeds_uncond: torch.Tensor | None = None,
+                    reference: np.ndarray | None = None, reference_bank_dtype: str = "float16",
+                    lean: bool = True, window_batch: int = 1,
+                    text_embeds_uncond: torch.Tensor | None = None,
                     text_embeds_cond: torch.Tensor | None = None) -> VideoState:
-        """Fix what a sampling call shares. ``text_embeds_*`` replace the stored ones."""
+        """Fix what a sampling call shares. ``text_embeds_*`` replace the stored ones;
+        ``reference`` (the image) is not used: MagicAnimate sees the reference only through
+        its latent."""
         if window_batch > 1 and not lean:
             raise UsageError("option window_batch > 1 needs the lean reference path (option "
                              "lean on)")
