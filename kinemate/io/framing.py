@@ -72,17 +72,26 @@ class Framing:
         mode: FitMode = "crop",
         *,
         focus_xy: tuple[float, float] | None = None,
+        keep_box: tuple[float, float, float, float] | None = None,
     ) -> "Framing":
         """Aspect-preserving fit of ``src_wh`` onto ``dst_wh``.
 
         ``mode="crop"`` fills the target and cuts the overflow (centred, or centred on
         ``focus_xy`` in source pixels, e.g. the person's box centre, kept inside the image);
         ``mode="letterbox"`` shows the whole source and pads with black bars.
+
+        ``keep_box`` = (x0, y0, x1, y1) in source pixels (``mode="crop"`` only), e.g. the box
+        around a person: the crop is centred on the box as far as the image allows and never
+        cuts into it. When the box does not fit into a crop that fills the target, the source
+        is scaled down just enough for it to fit, and black bars fill the rest of that axis
+        (:attr:`letterboxed` says so); never further down than ``mode="letterbox"`` would.
         """
         sw, sh = (int(v) for v in src_wh)
         dw, dh = (int(v) for v in dst_wh)
         if min(sw, sh, dw, dh) <= 0:
             raise UsageError(f"cannot frame {sw}x{sh} onto {dw}x{dh}: sizes must be positive.")
+        if keep_box is not None and mode == "crop":
+            return cls._keeping(sw, sh, dw, dh, keep_box)
         if mode == "crop":
             scale = max(dw / sw, dh / sh)
         elif mode == "letterbox":
@@ -107,6 +116,32 @@ class Framing:
             ox = (dw - scaled_w) // 2
             oy = (dh - scaled_h) // 2
         return cls((sw, sh), (dw, dh), mode, (scaled_w, scaled_h), (ox, oy))
+
+    @classmethod
+    def _keeping(cls, sw: int, sh: int, dw: int, dh: int,
+                 box: tuple[float, float, float, float]) -> "Framing":
+        """``mode="crop"`` that keeps ``box`` whole (see :meth:`compute`)."""
+        x0, x1 = sorted((min(max(float(box[0]), 0.0), sw), min(max(float(box[2]), 0.0), sw)))
+        y0, y1 = sorted((min(max(float(box[1]), 0.0), sh), min(max(float(box[3]), 0.0), sh)))
+        fill, fit = max(dw / sw, dh / sh), min(dw / sw, dh / sh)
+        scale = max(fit, min(fill, dw / max(x1 - x0, 1.0), dh / max(y1 - y0, 1.0)))
+        scaled, offset = [], []
+        for size, dst, lo, hi in ((sw, dw, x0, x1), (sh, dh, y0, y1)):
+            n = max(1, round(size * scale))
+            if scale == fill or abs(n - dst) <= 1:  # this axis is filled (no 1-px bars)
+                n = max(n, dst)
+            if n >= dst:  # cropped: centred on the box, kept inside the image
+                o = min(0, max(dst - n, int(round(dst / 2 - (lo + hi) / 2 * n / size))))
+            else:  # bars on this axis
+                o = (dst - n) // 2
+            scaled.append(n)
+            offset.append(o)
+        return cls((sw, sh), (dw, dh), "crop", (scaled[0], scaled[1]), (offset[0], offset[1]))
+
+    @property
+    def letterboxed(self) -> bool:
+        """Whether black bars show: the scaled source does not cover the whole target."""
+        return self.scaled_wh[0] < self.dst_wh[0] or self.scaled_wh[1] < self.dst_wh[1]
 
     @property
     def scale_xy(self) -> tuple[float, float]:

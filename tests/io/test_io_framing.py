@@ -47,6 +47,45 @@ def test_crop_focus_keeps_point_in_view():
     assert f.offset_xy[0] == 100 - 400  # clamped at the right edge
 
 
+def _inside(f, box):
+    (x0, y0), (x1, y1) = f.map_points(np.array([[box[0], box[1]], [box[2], box[3]]]))
+    return x0 >= -0.5 and y0 >= -0.5 and x1 <= f.dst_wh[0] + 0.5 and y1 <= f.dst_wh[1] + 0.5
+
+
+def test_crop_keeping_a_box_fills_and_moves_to_it():
+    """A person near the top of a portrait: the centred crop cuts them, the keeping crop
+    fills the target just the same and holds their whole box, centred where the image allows."""
+    box = (300, 300, 700, 1100)  # in a 1080x1920 portrait
+    centred = Framing.compute((1080, 1920), (512, 512), "crop")
+    assert not _inside(centred, box)
+    f = Framing.compute((1080, 1920), (512, 512), "crop", keep_box=box)
+    assert f.scaled_wh == centred.scaled_wh and not f.letterboxed  # same zoom, no bars
+    assert _inside(f, box) and f.offset_xy[0] == 0
+    cy = f.map_points(np.array([500.0, 700.0]))[1]  # the box centre ...
+    assert cy == pytest.approx(256, abs=1)  # ... lands in the middle
+    top = Framing.compute((1080, 1920), (512, 512), "crop", keep_box=(300, 0, 700, 400))
+    assert top.offset_xy == (0, 0) and _inside(top, (300, 0, 700, 400))  # clamped at the top
+
+
+def test_crop_keeping_a_box_too_big_shows_bars_and_says_so():
+    box = (200, 100, 880, 1800)  # a standing person, taller than a square crop of the photo
+    f = Framing.compute((1080, 1920), (512, 512), "crop", keep_box=box)
+    assert _inside(f, box) and f.letterboxed
+    letterbox = Framing.compute((1080, 1920), (512, 512), "letterbox")
+    assert f.scale_xy[1] > letterbox.scale_xy[1]  # scaled down just enough, not all the way
+    assert f.scaled_wh[1] > 512 and f.scaled_wh[0] < 512  # cropped top/bottom, bars at the sides
+    img = np.full((1920, 1080, 3), 90, np.uint8)
+    out = f.apply(img)
+    bar = f.offset_xy[0]
+    assert bar > 0 and (out[:, :bar - 1] == 0).all() and (out[:, bar + 1:512 - bar - 1] == 90).all()
+    # the whole image as the box: exactly the letterbox fit
+    whole = Framing.compute((1080, 1920), (512, 512), "crop", keep_box=(0, 0, 1080, 1920))
+    assert (whole.scaled_wh, whole.offset_xy) == (letterbox.scaled_wh, letterbox.offset_xy)
+    # letterbox ignores the box, and a plain crop never shows bars
+    assert Framing.compute((1080, 1920), (512, 512), "letterbox", keep_box=box) == letterbox
+    assert not Framing.compute((1080, 1920), (512, 512), "crop").letterboxed
+
+
 def test_fit_image_and_errors():
     out = fit_image(_marked(30, 20), (16, 16), "letterbox")
     assert out.shape == (16, 16, 3)
