@@ -20,7 +20,8 @@ from tqdm import tqdm
 from kinemate.errors import InputError, NoPersonError
 from kinemate.pose.backends import PoseBackend, get_backend
 from kinemate.pose.people import Candidate, follow_person, rank_candidates, track_from_candidates
-from kinemate.pose.temporal import DEFAULT_MIN_CONF, gate_confidence, smooth_track
+from kinemate.pose.temporal import (DEFAULT_MIN_CONF, MIN_BODY_SIZE, MIN_RUN, gate_confidence,
+                                    keep_plausible_bodies, smooth_track)
 from kinemate.pose.track import PoseTrack
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
@@ -124,13 +125,28 @@ def _finish(
         raise InputError(f"{name} has no frames; pass a video with at least one frame")
     chosen = follow_person(cands, (width, height), select)
     track = track_from_candidates(chosen, width, height, rate, source=name, backend=backend_name, select=select)
+    found = ""
+    if require_person:  # a driving input: what was "found" must be a plausible body
+        track, report = keep_plausible_bodies(track, min_conf)
+        if report["seen"]:
+            found = (f": a pose was detected in {report['seen']} frame(s), but not a plausible "
+                     f"person ({_rejected(report)})")
     if require_person and not track.present(min_conf).any():
         raise NoPersonError(
-            f"no person was found in {name} ({len(track)} frame(s)); use a video/photo where one "
-            "person is clearly visible (whole upper body, not too small); a DensePose rendering "
-            "is not a person video — animate with it using `control=densepose`"
+            f"no person was found in {name} ({len(track)} frame(s)){found}; use a video/photo "
+            "where one person is clearly visible (whole upper body, not too small); a DensePose "
+            "rendering is not a person video — animate with it using `control=densepose`"
         )
     return smooth_track(track, min_conf=min_conf, max_gap=max_gap, smooth=smooth)
+
+
+def _rejected(report: dict[str, int]) -> str:
+    """Why the detections of :func:`keep_plausible_bodies` were dropped, in words."""
+    why = {"small": f"smaller than {MIN_BODY_SIZE:.0%} of the picture",
+           "short": f"seen for fewer than {MIN_RUN} frames in a row",
+           "fragment": "too few joints for a body",
+           "inconsistent": "body proportions jumping from frame to frame"}
+    return "; ".join(f"{report[key]}: {text}" for key, text in why.items() if report[key])
 
 
 def _open_frames(

@@ -13,6 +13,9 @@ when its confidence is at least ``min_conf``.
 * :func:`hold_person` — frames where the whole person is missing (left the picture, not found)
   repeat the nearest earlier frame with a person (or, before the first one, the first one), so
   a control video never goes blank; ``max_hold`` limits how long.
+* :func:`keep_plausible_bodies` — what a pose estimator "finds" must look like one person's
+  body to count: big enough, and with proportions that stay consistent from frame to frame
+  (an estimator also "finds" people in lens flares, lamps and textures).
 * :func:`one_euro` — the One-Euro filter (Casiez, Roussel, Vogel, CHI 2012): a low-pass filter
   whose cut-off frequency rises with speed, removing jitter at rest without lag in fast motion.
   Coordinates are filtered in units of the image height, so the parameters do not depend on
@@ -25,9 +28,18 @@ import math
 
 import numpy as np
 
+from kinemate.pose.skeleton import BODY_LIMBS, NECK
 from kinemate.pose.track import PARTS, PoseTrack
 
 DEFAULT_MIN_CONF = 0.25
+
+# What a detection must be to count as a person (see keep_plausible_bodies and docs/pose.md).
+MIN_BODY_SIZE = 0.2  # diagonal of the keypoints' box, in units of the image's shorter side
+MAX_BONE_CHANGE = 0.1  # median |log| change of the main bones' lengths from frame to frame
+MIN_RUN = 3  # frames a person must be followed for (in a clip of at least that many frames)
+MAX_RUN_GAP = 2  # missing frames that do not break a run
+# torso, arms, legs and neck-nose: long enough to measure, unlike the eye and ear "bones"
+MAIN_BONES = tuple(limb for limb in BODY_LIMBS if max(limb) <= 13)
 
 
 def gate_confidence(track: PoseTrack, min_conf: float = DEFAULT_MIN_CONF) -> PoseTrack:
@@ -37,6 +49,86 @@ def gate_confidence(track: PoseTrack, min_conf: float = DEFAULT_MIN_CONF) -> Pos
         low = arr[..., 2] < min_conf
         arr[low] = 0.0
     return out
+
+
+def _body_size(body: np.ndarray, min_conf: float, short_side: float) -> float:
+    """Diagonal of the box around one frame's confident body keypoints / the shorter side."""
+    xy = body[body[:, 2] >= min_conf, :2]
+    if len(xy) < 2:
+        return 0.0
+    return float(np.hypot(*np.ptp(xy, axis=0))) / short_side
+
+
+def _bone_change(a: np.ndarray, b: np.ndarray, min_conf: float) -> float | None:
+    """Median over the main bones seen in both bodies (at least 3) of |log(length ratio)|;
+    None when fewer are seen. Scale-free; 0 for the same body."""
+    changes = []
+    for p, c in MAIN_BONES:
+        if min(a[p, 2], a[c, 2], b[p, 2], b[c, 2]) >= min_conf:
+            la = float(np.hypot(*(a[c, :2] - a[p, :2])))
+            lb = float(np.hypot(*(b[c, :2] - b[p, :2])))
+            changes.append(abs(math.log((lb + 1.0) / (la + 1.0))))
+    return float(np.median(changes)) if len(changes) >= 3 else None
+
+
+def keep_plausible_bodies(track: PoseTrack, min_conf: float = DEFAULT_MIN_CONF,
+                          ) -> tuple[PoseTrack, dict]:
+    """Drop what does not look like one person's body; returns ``(track, report)``.
+
+    A pose estimator also "finds" people in lens flares, lamps and textures: a few joints
+    that happen to line up, usually small, and changing shape from frame to frame as no real
+    body does. Frames where something was seen are grouped into *runs* (frames at most
+    :data:`MAX_RUN_GAP` apart). A run is kept when its body is big enough (median diagonal of
+    the keypoints' box at least :data:`MIN_BODY_SIZE` of the image's shorter side), it lasts
+    :data:`MIN_RUN` frames or more, and shows a body whose main bones (torso, arms, legs,
+    neck-nose) keep their lengths: between consecutive frames (at least half of them showing
+    three such bones in both), the median |log ratio| of the lengths is at most
+    :data:`MAX_BONE_CHANGE` (median over the run; a real body changes them only by
+    foreshortening). In a clip shorter than :data:`MIN_RUN` frames (a photo), each
+    frame needs the size and a body: the neck and at least three more joints. Frames of
+    other runs become missing. ``report``: ``seen`` and ``kept`` frame counts, and per reason
+    how many seen frames it removed: ``small``, ``short`` (a run under :data:`MIN_RUN`
+    frames), ``fragment`` (too few joints to measure) and ``inconsistent``."""
+    out = track.copy()
+    body = out.body
+    seen = np.flatnonzero((body[..., 2] >= min_conf).sum(axis=1) >= 2)
+    report = {"seen": int(len(seen)), "kept": 0, "small": 0, "short": 0, "fragment": 0,
+              "inconsistent": 0}
+    short_side = float(max(min(out.width, out.height), 1))
+    runs: list[list[int]] = []
+    for i in seen:
+        if runs and i - runs[-1][-1] <= MAX_RUN_GAP + 1:
+            runs[-1].append(int(i))
+        else:
+            runs.append([int(i)])
+    drop: list[int] = []
+    for run in runs:
+        size = float(np.median([_body_size(body[i], min_conf, short_side) for i in run]))
+        if len(out) < MIN_RUN:
+            ok = body[run, :, 2] >= min_conf
+            reason = "small" if size < MIN_BODY_SIZE else (
+                None if (ok[:, NECK] & (ok.sum(axis=1) >= 4)).all() else "fragment")
+        elif size < MIN_BODY_SIZE:
+            reason = "small"
+        elif len(run) < MIN_RUN:
+            reason = "short"
+        else:
+            pairs = [_bone_change(body[a], body[b], min_conf) for a, b in zip(run, run[1:])]
+            changes = [c for c in pairs if c is not None]
+            if 2 * len(changes) < len(pairs):  # mostly too few joints for a body
+                reason = "fragment"
+            else:
+                reason = None if float(np.median(changes)) <= MAX_BONE_CHANGE else "inconsistent"
+        if reason is None:
+            report["kept"] += len(run)
+        else:
+            report[reason] += len(run)
+            drop.extend(run)
+    if drop:
+        for name in PARTS:
+            getattr(out, name)[drop] = 0.0
+        out.confidence[drop] = 0.0  # type: ignore[index]
+    return out, report
 
 
 def _fill_series(arr: np.ndarray, max_gap: int, min_conf: float) -> None:
