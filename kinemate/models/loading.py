@@ -208,15 +208,27 @@ def read_text_embeddings(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 # -- kinemate format -----------------------------------------------------------------------
-COMPONENT_CLASSES = ("unet", "appearance_encoder", "controlnet", "vae")
+COMPONENT_CLASSES = ("unet", "appearance_encoder", "controlnet", "vae", "reference_unet",
+                     "pose_guider", "image_encoder")
 
 
 def build_component(name: str, config: dict) -> nn.Module:
-    """Build one component (random weights) from its saved config."""
+    """Build one component (random weights) from its saved config. The names are an
+    allow-list (nothing is imported from a model folder): MagicAnimate's ``unet``,
+    ``appearance_encoder``, ``controlnet``; Animate Anyone's ``reference_unet``,
+    ``pose_guider``, ``image_encoder`` (transformers' CLIP vision model); ``vae``."""
     if name == "unet":
         return VideoUNet.from_config(config)
-    if name == "appearance_encoder":
+    if name in ("appearance_encoder", "reference_unet"):  # the config says which kind
         return AppearanceEncoder.from_unet_config(config)
+    if name == "pose_guider":
+        from kinemate.models.animate_anyone.networks import PoseGuider
+
+        return PoseGuider.from_config(config)
+    if name == "image_encoder":
+        from kinemate.models.animate_anyone.networks import image_encoder
+
+        return image_encoder(config)
     if name == "controlnet":
         from diffusers import ControlNetModel
 
@@ -242,8 +254,8 @@ def save_component(model: nn.Module, folder: Path) -> None:
     # "_use_default_values" is diffusers' note of the keys left at their defaults when the
     # model was built; on load it would drop values set since (register_to_config), so the
     # resolved values are saved without it
-    config = {k: v for k, v in dict(model.config).items()
-              if k not in ("_name_or_path", "_use_default_values")}
+    raw = model.config.to_dict() if hasattr(model.config, "to_dict") else dict(model.config)
+    config = {k: v for k, v in raw.items() if k not in ("_name_or_path", "_use_default_values")}
     config["_class_name"] = type(model).__name__
     (folder / "config.json").write_text(json.dumps(config, indent=2, default=list))
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
@@ -257,4 +269,8 @@ def load_component(name: str, folder: Path, *, dtype=torch.float32, device="cpu"
     defaults = positional_defaults(model) if name == "unet" else None
     model = load_strict(model, read_tensors(path), what=str(path), defaults=defaults,
                         dtype=dtype, device=device)
+    if name == "image_encoder":
+        from kinemate.models.animate_anyone.networks import restore_position_ids
+
+        restore_position_ids(model)
     return model.eval().requires_grad_(False)
