@@ -15,7 +15,51 @@ from kinemate.pipeline.animation import AnimationPipeline
 from kinemate.pipeline.options import parse_size
 from kinemate.pipeline.scratch import spill_folder
 
+log = logging.getLogger(__name__)
+
 CONTROLS = ("auto", "densepose", "pose")
+# the `control` that makes the maps a model of each control kind was trained on
+CONTROL_OF_KIND = {"densepose": "densepose", "openpose": "pose"}
+_KIND_WORDS = {"densepose": "DensePose renders", "openpose": "OpenPose skeleton maps"}
+
+
+def choose_control(control: str, control_kind: str | None, *, pose_input: bool = False,
+                   model: str = "the model") -> str:
+    """The control ("densepose" or "pose") for a model trained on ``control_kind`` maps
+    ("densepose" or "openpose"; ``pipe.control_kind``) and a driving input that is a pose
+    file (``pose_input``) or a video; ``model`` names the model in messages.
+
+    "auto" takes what the model was trained on ("pose" for a pose file). A control that makes
+    maps of another kind than the model's is refused with a :class:`UsageError` naming the
+    model's kind and what to pass instead: the model would not follow such maps, and the
+    result would be a still, blurred photo with exit code 0. So is "densepose" for a pose
+    file. A kind not in :data:`CONTROL_OF_KIND` (or None) is not checked. Pure: the service
+    can ask before it accepts a job."""
+    if control not in CONTROLS:
+        raise UsageError(f"unknown `control` {control!r}; choose one of {', '.join(CONTROLS)}")
+    if control == "densepose" and pose_input:
+        raise UsageError("`control=densepose` needs a DensePose video, but the driving input "
+                         "is a pose file; use `control=pose` or `control=auto`")
+    wanted = CONTROL_OF_KIND.get(control_kind or "")
+    if control == "auto":
+        control = "pose" if pose_input or wanted is None else wanted
+    if wanted is None or control == wanted:
+        return control
+    trained = (f"{model} was trained on {_KIND_WORDS[control_kind]} (control kind "
+               f"{control_kind!r})")
+    if wanted == "densepose":
+        given = "a pose file" if pose_input else "`control=pose`"
+        raise UsageError(
+            f"{trained}; {given} would give it OpenPose skeleton maps, which it cannot follow "
+            "(the result would be a still, blurred photo). Pass a DensePose video of the motion "
+            "with `control=densepose` (or `control=auto`), or, to animate from a video of a "
+            "person or a pose file, use a model trained on skeletons (such as the bundled "
+            "kinemate-tiny)")
+    raise UsageError(
+        f"{trained}; `control=densepose` would give it DensePose renders, which it cannot "
+        "follow (the result would be a still, blurred photo). Pass `control=pose` (or "
+        "`control=auto`) with a video of a person or a pose file; to animate a DensePose "
+        "video, use a model trained on DensePose (such as magicanimate)")
 
 
 @dataclass
@@ -89,13 +133,10 @@ def animate_file(reference_path: str | Path, driving_path: str | Path, output_pa
     raise (e.g. to cancel the job): nothing is written and the temporary files are removed."""
     from kinemate.io import Framing, VideoWriter, read_image, side_by_side
 
-    if control not in CONTROLS:
-        raise UsageError(f"unknown `control` {control!r}; choose one of {', '.join(CONTROLS)}")
-    if control == "auto":
-        from kinemate.pose import is_pose_file
+    from kinemate.pose import is_pose_file
 
-        pose_input = is_pose_file(driving_path)
-        control = "densepose" if pipe.control_kind == "densepose" and not pose_input else "pose"
+    control = choose_control(control, pipe.control_kind, pose_input=is_pose_file(driving_path),
+                             model=f"the model {pipe.name}")
     if fit not in ("crop", "letterbox"):
         raise UsageError(f"unknown `fit` {fit!r}; use crop or letterbox")
     sampling = pipe.resolve(**options)  # bad options fail before any file is read

@@ -54,19 +54,20 @@ def test_cli_animate_needs_weights_for_magicanimate(demo_inputs, tmp_path, capsy
     assert not list(tmp_path.iterdir())
 
 
-def test_cli_animate_example_through_pose_extraction(release_dir, tmp_path, capsys, one_thread):
-    """--example: the bundled photo + dance video, pose extracted, retargeted and rendered."""
+def test_cli_animate_example_through_pose_extraction(tmp_path, capsys, one_thread):
+    """--example: the bundled photo + dance video, pose extracted, retargeted and rendered for
+    the bundled model (trained on skeleton maps)."""
     from kinemate.cli import main
     from kinemate.io import probe_video
 
     out = tmp_path / "demo.mp4"
-    rc = main(["animate", "--example", "--weights", str(release_dir), "--control", "pose",
+    rc = main(["animate", "--example", "--control", "pose",
                "-o", str(out), "--size", "64x64", "--max-frames", "3", "--steps", "1",
                "--context-frames", "3", "--context-overlap", "1",
                "--no-progress"])
     assert rc == 0
     printed = capsys.readouterr().out
-    assert "model: magicanimate" in printed and str(out) in printed
+    assert "model: kinemate-tiny" in printed and str(out) in printed
     assert probe_video(out).num_frames == 3
 
 

@@ -1,9 +1,9 @@
 """The pose branch of ``kinemate animate``: driving video or pose JSON -> extract -> smooth ->
-retarget -> OpenPose maps -> the pipeline (tiny golden weights, 64x64, 2 steps)."""
+retarget -> OpenPose maps -> the pipeline (the bundled kinemate-tiny model, trained on skeleton
+maps, at 64x64 and 1-2 steps; a DensePose model is refused pose control, see
+tests/pipeline/test_refusals.py)."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,11 +11,6 @@ from skimage import data as skdata
 
 from kinemate.cli import main
 from kinemate.io import probe_video, read_video, resize, write_image, write_video
-
-
-@pytest.fixture(scope="module")
-def tiny_release(golden_release) -> Path:
-    return golden_release
 
 
 def _clip(n: int = 3) -> np.ndarray:
@@ -26,10 +21,10 @@ def _clip(n: int = 3) -> np.ndarray:
     return frames
 
 
-def test_animate_with_pose_control_from_video_and_json(tiny_release, tmp_path, one_thread):
+def test_animate_with_pose_control_from_video_and_json(tmp_path, one_thread):
     video = write_video(tmp_path / "dance.mp4", _clip(), 10)
     ref = write_image(tmp_path / "ref.png", skdata.astronaut())
-    args = ["animate", "--model", "magicanimate", "--weights", str(tiny_release), str(ref)]
+    args = ["animate", str(ref)]
     tail = ["--size", "64x64", "--steps", "2", "--context-frames", "4", "--context-overlap", "2",
             "--no-progress"]  # fmt: skip
     rc = main(args + [str(video), "-o", str(tmp_path / "a.mp4"), "--control", "pose",
@@ -49,10 +44,10 @@ def test_animate_with_pose_control_from_video_and_json(tiny_release, tmp_path, o
     assert probe_video(tmp_path / "b.mp4").num_frames == 3
 
 
-def test_animate_pose_control_without_person_is_one_line_error(tiny_release, tmp_path, one_thread, capsys):
+def test_animate_pose_control_without_person_is_one_line_error(tmp_path, one_thread, capsys):
     empty = write_video(tmp_path / "empty.mp4", np.full((2, 64, 64, 3), 90, np.uint8), 10)
     ref = write_image(tmp_path / "ref.png", skdata.astronaut())
-    rc = main(["animate", "--model", "magicanimate", "--weights", str(tiny_release), str(ref), str(empty),
+    rc = main(["animate", str(ref), str(empty),
                "-o", str(tmp_path / "x.mp4"), "--control", "pose", "--size", "64x64", "--steps", "1",
                "--no-progress"])  # fmt: skip
     err = capsys.readouterr().err

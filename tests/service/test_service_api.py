@@ -6,6 +6,7 @@ import subprocess
 import sys
 import threading
 
+import pytest
 from service_helpers import TINY_SIZE, model_defaults
 
 from kinemate.io import probe_video, read_video
@@ -289,11 +290,40 @@ def _stick_figure_track(path, frames=3):
     return path
 
 
-def test_pose_json_driving_with_preview(server, client, key, tiny_inputs, tmp_path):
+@pytest.fixture(scope="module")
+def pose_server(tmp_path_factory):
+    """A server running the bundled kinemate-tiny model, trained on skeleton maps: pose control
+    needs such a model (the golden test model is a DensePose model, which is refused it)."""
+    from service_helpers import Server
+
+    srv = Server(tmp_path_factory.mktemp("pose-service-data")).start()
+    yield srv
+    srv.stop()
+
+
+def test_pose_control_is_not_run_on_a_densepose_model(server, client, key, tiny_inputs,
+                                                      tmp_path):
+    """A DensePose model given skeleton maps would return a still, blurred photo: the job is
+    refused, or fails, with a message naming the model's control kind."""
     pose_json = _stick_figure_track(tmp_path / "moves.pose.json").read_bytes()
     bad = client.submit(key, tiny_inputs["reference"].read_bytes(), pose_json,
                         drv_name="moves.json", params={"control": "densepose"})
     assert bad.status == 422 and "DensePose video" in bad.detail
+    res = client.submit(key, tiny_inputs["reference"].read_bytes(), pose_json,
+                        drv_name="moves.json", params={"control": "pose"})
+    if res.status == 422:
+        message = res.detail
+    else:
+        assert res.status == 201, res.body
+        job = client.wait(key, res.json()["id"])
+        assert job["state"] == "failed", job
+        message = job["error"]
+    assert "control kind 'densepose'" in message, message
+
+
+def test_pose_json_driving_with_preview(pose_server, tiny_inputs, tmp_path):
+    client, key = pose_server.client, pose_server.new_key()
+    pose_json = _stick_figure_track(tmp_path / "moves.pose.json").read_bytes()
     res = client.submit(key, tiny_inputs["reference"].read_bytes(), pose_json,
                         drv_name="moves.json", params={"control": "pose"})
     assert res.status == 201, res.body
@@ -357,9 +387,10 @@ def test_formats_are_recognised_by_content_not_name(server, client, key, tiny_in
         client.wait(key, job["id"])
 
 
-def test_a_job_that_cannot_run_fails_with_a_clear_message(server, client, key, tmp_path):
+def test_a_job_that_cannot_run_fails_with_a_clear_message(pose_server, tmp_path):
     """Pose control needs a person in the photo: a photo of noise makes the job fail (not the
     server), with a message that names no server paths."""
+    server, client, key = pose_server, pose_server.client, pose_server.new_key()
     import io
 
     import numpy as np
