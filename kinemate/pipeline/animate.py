@@ -4,6 +4,7 @@ behind ``kinemate animate`` and the service)."""
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
