@@ -39,6 +39,9 @@ def register(subparsers) -> None:
                    help="aspect-preserving fit of photo and video onto the size")
     p.add_argument("--grid", default=None, help="also write reference|control|result to this video")
     p.add_argument("--max-frames", type=int, default=None, help="use only the first N driving frames")
+    p.add_argument("--fps", type=float, default=None,
+                   help="frame rate of a driving folder of frames or pose file (default 25 for "
+                        "a folder and OpenPose JSON); a video file keeps its own")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"],
                    help="compute dtype (default float32 on cpu; on cuda the model's own choice, "
@@ -87,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     effective = pipe.resolve(**options)
     settings = {"reference": Path(args.reference).name, "driving": Path(args.driving).name,
                 "control": args.control, "size": args.size, "fit": args.fit,
-                **effective.to_dict(), "max_frames": args.max_frames,
+                **effective.to_dict(), "max_frames": args.max_frames, "fps": args.fps,
                 "retarget": not args.no_retarget, "person": args.person, "device": args.device,
                 "dtype": dtype}
     marker = make_marker(pipe.name, settings, watermark=not args.no_watermark)
@@ -95,7 +98,9 @@ def run(args: argparse.Namespace) -> int:
         args.reference, args.driving, args.output, pipe=pipe, control=args.control, size=size,
         fit=args.fit, marker=marker, grid_path=args.grid, max_frames=args.max_frames,
         progress=not args.no_progress, retarget=not args.no_retarget,
-        person=parse_select(args.person), **options)
+        person=parse_select(args.person), fps=args.fps, **options)
+    if result.framing_note:
+        print(f"note: {result.framing_note}")
     print(f"wrote {result.output_path} ({result.num_frames} frames, {result.fps:g} fps, "
           f"{result.size[0]}x{result.size[1]})")
     if result.grid_path:

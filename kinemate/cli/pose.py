@@ -71,6 +71,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--body-only", action="store_true", help="no hands and face (faster extraction)")
     p.add_argument("--no-smooth", action="store_true", help="no One-Euro smoothing")
     p.add_argument("--max-frames", type=int, default=None, help="only the first N frames")
+    p.add_argument("--fps", type=float, default=None,
+                   help="frame rate of a folder of frames or a pose file (default 25 for a folder "
+                        "and OpenPose JSON); a video file keeps its own")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--no-watermark", action="store_true",
                    help="do not embed the invisible watermark in --preview and --controls (their "
@@ -89,15 +92,26 @@ def run(args: argparse.Namespace) -> int:
     inp = Path(args.input)
     if not inp.exists():
         raise UsageError(f"input {inp} does not exist; give a video, a folder of frames, a photo or a pose JSON")
+    from kinemate.io.video import check_fps
+
+    fps = check_fps(args.fps, inp)
     is_pose = kp.is_pose_file(inp)
+    reference = reference_pose = None
+    if args.reference:
+        from kinemate.io import read_image
+
+        reference = read_image(args.reference)
+        if not args.no_retarget and not is_pose:  # the photo first, not after the whole video
+            reference_pose = kp.detect_reference_pose(reference, backend=args.backend, select=select)
     if is_pose:
-        track = kp.load_driving_track(inp, select=select, smooth=not args.no_smooth, max_frames=args.max_frames)
+        track = kp.load_driving_track(inp, select=select, smooth=not args.no_smooth, max_frames=args.max_frames,
+                                      fps=fps)
     else:
         if args.workers < 1:
             raise UsageError("--workers must be at least 1")
         if args.workers > 1:
             track = kp.extract_pose(inp, backend=args.backend, select=select, smooth=not args.no_smooth,
-                                    max_frames=args.max_frames, progress=not args.quiet, workers=args.workers,
+                                    max_frames=args.max_frames, progress=not args.quiet, workers=args.workers, fps=fps,
                                     max_people=args.max_people, hands=not args.body_only,
                                     face=not args.body_only)  # fmt: skip
         else:
@@ -107,18 +121,15 @@ def run(args: argparse.Namespace) -> int:
             backend = kp.get_backend(args.backend, max_people=args.max_people, video=True, **options)
             try:
                 track = kp.extract_pose(inp, backend=backend, select=select, smooth=not args.no_smooth,
-                                        max_frames=args.max_frames, progress=not args.quiet)  # fmt: skip
+                                        max_frames=args.max_frames, progress=not args.quiet, fps=fps)  # fmt: skip
             finally:
                 backend.close()
 
-    reference = None
     out_track = track
-    if args.reference:
-        from kinemate.io import read_image
-
-        reference = read_image(args.reference)
+    if reference is not None:
         out_track = kp.control.prepare_controls_track(
-            track, reference, retarget=not args.no_retarget, backend=args.backend, select=select
+            track, reference, retarget=not args.no_retarget, reference_pose=reference_pose,
+            backend=args.backend, select=select
         )
 
     _save(out_track, Path(args.output), args.format)
@@ -138,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
             size = args.size or (reference.shape[1], reference.shape[0])
             frames, fps, _ = kp.control_frames_from_driving(
                 out_track, reference, size, fit=args.fit, retarget=False
-                if args.no_retarget else True, progress=False)  # fmt: skip
+                if args.no_retarget else True, reference_pose=reference_pose, progress=False)  # fmt: skip
         else:
             size = args.size or track.size
             frames, fps = kp.render_openpose(track, size, fit=args.fit), track.fps

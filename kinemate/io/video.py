@@ -445,6 +445,26 @@ def open_video(
     return VideoReader(path, max_pixels=max_pixels, fps=fps)
 
 
+def check_fps(fps: float | None, path: str | Path) -> float | None:
+    """``fps`` given for reading ``path`` (None: not given), checked: a positive number, and
+    only for an input without a frame rate of its own (a folder of frames, a pose file, a
+    photo) — a video file keeps its own rate, and a :class:`UsageError` names it."""
+    if fps is None:
+        return None
+    try:
+        rate = float(fps)
+    except (TypeError, ValueError):
+        raise UsageError(f"`fps` must be a number of frames per second, got {fps!r}") from None
+    if not (rate > 0 and np.isfinite(rate)):
+        raise UsageError(f"`fps` must be a positive number of frames per second, got {fps}")
+    path = Path(path)
+    if path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES:
+        raise UsageError(f"{path.name} is a video file with a frame rate of its own; `fps` is for "
+                         "a folder of frames or a pose file (re-encode the video to change its "
+                         "rate, e.g. ffmpeg -i in.mp4 -r 12 out.mp4)")
+    return rate
+
+
 def read_video(
     path: str | Path, max_frames: int | None = None, *, max_pixels: int = MAX_VIDEO_PIXELS
 ) -> tuple[np.ndarray, float]:

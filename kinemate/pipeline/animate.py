@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from kinemate.errors import InputError, UsageError
+from kinemate.io.video import check_fps
 from kinemate.pipeline.animation import AnimationPipeline
 from kinemate.pipeline.options import parse_size
 from kinemate.pipeline.scratch import spill_folder
@@ -63,6 +64,18 @@ def choose_control(control: str, control_kind: str | None, *, pose_input: bool =
         "video, use a model trained on DensePose (such as magicanimate)")
 
 
+def framing_note(framing: Any, name: str) -> str | None:
+    """What to tell when a crop that keeps the whole person had to show black bars."""
+    if not framing.letterboxed:
+        return None
+    (sw, sh), (dw, dh), (w, h) = framing.src_wh, framing.dst_wh, framing.scaled_wh
+    where = " and ".join(side for side, short in (("left and right", w < dw),
+                                                  ("top and bottom", h < dh)) if short)
+    return (f"the whole person in {name} ({sw}x{sh}) does not fit a {dw}x{dh} crop: the photo "
+            f"is scaled to {w}x{h} with black bars {where}; an output size closer to the "
+            "photo's shape fills the frame")
+
+
 @dataclass
 class AnimateResult:
     output_path: Path
@@ -71,6 +84,8 @@ class AnimateResult:
     fps: float
     size: tuple[int, int]  # (W, H)
     control: str
+    # said when the whole reference person could only be kept by showing black bars
+    framing_note: str | None = None
 
 
 def _stage(hook: Any, stage: str) -> Any:
@@ -111,6 +126,7 @@ def animate_file(reference_path: str | Path, driving_path: str | Path, output_pa
                  pipe: AnimationPipeline, control: str = "auto",
                  size: str | tuple[int, int] | None = None, fit: str = "crop", marker: Any = None,
                  grid_path: str | Path | None = None, max_frames: int | None = None,
+                 fps: float | None = None,
                  progress: bool = True, retarget: bool = True, person: str | int = "largest",
                  callback: Any = None, prepare_callback: Any = None,
                  **options: Any) -> AnimateResult:
@@ -122,8 +138,13 @@ def animate_file(reference_path: str | Path, driving_path: str | Path, output_pa
     kinemate or OpenPose, see docs/pose.md). With "pose", ``retarget`` fits the motion to the
     reference person and ``person`` picks whom to follow ("largest", "central", N). Reference
     and control frames get the same aspect-preserving ``fit`` ("crop" or "letterbox") onto
-    ``size`` ("WxH" or (W, H); default ``pipe.default_size``). The video is written at the
-    driving video's fps, frame by frame, to a temporary name renamed when complete;
+    ``size`` ("WxH" or (W, H); default ``pipe.default_size``); with "pose", "crop" keeps the
+    whole reference person, centred, and where they do not fit a filled frame shows black
+    bars and says so in ``framing_note`` of the result (also logged). A control of another
+    kind than the model's is refused (:func:`choose_control`); with "pose" the reference
+    photo is checked for a person before the driving video is read. The video is written at
+    the driving video's fps (``fps`` sets it for a folder of frames or a pose file), frame by
+    frame, to a temporary name renamed when complete;
     ``marker`` (io marker protocol) marks every frame. ``grid_path`` also writes reference |
     control | result side by side. ``options`` are sampling options
     (:class:`~kinemate.pipeline.SamplingOptions` fields: steps, guidance, seed, ...); unset or
@@ -142,22 +163,33 @@ def animate_file(reference_path: str | Path, driving_path: str | Path, output_pa
         raise UsageError(f"unknown `fit` {fit!r}; use crop or letterbox")
     sampling = pipe.resolve(**options)  # bad options fail before any file is read
     size = parse_size(size) or pipe.default_size
+    fps = check_fps(fps, driving_path)
     reference_raw = read_image(reference_path)
-    framing = Framing.compute((reference_raw.shape[1], reference_raw.shape[0]), size, fit)
-    reference = framing.apply(reference_raw)
+    ref_wh = (reference_raw.shape[1], reference_raw.shape[0])
 
     if control == "pose":
         from kinemate.pose import control_frames_from_driving
 
+        tracks: dict = {}
         frames, fps, _ = control_frames_from_driving(driving_path, reference_raw, size, fit=fit,
-                                                     framing=framing, max_frames=max_frames,
+                                                     fps=fps, track_out=tracks,
+                                                     max_frames=max_frames,
                                                      progress=progress, retarget=retarget,
                                                      select=person,
                                                      callback=_stage(prepare_callback, "pose"))
     else:
         from kinemate.pose.control import densepose_frames
 
-        frames, fps, total = densepose_frames(driving_path, size, fit=fit, max_frames=max_frames)
+        frames, fps, total = densepose_frames(driving_path, size, fit=fit, fps=fps,
+                                              max_frames=max_frames)
+    if control == "pose" and (retarget or tracks["controls"].meta.get("retargeted")):
+        framing = frames.framing  # the maps are drawn in the photo's pixels: frame it alike
+    else:
+        framing = Framing.compute(ref_wh, size, fit)
+    reference = framing.apply(reference_raw)
+    note = framing_note(framing, Path(reference_path).name) if fit == "crop" else None
+    if note:
+        log.info(note)
     output_path = Path(output_path)
     grid_path = Path(grid_path) if grid_path else None
     with contextlib.ExitStack() as stack:  # on an error both outputs are removed
@@ -178,7 +210,8 @@ def animate_file(reference_path: str | Path, driving_path: str | Path, output_pa
             if grid is not None:
                 grid.write(side_by_side([reference, controls[i], frame if marker is None
                                          else marker.mark(frame)]))
-    return AnimateResult(output_path, grid_path, len(controls), float(fps), size, control)
+    return AnimateResult(output_path, grid_path, len(controls), float(fps), size, control,
+                         framing_note=note)
 
 
 class _FinalizeOnly:

@@ -20,6 +20,7 @@ from kinemate.errors import NoPersonError
 from kinemate.pose.backends import PoseBackend
 from kinemate.pose.extract import detect_reference_pose, extract_pose
 from kinemate.pose.openpose_json import is_pose_file, load_pose
+from kinemate.pose.people import person_box
 from kinemate.pose.render import ControlFrames, frame_parts, map_parts, overlay
 from kinemate.pose.retarget import retarget as retarget_track
 from kinemate.pose.temporal import DEFAULT_MIN_CONF, fill_gaps, gate_confidence, hold_person, smooth_track
@@ -33,18 +34,24 @@ def load_driving_track(
     select: str | int = "largest",
     smooth: bool = True,
     max_frames: int | None = None,
+    fps: float | None = None,
     progress: bool = True,
     min_conf: float = DEFAULT_MIN_CONF,
     callback: Callable[[int, int | None], None] | None = None,
 ) -> PoseTrack:
-    """The cleaned-up pose track of a driving input: a video/folder (extracted), a pose JSON
+    """The cleaned-up pose track of a driving input, at ``fps`` frames per second if given
+    (for a folder of frames or a pose file; default: the file's own rate, 25 for a folder
+    and OpenPose JSON): a video/folder (extracted), a pose JSON
     (kinemate JSON is used as saved apart from gating and gap filling; OpenPose JSON is also
     smoothed), or a PoseTrack. Raises :class:`NoPersonError` if no frame shows a person.
     ``callback(done, total)``: called per extracted frame (see :func:`extract_pose`)."""
     if isinstance(driving, PoseTrack):
         track = driving
+        if fps:
+            track = track.copy()
+            track.fps = float(fps)
     elif is_pose_file(driving):
-        track = load_pose(driving, select=select)
+        track = load_pose(driving, select=select, fps=fps)
         if max_frames:
             track = track.subset(slice(0, max_frames))
         if track.meta.get("imported") == "openpose":
@@ -52,7 +59,7 @@ def load_driving_track(
         else:
             track = fill_gaps(gate_confidence(track, min_conf), 5, min_conf)
     else:
-        return extract_pose(driving, backend=backend, select=select, smooth=smooth,
+        return extract_pose(driving, backend=backend, select=select, smooth=smooth, fps=fps,
                             max_frames=max_frames, progress=progress, min_conf=min_conf,
                             callback=callback)  # fmt: skip
     if len(track) == 0 or not track.present(min_conf).any():
@@ -86,6 +93,29 @@ def prepare_controls_track(
     return retarget_track(track, reference_pose, min_conf=min_conf)
 
 
+def reference_framing(
+    reference_wh: tuple[int, int], dst_wh: tuple[int, int], fit: str = "crop",
+    reference_pose: PoseTrack | None = None,
+) -> Any:
+    """How the reference photo (and the control maps drawn in its pixels) is fitted onto
+    ``dst_wh``: with ``fit="crop"`` and the person of ``reference_pose`` known, the crop that
+    keeps the whole person, centred on them (:func:`~kinemate.pose.people.person_box`, and
+    ``keep_box`` of :meth:`kinemate.io.Framing.compute`: it shows black bars only where the
+    person does not fit otherwise, then ``framing.letterboxed`` is True); else the plain
+    ``fit``."""
+    from kinemate.io import Framing
+
+    box = person_box(reference_pose) if reference_pose is not None and fit == "crop" else None
+    return Framing.compute(tuple(reference_wh), tuple(dst_wh), fit, keep_box=box)  # type: ignore[arg-type]
+
+
+def _person_if_any(reference_rgb: np.ndarray, **options: Any) -> PoseTrack | None:
+    try:
+        return detect_reference_pose(reference_rgb, **options)
+    except NoPersonError:
+        return None
+
+
 def control_frames_from_driving(
     driving_path: str | os.PathLike[str] | PoseTrack,
     reference_rgb: np.ndarray,
@@ -101,6 +131,7 @@ def control_frames_from_driving(
     hands: bool = True,
     face: bool = True,
     max_frames: int | None = None,
+    fps: float | None = None,
     progress: bool = True,
     min_conf: float = DEFAULT_MIN_CONF,
     track_out: dict[str, PoseTrack] | None = None,
@@ -115,8 +146,12 @@ def control_frames_from_driving(
 
     With ``retarget`` (default) the motion is fitted to the reference person and drawn through
     ``framing`` — the :class:`kinemate.io.Framing` applied to the reference photo (default
-    ``Framing.compute(reference size, dst_wh, fit)``) — so skeleton and photo line up. Without
-    it, the driving pose is framed from the driving size with the same ``fit``. ``select``
+    :func:`reference_framing`: with ``fit="crop"`` a crop that keeps the whole reference
+    person) — so skeleton and photo line up; ``frames.framing`` is the one used. The
+    reference photo is looked at first: without a person in it, :class:`NoPersonError` comes
+    before the driving video is read. Without ``retarget``, the driving pose is framed from
+    the driving size with the same ``fit``. ``fps`` sets the frame rate of a folder of
+    frames or a pose file (see :func:`load_driving_track`). ``select``
     ("largest", "central", N-th from the left) picks the person in the driving input and in
     the reference photo. Frames without
     a person repeat the nearest person frame (never a blank map). ``track_out``, if given,
@@ -126,7 +161,16 @@ def control_frames_from_driving(
     """
     from kinemate.io import Framing
 
-    track = load_driving_track(driving_path, backend=backend, select=select, smooth=smooth,
+    driving = driving_path
+    if not isinstance(driving, PoseTrack) and is_pose_file(driving):  # cheap: read it first
+        driving = load_driving_track(driving, select=select, smooth=smooth, fps=fps,
+                                     max_frames=max_frames, min_conf=min_conf)
+    prepared = isinstance(driving, PoseTrack) and bool(driving.meta.get("retargeted"))
+    if retarget and reference_pose is None and not prepared:
+        # the photo first: no person in it fails now, not after the whole driving video
+        reference_pose = detect_reference_pose(reference_rgb, backend=backend,
+                                               min_conf=min_conf, select=select)
+    track = load_driving_track(driving, backend=backend, select=select, smooth=smooth, fps=fps,
                                max_frames=max_frames, progress=progress, min_conf=min_conf,
                                callback=callback)  # fmt: skip
     controls = prepare_controls_track(track, reference_rgb, retarget=retarget, reference_pose=reference_pose,
@@ -141,7 +185,10 @@ def control_frames_from_driving(
         if (controls.width, controls.height) != ref_wh:  # a retargeted JSON made for another photo
             controls = _rescale(controls, ref_wh)
         if framing is None:
-            framing = Framing.compute(ref_wh, dst, fit)  # type: ignore[arg-type]
+            if reference_pose is None and fit == "crop":  # a retargeted pose file
+                reference_pose = _person_if_any(reference_rgb, backend=backend,
+                                                min_conf=min_conf, select=select)
+            framing = reference_framing(ref_wh, dst, fit, reference_pose)
     else:
         framing = Framing.compute(controls.size, dst, fit)  # type: ignore[arg-type]
     frames = ControlFrames(controls, dst, framing=framing, hands=hands, face=face, min_conf=min_conf)
@@ -161,14 +208,15 @@ def _rescale(track: PoseTrack, size_wh: tuple[int, int]) -> PoseTrack:
 
 def densepose_frames(
     driving_path: str | os.PathLike[str], dst_wh: tuple[int, int], *, fit: str = "crop",
-    framing: Any | None = None, max_frames: int | None = None,
+    framing: Any | None = None, max_frames: int | None = None, fps: float | None = None,
 ) -> tuple[Iterator[np.ndarray], float, int | None]:  # fmt: skip
     """A DensePose (IUV) video passed through with an aspect-preserving fit (nearest-neighbour
     resampling, so part labels are never blended). ``framing`` defaults to
-    ``Framing.compute(video size, dst_wh, fit)``."""
+    ``Framing.compute(video size, dst_wh, fit)``. ``fps``: the frame rate of a folder of
+    frames (default 25)."""
     from kinemate.io import Framing, open_video
 
-    reader = open_video(driving_path)
+    reader = open_video(driving_path, fps=fps)
     fr = framing or Framing.compute((reader.width, reader.height), tuple(dst_wh), fit)  # type: ignore[arg-type]
     n = reader.num_frames if not max_frames else min(max_frames, reader.num_frames or max_frames)
 

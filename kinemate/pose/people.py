@@ -34,6 +34,28 @@ def candidate_box(cand: Candidate, min_conf: float = 0.05) -> tuple[float, float
     return (float(xy[:, 0].min()), float(xy[:, 1].min()), float(xy[:, 0].max()), float(xy[:, 1].max()))
 
 
+def person_box(track: PoseTrack, frame: int = 0, *, min_conf: float = 0.25,
+               margin: float = 0.1) -> tuple[float, float, float, float] | None:
+    """(x0, y0, x1, y1) that holds the whole person of one frame, in the track's pixels and
+    clipped to its image, or None if fewer than two keypoints are seen. The box around the
+    confident keypoints (body, hands, face) misses what no keypoint marks, so it grows by
+    ``margin`` of its size on every side and, above the head, by half the nose-to-neck
+    distance more (the top of the head lies above the eyes and ears)."""
+    pts = [arr[frame] for arr in track.parts().values()]
+    xy = np.concatenate([p[p[:, 2] >= min_conf, :2] for p in pts])
+    if len(xy) < 2:
+        return None
+    x0, y0 = xy.min(axis=0)
+    x1, y1 = xy.max(axis=0)
+    mx, my = margin * (x1 - x0), margin * (y1 - y0)
+    body = track.body[frame]
+    head = 0.0
+    if min(body[0, 2], body[1, 2]) >= min_conf:  # nose and neck
+        head = 0.5 * float(np.hypot(*(body[0, :2] - body[1, :2])))
+    return (max(0.0, float(x0 - mx)), max(0.0, float(y0 - my - head)),
+            min(float(track.width), float(x1 + mx)), min(float(track.height), float(y1 + my)))
+
+
 def _area(box: tuple[float, float, float, float]) -> float:
     return max(box[2] - box[0], 1.0) * max(box[3] - box[1], 1.0)
 
