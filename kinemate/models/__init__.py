@@ -2,9 +2,10 @@
 
 Shared building blocks (used by more than one family):
 
-* :class:`VideoUNet` — SD1.5 spatial layers + AnimateDiff-v1 motion modules + ControlNet
+* :class:`VideoUNet` — SD1.5 spatial layers + AnimateDiff motion modules + ControlNet
   residual inputs + reference-attention readers (``kinemate.models.unet3d``).
-* :class:`AppearanceEncoder` — the SD1.5 2D UNet that writes the reference features.
+* :class:`AppearanceEncoder` — the SD1.5 2D UNet that writes the reference features
+  (MagicAnimate's appearance encoder, Animate Anyone's reference UNet).
 * :class:`ReferenceBank` — the feature bank of one sampling call (``kinemate.models.reference``),
   read and written through immutable views; :class:`GuidanceRows` — the row layout contract
   of classifier-free guidance (``kinemate.models.guidance``).
@@ -13,7 +14,8 @@ Shared building blocks (used by more than one family):
 * ``kinemate.models.loading`` — strict loading and kinemate's component format.
 
 Families (``kinemate.models.registry``): one package each, e.g. ``kinemate.models.magicanimate``
-(its release layout, its sampling step, its published weights).
+and ``kinemate.models.animate_anyone`` (its release layout, its sampling step, its published
+weights).
 
 Names are imported on first use, so ``import kinemate.models.registry`` stays light.
 """
