@@ -18,6 +18,11 @@ from typing import Any, Optional, get_args, get_origin, get_type_hints
 from kinemate.errors import ConfigError
 
 STAGE_KINDS = ("vae", "vae_decoder", "stage1", "stage2")
+# model designs the diffusion stages train (model.family): MagicAnimate's (appearance encoder +
+# ControlNet + video UNet) and Moore-AnimateAnyone's (reference UNet + pose guider + video UNet,
+# CLIP image conditioning)
+TRAIN_FAMILIES = ("magicanimate", "animate-anyone")
+SNR_WEIGHTINGS = ("min_snr", "min_snr_plus_one")
 
 
 @dataclass
@@ -42,6 +47,9 @@ class DataConfig:
     heldout_seed_start: int = 1_000_000  # = kinemate.synth.EVAL_SEEDS.start
     synth_options: dict = field(default_factory=dict)  # extra keyword arguments of generate_clip
     cache_clips: int = 0  # keep this many generated clips in memory and re-use them (0: none)
+    # stage 1: the target frame lies at least this many frames from the reference frame where
+    # the clip allows it (Moore-AnimateAnyone's sample_margin); 0: both drawn independently
+    pair_margin: int = 0
 
 
 @dataclass
@@ -51,14 +59,24 @@ class ModelConfig:
     a folder with a trained AutoencoderKL (otherwise stage ``vae`` trains one, or ``init``
     provides it). ``scheduler`` overrides keys of the noise scheduler's config (MagicAnimate's
     DDIM by default, or ``init``'s), e.g. ``{prediction_type: v_prediction}``: the training
-    target follows it and the saved model samples with it."""
+    target follows it and the saved model samples with it.
+
+    ``family`` is the design the diffusion stages train: ``magicanimate`` (appearance encoder +
+    pose ControlNet + video UNet, a fixed text embedding) or ``animate-anyone``
+    (Moore-AnimateAnyone: reference UNet + pose guider + video UNet, CLIP image conditioning;
+    see docs/training.md). ``train_scheduler`` overrides the betas the training noise is drawn
+    with, leaving the scheduler the model is saved with as it is (Moore-AnimateAnyone trained
+    on ``scaled_linear`` zero-SNR betas and samples with ``linear`` ones); None: the family's
+    choice (animate-anyone: ``{beta_schedule: scaled_linear}``, magicanimate: none)."""
 
     init: Optional[str] = None
+    family: str = "magicanimate"
     vae: Optional[str] = None
     arch: dict = field(default_factory=dict)
     name: str = "kinemate-custom"
     sampling: dict = field(default_factory=dict)  # SamplingOptions saved with the model
     scheduler: dict = field(default_factory=dict)  # noise-scheduler config overrides
+    train_scheduler: Optional[dict] = None  # training-noise beta overrides (None: the family's)
 
 
 @dataclass
@@ -86,11 +104,18 @@ class StageConfig:
     cooldown_steps: int = 0  # LR decays linearly to 0 over the last cooldown_steps of steps
     max_grad_norm: float = 1.0
     train_unet_spatial: Optional[bool] = None  # stage1: None = True when training from scratch
+    # square training size of this stage in pixels (default data.size), e.g. Moore-AnimateAnyone's
+    # stage 1 at 768 and stage 2 at 512; the sample videos use it too
+    size: Optional[int] = None
     kl_weight: float = 1e-6  # vae only
     crop: int = 0  # vae only: train on random square crops of this size (0: whole frames)
     fit_frames: int = 4096  # vae with a patch autoencoder: frames of the closed-form fit
     reference_dropout: float = 0.1  # share of samples trained without the reference (CFG)
     snr_gamma: float = 0.0  # > 0: min-SNR-gamma loss weighting
+    # the form of that weighting for v-prediction: "min_snr" min(SNR, g) / (SNR + 1) (Hang et
+    # al.), "min_snr_plus_one" min(SNR + 1, g) / (SNR + 1) (Moore-AnimateAnyone's scripts: weight
+    # 1, not 0, at zero terminal SNR); None: the family's (animate-anyone: min_snr_plus_one)
+    snr_weighting: Optional[str] = None
     # [lo, hi]: train on timesteps lo..hi only (inclusive); None: all. For a model that is
     # sampled in one step from t = 999, training near that step is what counts
     timestep_range: Optional[list] = None
@@ -145,6 +170,14 @@ class TrainConfig:
             raise ConfigError(
                 f"data.control={self.data.control!r} is not valid; use 'openpose' or 'densepose'"
             )
+        if self.data.pair_margin < 0:
+            raise ConfigError(f"data.pair_margin={self.data.pair_margin} must be >= 0")
+        if self.model.family not in TRAIN_FAMILIES:
+            raise ConfigError(f"model.family={self.model.family!r} is not a design the trainer "
+                              f"knows; use one of {', '.join(TRAIN_FAMILIES)}")
+        if self.model.family == "animate-anyone" and self.data.control != "openpose":
+            raise ConfigError("model.family animate-anyone is driven by skeleton maps: set "
+                              "data.control to 'openpose'")
         if not self.stages:
             raise ConfigError("the config has no stages; add at least one of " + ", ".join(STAGE_KINDS))
         for s in self.stages:
@@ -155,8 +188,13 @@ class TrainConfig:
                                   "letters, digits, '_', '-' and '.'")
             if s.steps <= 0 or s.batch_size <= 0:
                 raise ConfigError(f"stage {s.id}: steps and batch_size must be positive")
+            if s.size is not None and (s.size <= 0 or s.size % 8):
+                raise ConfigError(f"stage {s.id}: size={s.size} must be a positive multiple of 8")
             if s.warmup_steps < 0 or s.cooldown_steps < 0:
                 raise ConfigError(f"stage {s.id}: warmup_steps and cooldown_steps must be >= 0")
+            if s.snr_weighting is not None and s.snr_weighting not in SNR_WEIGHTINGS:
+                raise ConfigError(f"stage {s.id}: snr_weighting={s.snr_weighting!r} is not valid; "
+                                  f"use one of {', '.join(SNR_WEIGHTINGS)}")
             if s.temporal_loss_weight < 0:
                 raise ConfigError(f"stage {s.id}: temporal_loss_weight must be >= 0")
             if s.timestep_range is not None:
@@ -174,6 +212,13 @@ class TrainConfig:
         if self.gradient_accumulation_steps < 1:
             raise ConfigError("gradient_accumulation_steps must be >= 1")
         return self
+
+
+def stage_data(cfg: TrainConfig, stage: StageConfig) -> DataConfig:
+    """The data section a stage reads: ``cfg.data`` at the stage's ``size`` if it has one."""
+    if stage.size is None or stage.size == cfg.data.size:
+        return cfg.data
+    return dataclasses.replace(cfg.data, size=stage.size)
 
 
 def _build(cls, data: Any, where: str):

@@ -159,16 +159,19 @@ class StageDataset(Dataset):
 
     kind ``vae``: ``{"image": (3, H, W)}`` in [-1, 1].
     kind ``stage1``: ``{"reference": (3,H,W), "target": (3,H,W)`` in [-1, 1], ``"control": (3,H,W)``
-    in [0, 1]``}`` — two frames of one clip.
+    in [0, 1]``}`` — two frames of one clip; with ``pair_margin`` m > 0 the target lies at least
+    m frames before or after the reference where the clip is long enough (Moore-AnimateAnyone's
+    ``sample_margin`` rule), else both are drawn independently.
     kind ``stage2``: ``{"reference": (3,H,W), "target": (3,F,H,W), "control": (3,F,H,W)}`` — a clip of
     ``clip_frames`` frames plus a reference frame of the same clip.
     """
 
-    def __init__(self, source, kind: str, seed: int, clip_frames: int):
+    def __init__(self, source, kind: str, seed: int, clip_frames: int, pair_margin: int = 0):
         self.source = source
         self.kind = kind
         self.seed = seed
         self.clip_frames = clip_frames
+        self.pair_margin = pair_margin
 
     def __len__(self) -> int:  # positions are unbounded; the sampler decides
         return 1 << 62
@@ -191,7 +194,7 @@ class StageDataset(Dataset):
             return {"image": to_signed(frames[0])}
         ref = int(rng.integers(f))
         if self.kind == "stage1":
-            tgt = int(rng.integers(f))
+            tgt = self._target_frame(rng, ref, f)
             frames, controls = self.source.clip(clip_index, [ref, tgt])
             return {
                 "reference": to_signed(frames[0]),
@@ -207,6 +210,18 @@ class StageDataset(Dataset):
             "target": to_signed(frames[1:]).movedim(0, 1),  # (3, F, H, W)
             "control": to_unit(controls[1:]).movedim(0, 1),
         }
+
+
+    def _target_frame(self, rng: np.random.Generator, ref: int, f: int) -> int:
+        """The stage-1 target frame for reference frame ``ref`` of a clip of ``f`` frames."""
+        if self.pair_margin <= 0:
+            return int(rng.integers(f))
+        m = min(self.pair_margin, f)
+        if ref + m < f:  # after the reference, at least m frames on
+            return int(rng.integers(ref + m, f))
+        if ref - m > 0:  # else before it, at least m frames back
+            return int(rng.integers(0, ref - m + 1))
+        return int(rng.integers(f))  # a clip too short for the margin: anywhere
 
 
 class PositionSampler(Sampler):
@@ -227,10 +242,10 @@ class PositionSampler(Sampler):
 
 
 def make_loader(source, kind: str, *, seed: int, clip_frames: int, batch_size: int, step: int,
-                rank: int, world: int, num_workers: int = 0):
+                rank: int, world: int, num_workers: int = 0, pair_margin: int = 0):
     """A DataLoader yielding batches from position ``step*batch_size*world`` on. Its own
     generator gives its workers their base seed (else it is drawn from torch's global one)."""
-    ds = StageDataset(source, kind, seed, clip_frames)
+    ds = StageDataset(source, kind, seed, clip_frames, pair_margin)
     sampler = PositionSampler(step * batch_size * world, rank, world)
     return torch.utils.data.DataLoader(
         ds, batch_size=batch_size, sampler=sampler, num_workers=num_workers,

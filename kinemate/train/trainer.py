@@ -26,7 +26,8 @@ import torch
 from kinemate.errors import ConfigError
 from kinemate.io.atomic import atomic_folder
 from kinemate.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from kinemate.train.config import STAGE_KINDS, StageConfig, TrainConfig, config_to_dict
+from kinemate.train.config import (STAGE_KINDS, StageConfig, TrainConfig, config_to_dict,
+                                   stage_data)
 from kinemate.train.data import make_loader, make_source, mix_seed
 from kinemate.train.ema import EMA
 from kinemate.train.logs import LossLog, plot_losses
@@ -160,13 +161,15 @@ def _previous_result(cfg: TrainConfig, stage: StageConfig) -> Path | None:
 
 
 def build_task(cfg: TrainConfig, stage: StageConfig, device: torch.device):
+    """The stage's task: the autoencoder's, or the diffusion task of ``model.family``."""
     if stage.kind in ("vae", "vae_decoder"):
         from kinemate.train.tasks import VAETask
 
         return VAETask(cfg, stage, device, previous=_previous_result(cfg, stage))
-    from kinemate.train.tasks import DiffusionTask
+    from kinemate.train.tasks import diffusion_task_class
 
-    return DiffusionTask(cfg, stage, device, previous=_previous_result(cfg, stage))
+    task_class = diffusion_task_class(cfg.model.family)
+    return task_class(cfg, stage, device, previous=_previous_result(cfg, stage))
 
 
 def run_stage(cfg: TrainConfig, stage: StageConfig, accelerator, *, progress: bool = True,
@@ -254,10 +257,10 @@ class _StageRun:
         if self.ema is not None:
             self.ema.shadow = {k: v.to(self.device) for k, v in self.ema.shadow.items()}
         loader = make_loader(
-            make_source(cfg.data), "stage2" if stage.kind == "stage2" else stage.kind,
+            make_source(stage_data(cfg, stage)), "stage2" if stage.kind == "stage2" else stage.kind,
             seed=_data_seed(cfg, stage), clip_frames=cfg.data.clip_frames,
             batch_size=stage.batch_size, step=self.micro_step, rank=acc.process_index,
-            world=acc.num_processes, num_workers=cfg.num_workers,
+            world=acc.num_processes, num_workers=cfg.num_workers, pair_margin=cfg.data.pair_margin,
         )
         self.batches = iter(loader)
         self.logger = LossLog(self.sdir, self.step) if acc.is_main_process else None
@@ -414,7 +417,7 @@ def _fit_closed_form(cfg: TrainConfig, stage: StageConfig, task, accelerator) ->
     ``stage.fit_frames`` training frames, fit, write ``final/`` and ``DONE``."""
     sdir = stage_dir(cfg, stage)
     t0 = time.time()
-    loader = make_loader(make_source(cfg.data), stage.kind, seed=_data_seed(cfg, stage),
+    loader = make_loader(make_source(stage_data(cfg, stage)), stage.kind, seed=_data_seed(cfg, stage),
                          clip_frames=cfg.data.clip_frames, batch_size=stage.batch_size, step=0,
                          rank=0, world=1, num_workers=cfg.num_workers)
     frames, n = [], 0
