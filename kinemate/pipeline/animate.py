@@ -181,7 +181,7 @@ def animate_file(reference_path: str | Path, driving_path: str | Path, output_pa
         from kinemate.pose.control import densepose_frames
 
         frames, fps, total = densepose_frames(driving_path, size, fit=fit, fps=fps,
-                                              max_frames=max_frames)
+                                                  max_frames=max_frames)
     if control == "pose" and (retarget or tracks["controls"].meta.get("retargeted")):
         framing = frames.framing  # the maps are drawn in the photo's pixels: frame it alike
     else:

@@ -94,7 +94,8 @@ def extract_pose(
                                                 options=options, fps=fps, max_frames=max_frames,
                                                 progress=progress)  # fmt: skip
             return _finish(cands, info.width, info.height, info.fps, str(source), str(backend), select,
-                           min_conf=min_conf, max_gap=max_gap, smooth=smooth, require_person=require_person)  # fmt: skip
+                           min_conf=min_conf, max_gap=max_gap, smooth=smooth, require_person=require_person,
+                           faces=face)  # fmt: skip
     if own:
         is_still = isinstance(source, np.ndarray) and source.ndim == 3 or (
             not isinstance(source, np.ndarray) and _is_image_file(Path(source))
@@ -113,21 +114,24 @@ def extract_pose(
         if own:
             be.close()
     return _finish(cands, width, height, rate, name, be.name, select,
-                   min_conf=min_conf, max_gap=max_gap, smooth=smooth, require_person=require_person)  # fmt: skip
+                   min_conf=min_conf, max_gap=max_gap, smooth=smooth, require_person=require_person,
+                   faces=bool(getattr(be, "face", False)))  # fmt: skip
 
 
 def _finish(
     cands: list[list[Candidate]], width: int, height: int, rate: float, name: str, backend_name: str,
     select: str | int, *, min_conf: float, max_gap: int, smooth: bool, require_person: bool,
+    faces: bool = False,
 ) -> PoseTrack:  # fmt: skip
-    """Follow one person through the per-frame candidates, then clean the track up."""
+    """Follow one person through the per-frame candidates, then clean the track up. ``faces``:
+    the backend looked for faces (a plausible person then shows one, or a whole body)."""
     if not cands:
         raise InputError(f"{name} has no frames; pass a video with at least one frame")
     chosen = follow_person(cands, (width, height), select)
     track = track_from_candidates(chosen, width, height, rate, source=name, backend=backend_name, select=select)
     found = ""
     if require_person:  # a driving input: what was "found" must be a plausible body
-        track, report = keep_plausible_bodies(track, min_conf)
+        track, report = keep_plausible_bodies(track, min_conf, faces=faces)
         if report["seen"]:
             found = (f": a pose was detected in {report['seen']} frame(s), but not a plausible "
                      f"person ({_rejected(report)})")
@@ -145,7 +149,8 @@ def _rejected(report: dict[str, int]) -> str:
     why = {"small": f"smaller than {MIN_BODY_SIZE:.0%} of the picture",
            "short": f"seen for fewer than {MIN_RUN} frames in a row",
            "fragment": "too few joints for a body",
-           "inconsistent": "body proportions jumping from frame to frame"}
+           "inconsistent": "body proportions jumping from frame to frame",
+           "faceless": "no face, and too little of a body"}
     return "; ".join(f"{report[key]}: {text}" for key, text in why.items() if report[key])
 
 

@@ -14,8 +14,8 @@ when its confidence is at least ``min_conf``.
   repeat the nearest earlier frame with a person (or, before the first one, the first one), so
   a control video never goes blank; ``max_hold`` limits how long.
 * :func:`keep_plausible_bodies` — what a pose estimator "finds" must look like one person's
-  body to count: big enough, and with proportions that stay consistent from frame to frame
-  (an estimator also "finds" people in lens flares, lamps and textures).
+  body to count: big enough, with proportions that stay consistent from frame to frame, and
+  a face or a whole body (an estimator also "finds" people in lens flares, lamps and textures).
 * :func:`one_euro` — the One-Euro filter (Casiez, Roussel, Vogel, CHI 2012): a low-pass filter
   whose cut-off frequency rises with speed, removing jitter at rest without lag in fast motion.
   Coordinates are filtered in units of the image height, so the parameters do not depend on
@@ -37,6 +37,8 @@ DEFAULT_MIN_CONF = 0.25
 MIN_BODY_SIZE = 0.2  # diagonal of the keypoints' box, in units of the image's shorter side
 MAX_BONE_CHANGE = 0.1  # median |log| change of the main bones' lengths from frame to frame
 MIN_RUN = 3  # frames a person must be followed for (in a clip of at least that many frames)
+MIN_FACE_SHARE = 0.2  # of a run's frames with a face found, when faces were looked for ...
+MIN_BODY_BONES = 8  # ... else the median number of main bones seen (of the 13)
 MAX_RUN_GAP = 2  # missing frames that do not break a run
 # torso, arms, legs and neck-nose: long enough to measure, unlike the eye and ear "bones"
 MAIN_BONES = tuple(limb for limb in BODY_LIMBS if max(limb) <= 13)
@@ -71,8 +73,8 @@ def _bone_change(a: np.ndarray, b: np.ndarray, min_conf: float) -> float | None:
     return float(np.median(changes)) if len(changes) >= 3 else None
 
 
-def keep_plausible_bodies(track: PoseTrack, min_conf: float = DEFAULT_MIN_CONF,
-                          ) -> tuple[PoseTrack, dict]:
+def keep_plausible_bodies(track: PoseTrack, min_conf: float = DEFAULT_MIN_CONF, *,
+                          faces: bool = False) -> tuple[PoseTrack, dict]:
     """Drop what does not look like one person's body; returns ``(track, report)``.
 
     A pose estimator also "finds" people in lens flares, lamps and textures: a few joints
@@ -84,16 +86,19 @@ def keep_plausible_bodies(track: PoseTrack, min_conf: float = DEFAULT_MIN_CONF,
     neck-nose) keep their lengths: between consecutive frames (at least half of them showing
     three such bones in both), the median |log ratio| of the lengths is at most
     :data:`MAX_BONE_CHANGE` (median over the run; a real body changes them only by
-    foreshortening). In a clip shorter than :data:`MIN_RUN` frames (a photo), each
-    frame needs the size and a body: the neck and at least three more joints. Frames of
+    foreshortening). With ``faces`` (the estimator looked for faces, as MediaPipe Holistic
+    does), a run must also show a face in at least :data:`MIN_FACE_SHARE` of its frames, or
+    more of a body (:data:`MIN_BODY_BONES` main bones): things that look like a head and
+    shoulders have no face. In a clip shorter than :data:`MIN_RUN` frames (a photo),
+    each frame needs the size and a body: the neck and at least three more joints. Frames of
     other runs become missing. ``report``: ``seen`` and ``kept`` frame counts, and per reason
     how many seen frames it removed: ``small``, ``short`` (a run under :data:`MIN_RUN`
-    frames), ``fragment`` (too few joints to measure) and ``inconsistent``."""
+    frames), ``fragment`` (too few joints to measure), ``inconsistent`` and ``faceless``."""
     out = track.copy()
     body = out.body
     seen = np.flatnonzero((body[..., 2] >= min_conf).sum(axis=1) >= 2)
     report = {"seen": int(len(seen)), "kept": 0, "small": 0, "short": 0, "fragment": 0,
-              "inconsistent": 0}
+              "inconsistent": 0, "faceless": 0}
     short_side = float(max(min(out.width, out.height), 1))
     runs: list[list[int]] = []
     for i in seen:
@@ -117,8 +122,12 @@ def keep_plausible_bodies(track: PoseTrack, min_conf: float = DEFAULT_MIN_CONF,
             changes = [c for c in pairs if c is not None]
             if 2 * len(changes) < len(pairs):  # mostly too few joints for a body
                 reason = "fragment"
+            elif float(np.median(changes)) > MAX_BONE_CHANGE:
+                reason = "inconsistent"
+            elif faces and not _face_or_whole_body(out, run, min_conf):
+                reason = "faceless"
             else:
-                reason = None if float(np.median(changes)) <= MAX_BONE_CHANGE else "inconsistent"
+                reason = None
         if reason is None:
             report["kept"] += len(run)
         else:
@@ -129,6 +138,18 @@ def keep_plausible_bodies(track: PoseTrack, min_conf: float = DEFAULT_MIN_CONF,
             getattr(out, name)[drop] = 0.0
         out.confidence[drop] = 0.0  # type: ignore[index]
     return out, report
+
+
+def _face_or_whole_body(track: PoseTrack, run: list[int], min_conf: float) -> bool:
+    """A face found in at least :data:`MIN_FACE_SHARE` of the run's frames, or (a person
+    turned away, seen from the side, too far for the face model, or a DensePose render) more
+    of a body than a head and shoulders: at least :data:`MIN_BODY_BONES` of the 13 main bones
+    seen (median over the frames)."""
+    if (track.face[run, :, 2] > 0).any(axis=1).mean() >= MIN_FACE_SHARE:
+        return True
+    ok = track.body[run][..., 2] >= min_conf
+    bones = np.median([sum(bool(f[p] and f[c]) for p, c in MAIN_BONES) for f in ok])
+    return bool(bones >= MIN_BODY_BONES)
 
 
 def _fill_series(arr: np.ndarray, max_gap: int, min_conf: float) -> None:
