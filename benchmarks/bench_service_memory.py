@@ -1,9 +1,11 @@
 """Service memory, against a real `kinemate serve` on loopback.
 
     .venv/bin/python benchmarks/bench_service_memory.py jobs [--jobs 100] [--weights DIR]
+        [--reference PHOTO --driving VIDEO] [--frames 4] [--size 64x64]
     .venv/bin/python benchmarks/bench_service_memory.py upload [--frames 1500] [--side 2048]
 
-``jobs``: runs ``--jobs`` small jobs one after another (4-frame 64x64 clip, 1 step), asking
+``jobs``: runs ``--jobs`` small jobs one after another (``--frames`` of the driving clip at
+``--size``, 1 step; default the MagicAnimate demo photo and DensePose clip), asking
 for each job's preview too (once while it is queued or running, once when it is done), and
 samples the server's resident memory (RSS of the server process; and of the process with
 its ffmpeg children) after every job. Prints RSS every ``--every`` jobs and the growth over
@@ -80,13 +82,17 @@ class PeakSampler:
         self._thread.join()
 
 
-def small_inputs(tmp: Path, size: tuple[int, int] = (64, 64), frames: int = 4) -> tuple[bytes, bytes]:
+DEMO = REPO.parent / "shared" / "reference" / "magicanimate" / "demo_inputs"
+
+
+def small_inputs(tmp: Path, size: tuple[int, int] = (64, 64), frames: int = 4,
+                 reference: Path = DEMO / "monalisa.png",
+                 driving: Path = DEMO / "running.mp4") -> tuple[bytes, bytes]:
     from kinemate.io import fit_image, open_video, read_image, write_image, write_video
 
-    demo = REPO.parent / "shared" / "reference" / "magicanimate" / "demo_inputs"
-    write_image(tmp / "ref.png", fit_image(read_image(demo / "monalisa.png"), size, "crop"))
+    write_image(tmp / "ref.png", fit_image(read_image(reference), size, "crop"))
     clip = []
-    with open_video(demo / "running.mp4") as reader:
+    with open_video(driving) as reader:
         for frame in reader:
             clip.append(fit_image(frame, size, "crop"))
             if len(clip) == frames:
@@ -150,14 +156,17 @@ def bench_upload(server: Server, tmp: Path, args) -> None:
 def bench_jobs(server: Server, tmp: Path, args) -> None:
     key = server.new_key("bench-jobs")
     c = server.client
-    ref, drv = small_inputs(tmp)
+    size = tuple(int(v) for v in args.size.split("x"))
+    ref, drv = small_inputs(tmp, size, args.frames, args.reference or DEMO / "monalisa.png",
+                            args.driving or DEMO / "running.mp4")
     pid = server.proc.pid
     samples = []
     t0 = time.perf_counter()
-    print(f"{'jobs':>5} {'seconds':>8} {'RSS MiB':>8} {'with children':>14}")
-    print(f"{0:>5} {0.0:>8.1f} {rss(pid) / MIB:>8.1f} {rss(pid, True) / MIB:>14.1f}")
+    print(f"{'jobs':>5} {'seconds':>8} {'RSS MiB':>8} {'min..max over the block':>24} "
+          f"{'with children':>14}")
+    print(f"{0:>5} {0.0:>8.1f} {rss(pid) / MIB:>8.1f} {'':>24} {rss(pid, True) / MIB:>14.1f}")
     for i in range(1, args.jobs + 1):
-        res = c.submit(key, ref, drv, params={"steps": 1, "size": "64x64"})
+        res = c.submit(key, ref, drv, params={"steps": 1, "size": args.size})
         assert res.status == 201, res.body
         job = res.json()["id"]
         c.get(f"/api/v1/jobs/{job}/preview", key=key)
@@ -167,15 +176,17 @@ def bench_jobs(server: Server, tmp: Path, args) -> None:
         assert c.get(f"/api/v1/jobs/{job}/result", key=key).status == 200
         samples.append((i, time.perf_counter() - t0, rss(pid), rss(pid, True)))
         if i % args.every == 0:
-            _, s, r, rc = samples[-1]
-            print(f"{i:>5} {s:>8.1f} {r / MIB:>8.1f} {rc / MIB:>14.1f}", flush=True)
+            block = [r for _, _, r, _ in samples[-args.every:]]
+            _, sec, r, rc = samples[-1]
+            span = f"{min(block) / MIB:.0f}..{max(block) / MIB:.0f}"
+            print(f"{i:>5} {sec:>8.1f} {r / MIB:>8.1f} {span:>24} {rc / MIB:>14.1f}", flush=True)
     half = len(samples) // 2
-    first, last = samples[half - 1][2], samples[-1][2]
-    print(f"RSS after job {samples[half - 1][0]}: {first / MIB:.1f} MiB; after job "
-          f"{samples[-1][0]}: {last / MIB:.1f} MiB; growth over the second half "
-          f"{(last - first) / MIB:+.1f} MiB "
-          f"({(last - first) / max(1, len(samples) - half) / 1024:+.1f} KiB per job); "
-          f"peak {max(s[2] for s in samples) / MIB:.1f} MiB; median job "
+    first = [r for _, _, r, _ in samples[:half]]
+    second = [r for _, _, r, _ in samples[half:]]
+    print(f"RSS after each job, mean over jobs 1-{half}: {statistics.mean(first) / MIB:.1f} MiB "
+          f"(max {max(first) / MIB:.1f}); over jobs {half + 1}-{len(samples)}: "
+          f"{statistics.mean(second) / MIB:.1f} MiB (max {max(second) / MIB:.1f}); after the "
+          f"last job {samples[-1][2] / MIB:.1f} MiB; median job "
           f"{statistics.median(b[1] - a[1] for a, b in zip(samples, samples[1:])):.2f} s")
 
 
@@ -185,13 +196,21 @@ def main() -> None:
     ap.add_argument("--weights", type=Path)
     ap.add_argument("--jobs", type=int, default=100)
     ap.add_argument("--every", type=int, default=10)
-    ap.add_argument("--frames", type=int, default=1500)
+    ap.add_argument("--frames", type=int, default=None,
+                    help="jobs: frames of the driving clip (4); upload: frames (1500)")
     ap.add_argument("--side", type=int, default=2048)
+    ap.add_argument("--size", default="64x64")
+    ap.add_argument("--reference", type=Path)
+    ap.add_argument("--driving", type=Path)
     args = ap.parse_args()
+    if args.frames is None:
+        args.frames = 1500 if args.part == "upload" else 4
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         weights = args.weights or prepare_model(tmp)
+        if weights is not None and weights.name == "kinemate-tiny":
+            weights = None  # the bundled model: the server's default
         server = Server(tmp / "data", weights).start(timeout=600)
         try:
             (bench_upload if args.part == "upload" else bench_jobs)(server, tmp, args)

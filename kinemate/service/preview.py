@@ -23,6 +23,7 @@ from kinemate.errors import KinemateError
 from kinemate.pipeline.options import parse_size
 from kinemate.service.media import UploadRejected
 from kinemate.service.store import Job
+from kinemate.service.worker import trim_heap
 
 log = logging.getLogger("kinemate.service")
 MAX_SIDE = 512
@@ -85,6 +86,7 @@ def preview_png(job: Job, job_dir: Path, worker_info: dict) -> Path:
     try:
         image = render_preview(job, job_dir, worker_info)
     except Exception as exc:  # noqa: BLE001 - every failure is answered, and cached
+        trim_heap()
         if isinstance(exc, UploadRejected):
             failed = UploadRejected(str(exc), exc.status)
         elif isinstance(exc, KinemateError):
@@ -96,6 +98,7 @@ def preview_png(job: Job, job_dir: Path, worker_info: dict) -> Path:
                                     f"({type(exc).__name__}); the job itself may still run")
         write_json_atomic(job_dir / ERROR_FILE, {"detail": str(failed), "status": failed.status})
         raise failed from exc
+    trim_heap()
     write_image(path, image)
     return path
 

@@ -80,6 +80,20 @@ def oom_killed_since(mark: int | None) -> bool:
     return mark is not None and now is not None and now > mark
 
 
+def trim_heap() -> None:
+    """Give the C heap's free memory back to the system (glibc ``malloc_trim``; elsewhere
+    nothing). A job or a preview frees most of what it allocated (decoded frames, pose
+    models, tensors), but glibc keeps freed pages mapped: without this the server's resident
+    memory kept the high-water mark of every thread that ever ran one (pose extraction 40
+    times: about 950 MiB resident; trimmed after each: about 160 MiB)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def throttled(report: Report, interval: float = REPORT_INTERVAL_S) -> Report:
     """``report``, called at most once per ``interval`` seconds (the first call always)."""
     last = [float("-inf")]
@@ -240,6 +254,7 @@ class Worker:
             stop_beat.set()
             beat.join(5)
             self.current_job = None
+            trim_heap()
 
     def _check_inputs(self, job: Job, job_dir: Path, report: Report) -> None:
         """Decode every frame of an uploaded video (stage "checking"); raises
