@@ -149,12 +149,16 @@ def test_sigkill_and_sigterm_mid_preparation(tmp_path, model_dir, tiny_inputs, b
         server.kill()  # SIGKILL: nothing can clean up
         assert _jobs_in_db(server)[job_id][:2] == ("running", 1)
         assert len(spills(first)) == 1
+        # what a run killed while writing leaves in the job folder
+        unfinished = server.data_dir / "jobs" / job_id / "result.kinemate-tmp-0badf00d.mp4"
+        unfinished.write_bytes(b"half a video")
 
         offset = server.log_path.stat().st_size
         server.restart()
         assert spills(first) == []  # removed at start-up: its process is dead
         assert f"kinemate-controls-{first}-" in _log_since(server, offset)
         preparing_controls(job_id)  # requeued and running again
+        assert not unfinished.exists()  # removed before the rerun
         job = client.get(f"/api/v1/jobs/{job_id}", key=key).json()
         assert (job["attempts"], job["interruptions"]) == (1, 1)  # the kill was no attempt
 
