@@ -1,8 +1,9 @@
 """Service configuration: one place that defines every default and limit.
 
 The limits guard the server against inputs that would exhaust memory, disk or the
-device. Every limit is enforced before a job is accepted, so an accepted job can always
-run.
+device. Every limit is enforced before a job is accepted (a video's from its container and
+first frame); the worker decodes a video's every frame as the job's first step, and a video
+that does not hold what its container declared fails the job there, before any sampling.
 """
 
 from __future__ import annotations
