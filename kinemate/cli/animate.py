@@ -47,6 +47,10 @@ def register(subparsers) -> None:
                    help="compute dtype (default float32 on cpu; on cuda the model's own choice, "
                         "bfloat16 for the bundled model, else float16)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run of the same command from its last saved "
+                        "denoising step (the state is kept beside -o while a run is under way "
+                        "and removed when the output is complete)")
     p.add_argument("--no-watermark", action="store_true",
                    help="do not embed the invisible watermark (the C2PA manifest records this)")
     add_cli_arguments(p)
@@ -61,12 +65,22 @@ def example_inputs():
     return folder / "person.png", folder / "dance.mp4"
 
 
+def state_path(output):
+    """Where a run writing ``output`` keeps its sampler state (a hidden file beside it)."""
+    from pathlib import Path
+
+    output = Path(output)
+    return output.parent / f".{output.name}.kinemate-state.safetensors"
+
+
 def run(args: argparse.Namespace) -> int:
+    import sys
     from pathlib import Path
 
     from kinemate.errors import UsageError
     from kinemate.pipeline import animate_file, default_dtype, load_pipeline, parse_size
     from kinemate.pipeline.options import options_from_namespace
+    from kinemate.pipeline.resume import SamplerCheckpoint
     from kinemate.pose.people import parse_select
     from kinemate.provenance import make_marker
 
@@ -94,11 +108,19 @@ def run(args: argparse.Namespace) -> int:
                 "retarget": not args.no_retarget, "person": args.person, "device": args.device,
                 "dtype": dtype}
     marker = make_marker(pipe.name, settings, watermark=not args.no_watermark)
-    result = animate_file(
-        args.reference, args.driving, args.output, pipe=pipe, control=args.control, size=size,
-        fit=args.fit, marker=marker, grid_path=args.grid, max_frames=args.max_frames,
-        progress=not args.no_progress, retarget=not args.no_retarget,
-        person=parse_select(args.person), fps=args.fps, **options)
+    checkpoint = SamplerCheckpoint(state_path(args.output), resume=args.resume)
+    try:
+        result = animate_file(
+            args.reference, args.driving, args.output, pipe=pipe, control=args.control,
+            size=size, fit=args.fit, marker=marker, grid_path=args.grid,
+            max_frames=args.max_frames, progress=not args.no_progress,
+            retarget=not args.no_retarget, person=parse_select(args.person), fps=args.fps,
+            checkpoint=checkpoint, **options)
+    except KeyboardInterrupt:
+        if checkpoint.path.is_file():
+            print("kinemate: the sampler's state is saved; run the same command with --resume "
+                  "to continue", file=sys.stderr)
+        raise
     if result.framing_note:
         print(f"note: {result.framing_note}")
     print(f"wrote {result.output_path} ({result.num_frames} frames, {result.fps:g} fps, "

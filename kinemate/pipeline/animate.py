@@ -128,7 +128,7 @@ def animate_file(reference_path: str | Path, driving_path: str | Path, output_pa
                  grid_path: str | Path | None = None, max_frames: int | None = None,
                  fps: float | None = None,
                  progress: bool = True, retarget: bool = True, person: str | int = "largest",
-                 callback: Any = None, prepare_callback: Any = None,
+                 callback: Any = None, checkpoint: Any = None, prepare_callback: Any = None,
                  **options: Any) -> AnimateResult:
     """Animate the person in ``reference_path`` with the motion of ``driving_path``.
 
@@ -152,7 +152,9 @@ def animate_file(reference_path: str | Path, driving_path: str | Path, output_pa
     ``prepare_callback(stage, done, total)`` is called while the controls are prepared, before
     sampling: per driving frame the pose is extracted from (stage "pose") and per control frame
     rendered or read (stage "controls"); ``total`` is None when unknown. Either callback may
-    raise (e.g. to cancel the job): nothing is written and the temporary files are removed."""
+    raise (e.g. to cancel the job): nothing is written and the temporary files are removed.
+    ``checkpoint`` (:class:`~kinemate.pipeline.resume.SamplerCheckpoint`) keeps the sampler's
+    state so that an interrupted run can resume; it is removed once the output is complete."""
     from kinemate.io import Framing, VideoWriter, read_image, side_by_side
 
     from kinemate.pose import is_pose_file
@@ -204,12 +206,15 @@ def animate_file(reference_path: str | Path, driving_path: str | Path, output_pa
         grid = stack.enter_context(VideoWriter(grid_path, fps, marker=_FinalizeOnly(marker)
                                                if marker is not None else None)) if grid_path else None
         frames_out = pipe.stream(reference, controls, progress=progress, callback=callback,
+                                 checkpoint=checkpoint,
                                  **sampling.to_dict())
         for i, frame in enumerate(frames_out):
             out.write(frame)
             if grid is not None:
                 grid.write(side_by_side([reference, controls[i], frame if marker is None
                                          else marker.mark(frame)]))
+    if checkpoint is not None:  # the output is complete: nothing left to resume
+        checkpoint.clear()
     return AnimateResult(output_path, grid_path, len(controls), float(fps), size, control,
                          framing_note=note)
 

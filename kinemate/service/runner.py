@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from kinemate.pipeline.options import parse_size
+from kinemate.pipeline.resume import SamplerCheckpoint
 from kinemate.service.config import ServiceConfig
 from kinemate.service.params import sampling_options
 from kinemate.service.store import Job
@@ -32,6 +33,9 @@ from kinemate.service.worker import throttled
 
 log = logging.getLogger("kinemate.service")
 
+# the sampler's state while a job runs: a job run again after a restart continues from its
+# last saved denoising step (kinemate.pipeline.resume); removed when the result is complete
+STATE_FILE = "sampler-state.safetensors"
 DENOISE_SHARE = 0.9  # of the progress bar; decoding + encoding is the rest
 
 
@@ -90,6 +94,11 @@ class PipelineRunner:
         self.config = config
         self.pipe = None
 
+    @staticmethod
+    def discard(job_dir: Path) -> None:
+        """Remove the sampler state of a job that will not run again (cancelled, failed)."""
+        SamplerCheckpoint(job_dir / STATE_FILE).clear()
+
     def load(self) -> dict:
         """Load the model once (in the worker thread); returns facts for /api/v1/health and
         /api/v1/limits (the model's own sampling defaults)."""
@@ -123,18 +132,21 @@ class PipelineRunner:
                                                     params["watermark"]), progress)
         result = job_dir / "result.mp4"
         grid = job_dir / "grid.mp4"
+        checkpoint = SamplerCheckpoint(job_dir / STATE_FILE, resume=True)
         out = animate_file(
             job_dir / job.inputs["reference"]["file"], job_dir / job.inputs["driving"]["file"],
             result, pipe=self.pipe, control=params["control"], size=parse_size(params.get("size")),
             fit=params["fit"], marker=marker, grid_path=grid, progress=False,
             retarget=params.get("retarget", True), callback=progress.on_step,
-            prepare_callback=progress.on_prepare, **options)
+            prepare_callback=progress.on_prepare,
+            checkpoint=checkpoint, **options)
         report({"stage": "done", "step": progress.step, "total_steps": effective.steps,
                 "frames": out.num_frames, "total_frames": out.num_frames, "fraction": 1.0})
         return {"file": result.name, "grid": grid.name if grid.is_file() else None,
                 "frames": out.num_frames, "fps": out.fps, "size": list(out.size),
                 "control": out.control, "model": self.pipe.name,
-                "provenance": marker.inner is not None, "options": effective.to_dict()}
+                "provenance": marker.inner is not None, "options": effective.to_dict(),
+                "resumed_at_step": checkpoint.resumed_at}
 
 
 def _provenance_marker(model_name: str, settings: dict, watermark: bool):

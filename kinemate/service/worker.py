@@ -238,23 +238,32 @@ class Worker:
                 log.info("job %s: interrupted by shutdown; back in the queue", job.id)
             else:
                 self.store.finish(job.id, self.id, "cancelled", error="cancelled by its owner")
+                self._discard(job_dir)
                 log.info("job %s: cancelled", job.id)
         except KinemateError as exc:
             # Messages name files by path; the owner knows them as the job's inputs.
             message = str(exc).replace(f"{job_dir}{os.sep}", "").replace(str(job_dir), "job")
-            message = message.replace("pass --no-retarget", "send retarget=false")  # CLI words
             self.store.finish(job.id, self.id, "failed", error=message)
+            self._discard(job_dir)
             log.info("job %s: failed: %s", job.id, exc)
         except Exception as exc:  # noqa: BLE001 - a bug; keep the worker alive, record it
             log.error("job %s: internal error\n%s", job.id, traceback.format_exc())
             self.store.finish(job.id, self.id, "failed",
                               error=f"internal error ({type(exc).__name__}: {exc}); "
                                     "the server log has details")
+            self._discard(job_dir)
         finally:
             stop_beat.set()
             beat.join(5)
             self.current_job = None
             trim_heap()
+
+    def _discard(self, job_dir: Path) -> None:
+        """What the runner keeps to resume a job (its sampler state) is of no use once the
+        job ended as cancelled or failed; a job handed back to the queue keeps it."""
+        discard = getattr(self.runner, "discard", None)
+        if discard is not None:
+            discard(job_dir)
 
     def _check_inputs(self, job: Job, job_dir: Path, report: Report) -> None:
         """Decode every frame of an uploaded video (stage "checking"); raises
