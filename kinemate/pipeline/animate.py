@@ -129,6 +129,7 @@ def animate_file(reference_path: str | Path, driving_path: str | Path, output_pa
                  fps: float | None = None,
                  progress: bool = True, retarget: bool = True, person: str | int = "largest",
                  callback: Any = None, checkpoint: Any = None, prepare_callback: Any = None,
+                 window_callback: Any = None,
                  **options: Any) -> AnimateResult:
     """Animate the person in ``reference_path`` with the motion of ``driving_path``.
 
@@ -153,6 +154,7 @@ def animate_file(reference_path: str | Path, driving_path: str | Path, output_pa
     sampling: per driving frame the pose is extracted from (stage "pose") and per control frame
     rendered or read (stage "controls"); ``total`` is None when unknown. Either callback may
     raise (e.g. to cancel the job): nothing is written and the temporary files are removed.
+    ``window_callback(step, window)`` is called after every context window of every step.
     ``checkpoint`` (:class:`~kinemate.pipeline.resume.SamplerCheckpoint`) keeps the sampler's
     state so that an interrupted run can resume; it is removed once the output is complete."""
     from kinemate.io import Framing, VideoWriter, read_image, side_by_side
@@ -206,7 +208,7 @@ def animate_file(reference_path: str | Path, driving_path: str | Path, output_pa
         grid = stack.enter_context(VideoWriter(grid_path, fps, marker=_FinalizeOnly(marker)
                                                if marker is not None else None)) if grid_path else None
         frames_out = pipe.stream(reference, controls, progress=progress, callback=callback,
-                                 checkpoint=checkpoint,
+                                 checkpoint=checkpoint, window_callback=window_callback,
                                  **sampling.to_dict())
         for i, frame in enumerate(frames_out):
             out.write(frame)

@@ -81,6 +81,12 @@ def _overflow_message(dtype: torch.dtype, step: int) -> str:
             "model folder ('kinemate weights verify NAME --dir DIR' for a published release)")
 
 
+def _window_done(bar, window_callback, step: int, window: int) -> None:
+    bar.update(1)
+    if window_callback is not None:
+        window_callback(step, window)
+
+
 @dataclass
 class Plan:
     """What :meth:`AnimationPipeline.plan` decides before any network runs."""
@@ -334,6 +340,7 @@ class AnimationPipeline:
                        text_embeds_cond: torch.Tensor | None = None,
                        image_embeds: torch.Tensor | None = None,
                        checkpoint: SamplerCheckpoint | None = None,
+                       window_callback: Callable[[int, int], None] | None = None,
                        **options) -> torch.Tensor:
         """Run the sampler; returns the final latents ``(1, C, N, H/f, W/f)``.
 
@@ -344,7 +351,13 @@ class AnimationPipeline:
         ``callback(step, t, info)`` gets ``noise_pred`` (guided) and ``latents`` (after the
         step); ``text_embeds_*`` replace the model's stored text embeddings (MagicAnimate
         design), ``image_embeds`` the CLIP image embedding a model computes from the
-        reference (Animate Anyone: e.g. the embedding of the uncropped photo)."""
+        reference (Animate Anyone: e.g. the embedding of the uncropped photo). ``checkpoint``
+        (:class:`~kinemate.pipeline.resume.SamplerCheckpoint`) saves the sampler's state while
+        it runs and, when asked to resume, continues from a state this same job saved: the
+        result is the same as an uninterrupted run's; the state of the last step stays on disk
+        until the caller has the output (:meth:`__call__` and ``animate_file`` remove it).
+        ``window_callback(step, window)`` is called after every window (a long step can be
+        stopped between windows by raising there)."""
         o = self.resolve(**options)                                          # 1. options
         plan = self.plan(reference, controls, o)                             # 2. inputs, windows
         scheduler = copy.deepcopy(self.scheduler)                            # 3. latents
@@ -379,7 +392,8 @@ class AnimationPipeline:
                     continue
                 noise_pred, _ = self.predict_noise(
                     latents, t, video, plan.windows, guidance=o.guidance, scheduler=scheduler,
-                    window_batch=o.window_batch, on_window=lambda *_: bar.update(1))
+                    window_batch=o.window_batch,
+                    on_window=lambda w, _frames, i=i: _window_done(bar, window_callback, i, w))
                 latents = scheduler.step(noise_pred, t, latents, **step_kwargs).prev_sample
                 if not bool(torch.isfinite(latents).all()):
                     raise NumericsError(_overflow_message(self.dtype, i + 1))

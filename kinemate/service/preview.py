@@ -33,12 +33,10 @@ _lock = threading.Lock()  # pose extraction models are not re-entrant; previews 
 def resolve_control(job: Job, worker_info: dict) -> str:
     """'densepose' or 'pose' for this job: the requested kind, or for 'auto' the kind of
     control the loaded model was trained on."""
-    control = job.params.get("control", "auto")
-    if job.inputs["driving"]["kind"] == "pose":
-        return "pose"
-    if control == "auto":
-        return "densepose" if worker_info.get("control_kind", "densepose") == "densepose" else "pose"
-    return control
+    from kinemate.pipeline.animate import choose_control
+
+    return choose_control(job.params.get("control", "auto"), worker_info.get("control_kind"),
+                          pose_input=job.inputs["driving"]["kind"] == "pose")
 
 
 def _size(job: Job, worker_info: dict) -> tuple[int, int]:

@@ -46,7 +46,7 @@ class _Progress:
         self.report, self.steps, self.frames = report, steps, frames
         self.step = 0
         self.written = 0
-        self._preparing = throttled(report)
+        self._throttled = throttled(report)
 
     def _send(self, stage: str) -> None:
         fraction = DENOISE_SHARE * self.step / max(self.steps, 1)
@@ -57,9 +57,16 @@ class _Progress:
 
     def on_prepare(self, stage: str, done: int, total: int | None) -> None:
         """``animate_file``'s prepare_callback: stage "pose" or "controls", frame counts."""
-        self._preparing({"stage": "preparing", "part": stage, "frames": done,
+        self._throttled({"stage": "preparing", "part": stage, "frames": done,
                          "total_frames": total if total is not None else self.frames,
                          "step": 0, "total_steps": self.steps, "fraction": 0.0})
+
+    def on_window(self, step: int, window: int) -> None:
+        """After each context window: a cancel is seen inside a long step too (throttled)."""
+        self._throttled({"stage": "denoising", "step": self.step, "window": window + 1,
+                         "total_steps": self.steps, "frames": self.written,
+                         "total_frames": self.frames,
+                         "fraction": round(DENOISE_SHARE * self.step / max(self.steps, 1), 4)})
 
     def on_step(self, index: int, _t, info: dict) -> None:  # the sampler's callback
         self.step = index + 1
@@ -138,7 +145,7 @@ class PipelineRunner:
             result, pipe=self.pipe, control=params["control"], size=parse_size(params.get("size")),
             fit=params["fit"], marker=marker, grid_path=grid, progress=False,
             retarget=params.get("retarget", True), callback=progress.on_step,
-            prepare_callback=progress.on_prepare,
+            prepare_callback=progress.on_prepare, window_callback=progress.on_window,
             checkpoint=checkpoint, **options)
         report({"stage": "done", "step": progress.step, "total_steps": effective.steps,
                 "frames": out.num_frames, "total_frames": out.num_frames, "fraction": 1.0})

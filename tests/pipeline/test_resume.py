@@ -122,3 +122,19 @@ def test_cli_resumes_after_sigkill(golden_release, demo_inputs, tmp_path):
     assert done.returncode == 0, done.stderr
     assert np.array_equal(read_video(out)[0], read_video(tmp_path / "whole.mp4")[0])
     assert not state.exists()
+
+
+def test_window_callback_can_stop_a_step_between_windows(pipe):
+    """A long step can be stopped between its windows (the service's cancel uses this)."""
+    ref, controls = _inputs(frames=8)
+    seen = []
+
+    def stop_at_second_window(step, window):
+        seen.append((step, window))
+        if len(seen) == 2:
+            raise Crash()
+
+    with pytest.raises(Crash):
+        pipe(ref, controls, steps=3, context_frames=4, context_overlap=2, progress=False,
+             window_callback=stop_at_second_window)
+    assert seen == [(0, 0), (0, 1)]  # stopped inside the first step

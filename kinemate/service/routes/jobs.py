@@ -28,6 +28,22 @@ IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,128}")
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 
 
+def _check_control(control: str, inputs: dict, worker_info: dict) -> None:
+    """Refuse at submission a control the loaded model cannot follow (a job accepted must be
+    able to run): the engine's own rule (:func:`kinemate.pipeline.animate.choose_control`),
+    asked with the model's control kind once the worker has loaded it."""
+    from kinemate.errors import UsageError
+    from kinemate.pipeline.animate import choose_control
+
+    try:
+        choose_control(control, worker_info.get("control_kind"),
+                       pose_input=inputs["driving"]["kind"] == "pose",
+                       model=worker_info.get("model", "the model"))
+    except UsageError as exc:
+        raise HTTPException(422, f"{exc} — change the field 'control' or the driving file and "
+                            "resend") from None
+
+
 class _ClientGone(Exception):
     """The client closed its connection before its job was accepted."""
 
@@ -130,10 +146,7 @@ async def create_job(request: Request, key: Key, store: Store, config: Config,
                 raise _ClientGone()
             inputs = await run_in_threadpool(checked_inputs, files, job_dir, config.limits,
                                              request.app.state.checks)
-            if inputs["driving"]["kind"] == "pose" and params["control"] == "densepose":
-                raise HTTPException(422, "control 'densepose' needs a DensePose video, but "
-                                    "the driving file is a pose JSON — use control 'pose' "
-                                    "or 'auto'")
+            _check_control(params["control"], inputs, request.app.state.worker.info)
             if (inputs["driving"]["kind"] == "pose" and params.get("retarget", True)
                     and not inputs["driving"].get("retargetable", True)):
                 raise HTTPException(422, "no frame of the pose JSON shows the neck with another "
