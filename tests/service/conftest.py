@@ -57,3 +57,12 @@ def client(server) -> Client:
 def key(server) -> str:
     return server.new_key()
 
+
+
+@pytest.fixture(scope="session")
+def pose_server(tmp_path_factory):
+    """A server running the bundled kinemate-tiny model, trained on skeleton maps: pose control
+    needs such a model (the golden test model is a DensePose model, which is refused it)."""
+    srv = Server(tmp_path_factory.mktemp("pose-service-data")).start()
+    yield srv
+    srv.stop()

@@ -291,17 +291,6 @@ def _stick_figure_track(path, frames=3):
     return path
 
 
-@pytest.fixture(scope="module")
-def pose_server(tmp_path_factory):
-    """A server running the bundled kinemate-tiny model, trained on skeleton maps: pose control
-    needs such a model (the golden test model is a DensePose model, which is refused it)."""
-    from service_helpers import Server
-
-    srv = Server(tmp_path_factory.mktemp("pose-service-data")).start()
-    yield srv
-    srv.stop()
-
-
 def test_pose_control_is_not_run_on_a_densepose_model(server, client, key, tiny_inputs,
                                                       tmp_path):
     """A DensePose model given skeleton maps would return a still, blurred photo: once the
