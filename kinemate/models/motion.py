@@ -128,7 +128,9 @@ class TemporalTransformer(nn.Module):
         for block in self.transformer_blocks:
             x = block(x, f)
         x = self.proj_out(x)
-        x = rearrange(x, "n (h w) c -> n c h w", h=h, w=w) + residual
+        # contiguous before the add: the sum takes the layout of its first operand, and a
+        # channels-last video makes the next block's convolutions several times slower on CPU
+        x = rearrange(x, "n (h w) c -> n c h w", h=h, w=w).contiguous() + residual
         return rearrange(x, "(b f) c h w -> b c f h w", f=f)
 
 
