@@ -365,9 +365,9 @@ def main() -> None:
         outputs[path] = out
         print(f"{path:9s}: later step {r['later_step_s']:7.2f} s (runs "
               f"{', '.join(f'{s:.2f}' for s in r['all_later_s'])}), first step "
-              f"{r['first_step_s']:.2f} s; RSS loaded {r['loaded_rss_gb']:.2f} GB, peak while "
-              f"stepping {r['stepping_peak_rss_gb']:.2f} GB, process peak "
-              f"{r['process_peak_rss_gb']:.2f} GB  [{args.size} px, {args.frames} frames, "
+              f"{r['first_step_s']:.2f} s; RSS loaded {r['loaded_rss_gb']:.2f} GiB, peak while "
+              f"stepping {r['stepping_peak_rss_gb']:.2f} GiB, process peak "
+              f"{r['process_peak_rss_gb']:.2f} GiB  [{args.size} px, {args.frames} frames, "
               f"{r['threads']} threads, load {r['load_s']:.0f} s]", flush=True)
     import torch
 
