@@ -32,6 +32,7 @@ from torch import nn
 
 from kinemate.errors import InputError, UsageError
 from kinemate.models.animate_anyone.preprocess import clip_pixels
+from kinemate.models.denoiser import VideoUNetDenoiser
 from kinemate.models.guidance import GuidanceRows
 from kinemate.models.reference import ReferenceBank
 
@@ -55,9 +56,10 @@ class StepState:
     rows: GuidanceRows
 
 
-class AnimateAnyoneDenoiser:
+class AnimateAnyoneDenoiser(VideoUNetDenoiser):
     """Denoising video UNet + reference UNet + pose guider + CLIP image encoder."""
 
+    default_max_context = 32  # positional table length of the Animate Anyone release
     component_names = ("unet", "reference_unet", "pose_guider", "image_encoder")
 
     def __init__(self, unet: nn.Module, reference_unet: nn.Module, pose_guider: nn.Module,
@@ -66,29 +68,6 @@ class AnimateAnyoneDenoiser:
         self.pose_guider, self.image_encoder = pose_guider, image_encoder
 
     # -- what the engine asks of every family --------------------------------------------
-    def components(self) -> dict[str, nn.Module]:
-        return {name: getattr(self, name) for name in self.component_names}
-
-    @property
-    def latent_channels(self) -> int:
-        return int(self.unet.config.in_channels)
-
-    @property
-    def max_context_frames(self) -> int | None:
-        """Longest window the temporal positional tables allow (32 for the release)."""
-        if not self.unet.config.use_motion_module:
-            return None
-        kwargs = self.unet.config.motion_module_kwargs or {}
-        return int(kwargs.get("temporal_position_encoding_max_len", 32))
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.unet.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.unet.parameters()).dtype
-
     def start_video(self, ref_latents: torch.Tensor, controls: Sequence[np.ndarray], *,
                     reference: np.ndarray | None = None, reference_bank_dtype: str = "float16",
                     lean: bool = True, window_batch: int = 1,

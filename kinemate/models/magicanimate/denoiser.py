@@ -29,6 +29,7 @@ from einops import rearrange
 from torch import nn
 
 from kinemate.errors import UsageError, WeightsError
+from kinemate.models.denoiser import VideoUNetDenoiser
 from kinemate.models.guidance import GuidanceRows
 from kinemate.models.reference import ReferenceBank
 
@@ -54,7 +55,7 @@ class StepState:
     rows: GuidanceRows
 
 
-class MagicAnimateDenoiser:
+class MagicAnimateDenoiser(VideoUNetDenoiser):
     """Video UNet + appearance encoder + pose ControlNet (+ fixed text embeddings).
 
     ``text_embeds_uncond``/``_cond``: ``(1, 77, D)``, the empty prompt's CLIP embedding for
@@ -62,6 +63,7 @@ class MagicAnimateDenoiser:
     residuals as diffusers' ControlNet does.
     """
 
+    default_max_context = 24  # positional table length of the MagicAnimate release
     component_names = ("unet", "appearance_encoder", "controlnet")
 
     def __init__(self, unet: nn.Module, appearance_encoder: nn.Module, controlnet: nn.Module, *,
@@ -74,21 +76,6 @@ class MagicAnimateDenoiser:
         self.controlnet_conditioning_scale = controlnet_conditioning_scale
 
     # -- what the engine asks of every family --------------------------------------------
-    def components(self) -> dict[str, nn.Module]:
-        return {name: getattr(self, name) for name in self.component_names}
-
-    @property
-    def latent_channels(self) -> int:
-        return int(self.unet.config.in_channels)
-
-    @property
-    def max_context_frames(self) -> int | None:
-        """Longest window the temporal positional tables allow (24 for MagicAnimate)."""
-        if not self.unet.config.use_motion_module:
-            return None
-        kwargs = self.unet.config.motion_module_kwargs or {}
-        return int(kwargs.get("temporal_position_encoding_max_len", 24))
-
     def start_video(self, ref_latents: torch.Tensor, controls: Sequence[np.ndarray], *,
                     reference: np.ndarray | None = None, reference_bank_dtype: str = "float16",
                     lean: bool = True, window_batch: int = 1,
@@ -140,14 +127,6 @@ class MagicAnimateDenoiser:
         video.bank.clear()
 
     # -- building blocks (each usable alone) ----------------------------------------------
-    @property
-    def device(self) -> torch.device:
-        return next(self.unet.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.unet.parameters()).dtype
-
     def text(self, uncond=None, cond=None) -> tuple[torch.Tensor, torch.Tensor]:
         """The (uncond, cond) text embeddings ``(1, 77, D)``; uncond defaults to cond when
         only cond is known (both are the empty prompt for MagicAnimate)."""
