@@ -184,8 +184,9 @@ class DenoisingObjective(torch.nn.Module):
         return self.loss(pred, latents, noise, noisy, a)
 
     def predict(self, noisy, timesteps, ref_latents, control, n_uncond: int, **family_inputs):
-        """The network's output for ``noisy`` (B, C, F, h, w) (the family's part)."""
-        raise NotImplementedError
+        """The network's output for ``noisy`` (B, C, F, h, w): each family's objective
+        (a subclass) defines it."""
+        raise NotImplementedError(f"{type(self).__name__} does not define predict()")
 
     def loss(self, pred, latents, noise, noisy, a) -> torch.Tensor:
         """Mean squared error against the scheduler's target, optionally min-SNR weighted,
