@@ -391,12 +391,11 @@ class SQLJobStore:
                     continue
                 for statement in _statements(script, self._types):
                     db.execute(statement)
-                if number == 1:
-                    self._adopt_v1(db)
                 db.execute("INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",
                            (number, time.time()))
                 log.info("job database: schema migrated to version %d", number)
                 version = number
+            self._adopt_v1(db)
             for statement in _statements(_INDEXES, self._types):
                 db.execute(statement)
         return version
@@ -872,7 +871,7 @@ class SQLiteJobStore(SQLJobStore):
 
     def _adopt_v1(self, db) -> None:
         """Columns added to version 1 after its first release (an old file's jobs table,
-        kept as it was by CREATE TABLE IF NOT EXISTS, lacks them)."""
+        kept as it was by CREATE TABLE IF NOT EXISTS, lacks them); checked at every open."""
         have = {r["name"] for r in db.execute("PRAGMA table_info(jobs)").fetchall()}
         for column in _V1_ADDED_COLUMNS:
             if column.split()[0] not in have:
