@@ -13,8 +13,7 @@ has_postgres() {
 }
 missing=""
 command -v chromium >/dev/null 2>&1 || missing="chromium chromium-driver"
-has_postgres || missing="$missing postgresql"
-missing="$(echo "$missing" | sed 's/^ *//')"
+has_postgres || missing="${missing:+$missing }postgresql"
 [ -z "$missing" ] && exit 0
 if [ "${1:-}" != "--check" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "installing $missing (apt-get) for the browser and database tests ..." >&2

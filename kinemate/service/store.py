@@ -51,13 +51,12 @@ import logging
 import os
 import re
 import secrets
-import socket
 import sqlite3
 import stat
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Callable, Protocol
 
 from kinemate.errors import ConfigError, KinemateError
 
@@ -993,10 +992,6 @@ def open_store(url: str | Path) -> SQLJobStore:
                           "postgresql://USER:PASSWORD@HOST:PORT/DB, sqlite:///PATH or a file "
                           "path")
     return SQLiteJobStore(text)
-
-
-def this_host() -> str:
-    return socket.gethostname()
 
 
 def _times(n: int) -> str:

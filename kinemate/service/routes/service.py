@@ -40,9 +40,17 @@ def health(worker: CurrentWorker, store: Store, config: Config):
 
 
 @router.get("/limits")
-def limits(config: Config, worker: CurrentWorker):
+def limits(config: Config, worker: CurrentWorker, store: Store):
     """The limits every upload is checked against, and under ``options`` each sampling
     field: its type, bounds (``ge``, ``le``, ``gt``; null where none), help and the loaded
     model's default (null until the model is loaded). No key needed."""
+    info = worker.info
+    if not info.get("options"):  # no worker here (--no-worker): a worker of the pool's
+        try:
+            ready = [w for w in store.list_workers(seen_within=POOL_SEEN_S)
+                     if w.info.get("options")]
+            info = ready[-1].info if ready else info
+        except StoreUnavailable:
+            pass
     return {**dataclasses.asdict(config.limits),
-            "options": sampling_bounds(config.limits, worker.info.get("options"))}
+            "options": sampling_bounds(config.limits, info.get("options"))}
