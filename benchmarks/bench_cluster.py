@@ -83,8 +83,7 @@ def run_phase(name: str, *, postgres: PostgresServer, weights: Path, root: Path,
     def chaos() -> None:
         killed = restarted = False
         while not (killed or not kill) or not (restarted or not restart_db):
-            counts = store.job_counts() if not restarted or killed else None
-            done = counts["succeeded"] if counts else 0
+            done = store.job_counts()["succeeded"]
             if kill and not killed and done >= jobs // 5:
                 running = [store.get_job(j) for j in ids]
                 busy = [j for j in running if j.state == "running"
@@ -128,7 +127,7 @@ def run_phase(name: str, *, postgres: PostgresServer, weights: Path, root: Path,
     for i, job in enumerate(done):
         if job.state == "succeeded":
             digests[i] = frames_digest(media / job.id / job.result["file"])
-    logs = "".join(w.log() for w in pool)
+    logs = "".join(w.log_path.read_text(errors="replace") for w in pool)  # whole logs
     for w in pool:
         w.stop()
     api.stop()
