@@ -248,6 +248,9 @@ class Worker:
         )
         if ids:
             log.warning("requeued %d job(s) left running by a dead worker: %s", len(ids), ids)
+        for other in self.store.list_workers():  # rows of killed workers of this host
+            if other.id != self.id and worker_is_dead(other.id, me=self.id):
+                self.store.remove_worker(other.id)
         return ids
 
     def _main(self) -> None:
