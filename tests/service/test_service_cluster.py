@@ -184,4 +184,11 @@ def test_pool_fields_priority_and_model_are_checked(pool, tiny_inputs):
     urgent = _key(pool, max_priority=9)
     res = client.submit(urgent, ref, drv, params={**QUICK, "priority": "9"})
     assert res.status == 201 and res.json()["params"]["priority"] == 9
-    assert client.wait(urgent, res.json()["id"], timeout=120)["state"] == "succeeded"
+    done = client.wait(urgent, res.json()["id"], timeout=120)
+    assert done["state"] == "succeeded"
+    # The API runs no model: its preview follows the control of the pool's model.
+    preview = client.get(f"/api/v1/jobs/{done['id']}/preview", key=urgent)
+    assert preview.status == 200 and preview.body.startswith(b"\x89PNG")
+    assert preview.headers["x-kinemate-control"] == done["result"]["control"]
+    limits = client.get("/api/v1/limits").json()
+    assert limits["options"]["steps"]["default"] is not None  # a pool worker's model default

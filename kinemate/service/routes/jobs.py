@@ -337,7 +337,12 @@ def get_preview(request: Request, job: OwnedJob, config: Config, worker: Current
             name = record.get("file")
             if name and not (job_dir / name).is_file():
                 storage.fetch(job.id, name, job_dir / name)
-    path = preview_png(job, job_dir, worker.info)
+    try:  # the model the job runs on: this process's, else a pool worker's
+        info = serving_info(request, job.model)
+    except HTTPException:
+        info = {}
+    info = info or worker.info
+    path = preview_png(job, job_dir, info)
     return FileResponse(path, media_type="image/png", headers={
         "Cache-Control": "private, max-age=3600",
-        "X-Kinemate-Control": resolve_control(job, worker.info)})
+        "X-Kinemate-Control": resolve_control(job, info)})
