@@ -113,7 +113,8 @@ class AnimationPipeline:
     def __init__(self, denoiser, vae, scheduler=None, *, name: str = "magicanimate",
                  family: str | None = None, control_kind: str = "densepose",
                  default_size: tuple[int, int] = (512, 512), vae_scaling_factor: float = 0.18215,
-                 options: SamplingOptions | None = None, index: dict | None = None):
+                 options: SamplingOptions | None = None, index: dict | None = None,
+                 text_options: SamplingOptions | None = None):
         self.denoiser, self.vae = denoiser, vae
         self.name = name
         self.family = family or name
@@ -126,6 +127,7 @@ class AnimationPipeline:
         self.default_size = tuple(default_size)
         self.vae_scaling_factor = vae_scaling_factor
         self.options = options or SamplingOptions()
+        self.text_options = text_options  # calls without controls (text only), if it differs
         self.index = dict(index or {})
 
     # -- components and placement ------------------------------------------------------
@@ -176,9 +178,17 @@ class AnimationPipeline:
         return latent_downsample(self.vae)
 
     # -- building blocks (each usable alone) ------------------------------------------
-    def resolve(self, **options) -> SamplingOptions:
-        """The options of one call: the model's, with those set here (not None) over them."""
-        return self.options.merged(options)
+    def resolve(self, *, text_only: bool = False, **options) -> SamplingOptions:
+        """The options of one call: the model's, with those set here (not None) over them.
+        ``text_only``: a call without controls, which takes the model's ``text_options``
+        when it declares them (Text2Video-Zero's text mode)."""
+        base = self.text_options if text_only and self.text_options is not None else self.options
+        return base.merged(options)
+
+    @property
+    def uses_reference(self) -> bool:
+        """False for a family whose appearance comes from elsewhere (text): it refuses one."""
+        return getattr(self.denoiser, "uses_reference", True)
 
     @torch.no_grad()
     def encode_reference(self, image: np.ndarray) -> torch.Tensor:
@@ -209,22 +219,47 @@ class AnimationPipeline:
             noise = noise.repeat(1, 1, -(-num_frames // tiling), 1, 1)[:, :, :num_frames]
         return noise
 
-    def plan(self, reference: np.ndarray, controls: Sequence[np.ndarray],
-             o: SamplingOptions) -> Plan:
-        """Check the inputs against the model and the options; choose the windows."""
-        ref = np.asarray(reference)
-        if len(controls) == 0:
-            raise InputError("no control frames; the driving video is empty")
-        first = np.asarray(controls[0])
-        if first.shape != ref.shape:
-            raise InputError(f"control frames {first.shape} and reference {ref.shape} must have "
-                             "the same size; frame both with the same Framing")
-        h, w = ref.shape[:2]
+    def plan(self, reference: np.ndarray | None, controls: Sequence[np.ndarray] | None,
+             o: SamplingOptions, *, num_frames: int | None = None,
+             size: tuple[int, int] | None = None) -> Plan:
+        """Check the inputs against the model and the options; choose the windows.
+
+        A family without a reference (``denoiser.uses_reference`` False) takes ``reference``
+        None and refuses one; one that samples without controls (``denoiser.
+        accepts_no_controls``) takes ``controls`` None with ``num_frames`` and ``size``
+        (W, H; default the model's)."""
+        if self.uses_reference and reference is None:
+            raise InputError(f"{self.family} models animate a reference photo: pass `reference`")
+        if not self.uses_reference and reference is not None:
+            raise UsageError(f"{self.family} models take no reference photo (appearance comes "
+                             "from the text prompt); leave the reference out")
+        if controls is None:
+            if not getattr(self.denoiser, "accepts_no_controls", False):
+                raise InputError("no control frames; pass the driving video's controls")
+            if not num_frames or num_frames < 1:
+                raise UsageError("without a driving video, say how many `frames` to make")
+            w, h = size or self.default_size
+            ref_shape = (h, w, 3)
+        else:
+            if len(controls) == 0:
+                raise InputError("no control frames; the driving video is empty")
+            first = np.asarray(controls[0])
+            ref_shape = first.shape if reference is None else np.asarray(reference).shape
+            if first.shape != ref_shape:
+                raise InputError(f"control frames {first.shape} and reference {ref_shape} must "
+                                 "have the same size; frame both with the same Framing")
+        h, w = ref_shape[:2]
         f = self.latent_factor
         if h % f or w % f:
             raise InputError(f"size {w}x{h} is not a multiple of {f}; choose `size` as "
                              f"multiples of {f}")
-        out_frames = num_frames = len(controls)
+        out_frames = num_frames = len(controls) if controls is not None else int(num_frames)
+        if o.pad_to and controls is None:
+            raise UsageError("`pad_to` repeats the last control frame; without a driving video "
+                             "leave it at 0")
+        if o.init_strength < 1.0 and reference is None:
+            raise UsageError("`init_strength` below 1 starts from the noised reference photo; "
+                             "this call has none, leave it at 1")
         if o.pad_to and num_frames % o.pad_to:
             num_frames += o.pad_to - num_frames % o.pad_to
             controls = _EdgePadded(controls, num_frames)
@@ -232,20 +267,25 @@ class AnimationPipeline:
         if max_len and min(o.context_frames, num_frames) > max_len:
             raise UsageError(f"`context_frames` {o.context_frames} exceeds what the motion "
                              f"modules support ({max_len} frames); use {min(16, max_len)}")
+        schedule = getattr(self.denoiser, "window_schedule", None)
         try:
-            windows = context_windows(num_frames, o.context_frames, o.context_overlap,
-                                      closed_loop=o.closed_loop, context_stride=o.context_stride)
+            if schedule is not None:  # a family that chooses its own windows (chunks)
+                windows = schedule(num_frames, o)
+            else:
+                windows = context_windows(num_frames, o.context_frames, o.context_overlap,
+                                          closed_loop=o.closed_loop,
+                                          context_stride=o.context_stride)
         except ValueError as exc:
             raise UsageError(f"{exc}; adjust `context_frames`/`context_overlap`") from None
         return Plan(controls, num_frames, out_frames, h, w, windows)
 
-    def start_video(self, reference: np.ndarray, controls: Sequence[np.ndarray],
+    def start_video(self, reference: np.ndarray | None, controls: Sequence[np.ndarray] | None,
                     o: SamplingOptions, ref_latents: torch.Tensor | None = None, **extra):
         """The family's once-per-video state. The denoiser gets the reference latent, the
         controls, the reference image itself (uint8 ``(H, W, 3)``, for families that encode it
         otherwise too, e.g. Animate Anyone's CLIP) and ``extra``: family inputs such as
         MagicAnimate's ``text_embeds_cond`` or Animate Anyone's ``image_embeds``."""
-        if ref_latents is None:
+        if ref_latents is None and reference is not None:
             ref_latents = self.encode_reference(reference)
         params = inspect.signature(self.denoiser.start_video).parameters
         if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
@@ -327,15 +367,17 @@ class AnimationPipeline:
 
     def _fingerprint(self, reference, plan: Plan, o: SamplingOptions, latents, extra) -> str:
         given = {k: hashlib.sha256(v.detach().float().cpu().numpy().tobytes()).hexdigest()
+                 if torch.is_tensor(v) else repr(v)
                  for k, v in {**extra, "latents": latents}.items() if v is not None}
         facts = {"model": self.name, "family": self.family, "weights": self.weights_digest(),
                  "scheduler": dict(self.scheduler.config), "device": str(self.device),
                  "dtype": str(self.dtype), "options": o.to_dict(), "given": given}
-        return job_fingerprint(facts, reference, plan.controls)
+        return job_fingerprint(facts, np.zeros(0) if reference is None else reference,
+                               () if plan.controls is None else plan.controls)
 
     # -- sampling ----------------------------------------------------------------------
     @torch.no_grad()
-    def sample_latents(self, reference: np.ndarray, controls: Sequence[np.ndarray], *,
+    def sample_latents(self, reference: np.ndarray | None, controls: Sequence[np.ndarray] | None, *,
                        latents: torch.Tensor | None = None, progress: bool = True,
                        callback: Callable[[int, torch.Tensor, dict], None] | None = None,
                        text_embeds_uncond: torch.Tensor | None = None,
@@ -343,6 +385,8 @@ class AnimationPipeline:
                        image_embeds: torch.Tensor | None = None,
                        checkpoint: SamplerCheckpoint | None = None,
                        window_callback: Callable[[int, int], None] | None = None,
+                       prompt: str | None = None, negative_prompt: str | None = None,
+                       num_frames: int | None = None, size: tuple[int, int] | None = None,
                        **options) -> torch.Tensor:
         """Run the sampler; returns the final latents ``(1, C, N, H/f, W/f)``.
 
@@ -359,21 +403,39 @@ class AnimationPipeline:
         result is the same as an uninterrupted run's; the state of the last step stays on disk
         until the caller has the output (:meth:`__call__` and ``animate_file`` remove it).
         ``window_callback(step, window)`` is called after every window (a long step can be
-        stopped between windows by raising there)."""
-        o = self.resolve(**options)                                          # 1. options
-        plan = self.plan(reference, controls, o)                             # 2. inputs, windows
+        stopped between windows by raising there).
+
+        Families without a reference photo (Text2Video-Zero) take ``reference`` None and a
+        ``prompt`` (``negative_prompt``); one that also samples without controls takes
+        ``controls`` None with ``num_frames`` and ``size`` (W, H), and may start from latents
+        of its own (``denoiser.initial_latents``: Text2Video-Zero's motion dynamics)."""
+        o = self.resolve(text_only=controls is None, **options)             # 1. options
+        plan = self.plan(reference, controls, o, num_frames=num_frames,      # 2. inputs, windows
+                         size=size)
         scheduler = copy.deepcopy(self.scheduler)                            # 3. latents
         scheduler.set_timesteps(o.steps, device=self.device)
-        ref_latents = self.encode_reference(reference)
+        ref_latents = None if reference is None else self.encode_reference(reference)
+        given_latents = latents
         latents, timesteps = self._initial_latents(plan, o, scheduler, ref_latents, latents)
         extra = {k: v for k, v in (("text_embeds_uncond", text_embeds_uncond),
                                    ("text_embeds_cond", text_embeds_cond),
-                                   ("image_embeds", image_embeds)) if v is not None}
+                                   ("image_embeds", image_embeds), ("prompt", prompt),
+                                   ("negative_prompt", negative_prompt)) if v is not None}
+        if controls is None:
+            extra.update(num_frames=plan.num_frames, size=(plan.width, plan.height))
         video = self.start_video(reference, plan.controls, o, ref_latents, **extra)  # 4.
         generator = torch.Generator("cpu").manual_seed((o.seed + STEP_NOISE_SEED) % 2**63)
         step_kwargs = {"eta": o.eta, "generator": generator}
         accepted = inspect.signature(scheduler.step).parameters
         step_kwargs = {k: v for k, v in step_kwargs.items() if k in accepted}
+        own_start = getattr(self.denoiser, "initial_latents", None)
+        if own_start is not None and given_latents is None:                  # family's start
+            started = own_start(video, scheduler, timesteps, seed=o.seed, guidance=o.guidance,
+                                step_kwargs=step_kwargs)
+            if started is not None:
+                latents, timesteps = started
+                if not bool(torch.isfinite(latents).all()):
+                    raise NumericsError(_overflow_message(self.dtype, 0))
         start = 0
         if checkpoint is not None:                                           # 5. resume
             saved = checkpoint.load(self._fingerprint(reference, plan, o, latents, extra))
@@ -424,12 +486,14 @@ class AnimationPipeline:
             image = self.decode_frame(latents, index)[0]
             yield (image.permute(1, 2, 0).float().cpu().numpy() * 255).round().astype(np.uint8)
 
-    def stream(self, reference: np.ndarray, controls: Sequence[np.ndarray], **kwargs) -> Iterator[np.ndarray]:
+    def stream(self, reference: np.ndarray | None, controls: Sequence[np.ndarray] | None,
+               **kwargs) -> Iterator[np.ndarray]:
         """Like ``__call__`` but yields the frames one by one as they are decoded."""
         latents = self.sample_latents(reference, controls, **kwargs)
         yield from self.decode(latents)
 
-    def __call__(self, reference: np.ndarray, controls: Sequence[np.ndarray], **kwargs) -> np.ndarray:
+    def __call__(self, reference: np.ndarray | None, controls: Sequence[np.ndarray] | None,
+                 **kwargs) -> np.ndarray:
         """Animate: uint8 reference ``(H, W, 3)`` + control frames ``(F, H, W, 3)`` (same size,
         multiples of 8) -> uint8 frames ``(F, H, W, 3)``. Keywords: see
         :meth:`sample_latents` (steps, guidance, seed, context_frames, ..., progress,
