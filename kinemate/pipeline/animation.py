@@ -387,7 +387,7 @@ class AnimationPipeline:
                        window_callback: Callable[[int, int], None] | None = None,
                        prompt: str | None = None, negative_prompt: str | None = None,
                        num_frames: int | None = None, size: tuple[int, int] | None = None,
-                       **options) -> torch.Tensor:
+                       inputs: dict | None = None, **options) -> torch.Tensor:
         """Run the sampler; returns the final latents ``(1, C, N, H/f, W/f)``.
 
         ``controls``: any sequence of N uint8 ``(H, W, 3)`` frames (an array or a lazy
@@ -408,7 +408,9 @@ class AnimationPipeline:
         Families without a reference photo (Text2Video-Zero) take ``reference`` None and a
         ``prompt`` (``negative_prompt``); one that also samples without controls takes
         ``controls`` None with ``num_frames`` and ``size`` (W, H), and may start from latents
-        of its own (``denoiser.initial_latents``: Text2Video-Zero's motion dynamics)."""
+        of its own (``denoiser.initial_latents``: Text2Video-Zero's motion dynamics).
+        ``inputs``: further family inputs by name (keywords of the family's ``start_video``,
+        e.g. Text2Video-Zero's ``t0``, ``t1``, ``motion_field``); others are refused."""
         o = self.resolve(text_only=controls is None, **options)             # 1. options
         plan = self.plan(reference, controls, o, num_frames=num_frames,      # 2. inputs, windows
                          size=size)
@@ -421,6 +423,7 @@ class AnimationPipeline:
                                    ("text_embeds_cond", text_embeds_cond),
                                    ("image_embeds", image_embeds), ("prompt", prompt),
                                    ("negative_prompt", negative_prompt)) if v is not None}
+        extra.update(inputs or {})  # further family inputs (Text2Video-Zero: t0, t1, ...)
         if controls is None:
             extra.update(num_frames=plan.num_frames, size=(plan.width, plan.height))
         video = self.start_video(reference, plan.controls, o, ref_latents, **extra)  # 4.

@@ -93,13 +93,21 @@ def load_text_encoder(folder: Path, *, dtype=torch.float32, device="cpu") -> nn.
     path = find_weights(folder) if any((folder / n).is_file() for n in (
         "model.safetensors", "diffusion_pytorch_model.safetensors")) else folder / "pytorch_model.bin"
     tensors = read_tensors(path)
-    key = "text_model.embeddings.position_ids"
-    if key in tensors and key not in model.state_dict():
+    expected = model.state_dict()
+    for key in [k for k in tensors if k.endswith("position_ids") and k not in expected]:
         ids = tensors.pop(key)
         if not torch.equal(ids.long().flatten(), torch.arange(ids.numel())):
             raise WeightsError(f"{path}: {key} is not 0..{ids.numel() - 1}; the file is not a "
                                "CLIP text encoder kinemate can read")
     model = load_strict(model, tensors, what=str(path), dtype=dtype, device=device)
+    for module in model.modules():  # position_ids: outside the state dict, computed
+        ids = module._buffers.get("position_ids")
+        if ids is not None and ids.is_meta:
+            module.register_buffer("position_ids", torch.arange(
+                ids.shape[-1], device=device).expand((1, -1)), persistent=False)
+    left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if left:
+        raise WeightsError(f"{path}: the text encoder has tensors no file fills: {', '.join(left)}")
     return model.eval()
 
 

@@ -270,9 +270,10 @@ class T2VZDenoiser:
                 eps = uncond + guidance * (cond - uncond)
             x = scheduler.step(eps, t, x, **step_kwargs).prev_sample
             if not bool(torch.isfinite(x).all()):
-                raise NumericsError(f"text mode: non-finite latents (inf/NaN) in {self.dtype} "
-                                    "while denoising frame 1; run again with `dtype` float32 "
-                                    "(or bfloat16)")
+                fix = ("run again with `dtype` bfloat16 or float32" if self.dtype != torch.float32
+                       else "the weights hold inf/NaN or do not fit this architecture")
+                raise NumericsError(f"text mode: the sampler produced non-finite values "
+                                    f"(inf/NaN) in {self.dtype} while denoising frame 1; {fix}")
         return x
 
     # -- building blocks (each usable alone) ----------------------------------------------
