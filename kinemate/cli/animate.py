@@ -13,9 +13,13 @@ def register(subparsers) -> None:
         "animate",
         help="animate a reference photo with a driving video",
         description="Animate the person in REFERENCE with the motion of DRIVING (a DensePose "
-                    "render for --control densepose, or any video of a person for --control pose).",
+                    "render for --control densepose, or any video of a person for --control pose). "
+                    "--model text2video-zero takes no reference photo: appearance comes from the "
+                    "text (--prompt); give only DRIVING, or no video and --frames N for a video "
+                    "from the text alone.",
     )
-    p.add_argument("reference", nargs="?", help="reference photo (png/jpg/...)")
+    p.add_argument("reference", nargs="?", help="reference photo (png/jpg/...); text2video-zero: "
+                   "none (its only positional argument is DRIVING)")
     p.add_argument("driving", nargs="?",
                    help="driving video (or folder of frames), or a pose JSON file/folder "
                         "(kinemate or OpenPose, see 'kinemate pose')")
@@ -28,6 +32,14 @@ def register(subparsers) -> None:
                         " (default: kinemate-tiny, bundled; or what --weights holds)")
     p.add_argument("--weights", default=None,
                    help="weights folder: a published release layout or a kinemate model folder")
+    p.add_argument("--prompt", default=None,
+                   help="text2video-zero: the text the appearance and scene come from")
+    p.add_argument("--negative-prompt", default=None,
+                   help="text2video-zero: what to avoid (default: the preset's)")
+    p.add_argument("--preset", default=None,
+                   help="model preset (text2video-zero: official (default) or diffusers-docs)")
+    p.add_argument("--frames", type=int, default=None,
+                   help="text2video-zero without a driving video: number of frames to make")
     p.add_argument("--control", choices=["auto", "densepose", "pose"], default="auto",
                    help="what the driving video is turned into (default: what the model uses)")
     p.add_argument("--no-retarget", action="store_true",
@@ -89,24 +101,45 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError("--example brings its own photo and video; give either --example "
                              "or REFERENCE and DRIVING")
         args.reference, args.driving = (str(p) for p in example_inputs())
-    elif not (args.reference and args.driving):
-        raise UsageError("give a reference photo and a driving video (or pose JSON), e.g. "
-                         "'kinemate animate ref.png dance.mp4 -o out.mp4', or try --example")
     size = parse_size(args.size)
     options = options_from_namespace(args)
     dtype = args.dtype or default_dtype(args.weights, args.device, args.model)
-    pipe = load_pipeline(args.weights, model=args.model, device=args.device, dtype=dtype)
+    if args.model is not None:
+        from kinemate.models.registry import get_family
+
+        get_family(args.model)  # an unknown name fails before any weights are read
+    text_family = args.model == "text2video-zero"
+    if text_family:
+        _text_inputs(args)
+    elif not args.example and not (args.reference and args.driving):
+        raise UsageError("give a reference photo and a driving video (or pose JSON), e.g. "
+                         "'kinemate animate ref.png dance.mp4 -o out.mp4', or try --example")
+    pipe = load_pipeline(args.weights, model=args.model, device=args.device, dtype=dtype,
+                         preset=args.preset)
+    if not pipe.uses_reference and not text_family:  # such a model found through --weights
+        _text_inputs(args)
+    if pipe.uses_reference:
+        for flag, value in (("--prompt", args.prompt), ("--negative-prompt", args.negative_prompt),
+                            ("--frames", args.frames)):
+            if value is not None:
+                raise UsageError(f"{flag} is for models without a reference photo "
+                                 f"(text2video-zero); {pipe.name} takes its appearance from "
+                                 "the photo")
     origin = args.weights or "bundled with kinemate"
     print(f"model: {pipe.name} ({pipe.family} family, {origin}; {pipe.control_kind} control, "
           f"native size {pipe.default_size[0]}x{pipe.default_size[1]})")
     if pipe.index.get("notice"):
         print(f"note: {pipe.index['notice']}")
-    effective = pipe.resolve(**options)
-    settings = {"reference": Path(args.reference).name, "driving": Path(args.driving).name,
+    effective = pipe.resolve(text_only=args.driving is None, **options)
+    settings = {"reference": Path(args.reference).name if args.reference else None,
+                "driving": Path(args.driving).name if args.driving else None,
                 "control": args.control, "size": args.size, "fit": args.fit,
                 **effective.to_dict(), "max_frames": args.max_frames, "fps": args.fps,
                 "retarget": not args.no_retarget, "person": args.person, "device": args.device,
                 "dtype": dtype}
+    if not pipe.uses_reference:
+        settings.update(prompt=args.prompt, negative_prompt=args.negative_prompt,
+                        preset=pipe.index.get("preset"), frames=args.frames)
     marker = make_marker(pipe.name, settings, watermark=not args.no_watermark)
     checkpoint = SamplerCheckpoint(state_path(args.output), resume=args.resume)
     try:
@@ -115,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
             size=size, fit=args.fit, marker=marker, grid_path=args.grid,
             max_frames=args.max_frames, progress=not args.no_progress,
             retarget=not args.no_retarget, person=parse_select(args.person), fps=args.fps,
-            checkpoint=checkpoint, **options)
+            checkpoint=checkpoint, **_family_kwargs(args, pipe), **options)
     except KeyboardInterrupt:
         if checkpoint.path.is_file():
             print("kinemate: the sampler's state is saved; run the same command with --resume "
@@ -128,3 +161,38 @@ def run(args: argparse.Namespace) -> int:
     if result.grid_path:
         print(f"wrote {result.grid_path}")
     return 0
+
+
+def _text_inputs(args) -> None:
+    """A model without a reference photo: the one positional is the driving video (or none:
+    text only, with --frames); a photo is refused, not silently used as motion."""
+    from pathlib import Path
+
+    from kinemate.errors import UsageError
+    from kinemate.io.image import IMAGE_SUFFIXES
+
+    if args.example:
+        raise UsageError("--example brings a reference photo; text2video-zero takes none: give "
+                         "a driving video (or --frames N) and --prompt")
+    if args.reference and args.driving:
+        raise UsageError("text2video-zero takes no reference photo: appearance comes from the "
+                         f"text (--prompt). Drop {Path(args.reference).name} and give only the "
+                         "driving video")
+    args.driving, args.reference = args.reference or args.driving, None
+    if args.driving and Path(args.driving).suffix.lower() in IMAGE_SUFFIXES:
+        raise UsageError(f"{Path(args.driving).name} is a photo; text2video-zero takes no "
+                         "reference photo (appearance comes from --prompt). Give a driving "
+                         "video or pose JSON, or --frames N for a video from the text alone")
+    if not args.prompt:
+        raise UsageError('text2video-zero needs --prompt "...": the text describes the person '
+                         "and the scene")
+    if args.driving is None and not args.frames:
+        raise UsageError("give a driving video (or pose JSON), or --frames N to make a video "
+                         "from the text alone")
+
+
+def _family_kwargs(args, pipe) -> dict:
+    if pipe.uses_reference:
+        return {}
+    return {k: v for k, v in (("prompt", args.prompt), ("negative_prompt", args.negative_prompt),
+                              ("frames", args.frames)) if v is not None}

@@ -60,12 +60,14 @@ def _scheduler_state(scheduler) -> tuple[dict[str, torch.Tensor], dict]:
         if name in ("_internal_dict", "config"):
             continue
         if torch.is_tensor(value):
-            tensors[f"scheduler.{name}"] = value.detach().cpu().contiguous()
+            # cloned: a scheduler may keep views of one tensor (DDIM with set_alpha_to_one
+            # off: final_alpha_cumprod is alphas_cumprod[0]), which safetensors refuses
+            tensors[f"scheduler.{name}"] = value.detach().cpu().clone()
         elif isinstance(value, list) and all(v is None or torch.is_tensor(v) for v in value):
             plain[name] = {"list": [v is not None for v in value]}
             for i, v in enumerate(value):
                 if v is not None:
-                    tensors[f"scheduler.{name}.{i}"] = v.detach().cpu().contiguous()
+                    tensors[f"scheduler.{name}.{i}"] = v.detach().cpu().clone()
         elif value is None or isinstance(value, (bool, int, float, str)):
             plain[name] = {"value": value}
         else:

@@ -179,7 +179,9 @@ def control_frames_from_driving(
         track_out["driving"] = track
         track_out["controls"] = controls
     dst = (int(dst_wh[0]), int(dst_wh[1]))
-    in_reference_space = retarget or bool(controls.meta.get("retargeted"))
+    # without a reference photo (a text-conditioned model) the pose stays in its own frame
+    in_reference_space = reference_rgb is not None and (
+        retarget or bool(controls.meta.get("retargeted")))
     if in_reference_space:
         ref_wh = (reference_rgb.shape[1], reference_rgb.shape[0])
         if (controls.width, controls.height) != ref_wh:  # a retargeted JSON made for another photo
