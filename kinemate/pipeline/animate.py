@@ -129,7 +129,7 @@ def animate_file(reference_path: str | Path, driving_path: str | Path, output_pa
                  fps: float | None = None,
                  progress: bool = True, retarget: bool = True, person: str | int = "largest",
                  callback: Any = None, checkpoint: Any = None, prepare_callback: Any = None,
-                 window_callback: Any = None,
+                 window_callback: Any = None, parallel: Any = None,
                  **options: Any) -> AnimateResult:
     """Animate the person in ``reference_path`` with the motion of ``driving_path``.
 
@@ -156,7 +156,10 @@ def animate_file(reference_path: str | Path, driving_path: str | Path, output_pa
     raise (e.g. to cancel the job): nothing is written and the temporary files are removed.
     ``window_callback(step, window)`` is called after every context window of every step.
     ``checkpoint`` (:class:`~kinemate.pipeline.resume.SamplerCheckpoint`) keeps the sampler's
-    state so that an interrupted run can resume; it is removed once the output is complete."""
+    state so that an interrupted run can resume; it is removed once the output is complete.
+    ``parallel`` (:class:`~kinemate.pipeline.parallel.WindowParallel`): every process of a
+    window-parallel job calls this alike; rank 0 writes the output (and keeps the state), the
+    others only sample."""
     from kinemate.io import Framing, VideoWriter, read_image, side_by_side
 
     from kinemate.pose import is_pose_file
@@ -203,13 +206,18 @@ def animate_file(reference_path: str | Path, driving_path: str | Path, output_pa
                                 spill / "controls.u8")
         if len(controls) == 0:
             raise InputError(f"{driving_path} has no frames; give a video with at least one frame")
+        if parallel is not None and not parallel.is_main:  # rank 0 writes; this one samples
+            pipe.sample_latents(reference, controls, progress=False, parallel=parallel,
+                                **sampling.to_dict())
+            return AnimateResult(output_path, grid_path, len(controls), float(fps), size,
+                                 control, framing_note=note)
         out = stack.enter_context(VideoWriter(output_path, fps, marker=marker))
         # the grid's result panel carries the output's own mark, which verify reads there
         grid = stack.enter_context(VideoWriter(grid_path, fps, marker=_FinalizeOnly(marker)
                                                if marker is not None else None)) if grid_path else None
         frames_out = pipe.stream(reference, controls, progress=progress, callback=callback,
                                  checkpoint=checkpoint, window_callback=window_callback,
-                                 **sampling.to_dict())
+                                 parallel=parallel, **sampling.to_dict())
         for i, frame in enumerate(frames_out):
             out.write(frame)
             if grid is not None:
