@@ -21,8 +21,8 @@ from kinemate.pipeline.parallel import share
 
 WORKER = Path(__file__).with_name("parallel_worker.py")
 CASES = {  # frames in two windows each (bitwise path) and in four (rounding may differ)
-    "cfg": dict(steps=3, guidance=2.0, eta=0.5, seed=3, context_frames=8, context_overlap=4),
-    "batched": dict(steps=2, guidance=1.0, seed=4, context_frames=8, context_overlap=6,
+    "cfg": dict(steps=2, guidance=2.0, eta=0.5, seed=3, context_frames=8, context_overlap=4),
+    "batched": dict(steps=1, guidance=1.0, seed=4, context_frames=8, context_overlap=6,
                     window_batch=2, closed_loop=False),
 }
 
