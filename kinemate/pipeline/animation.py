@@ -33,8 +33,9 @@ from einops import rearrange
 
 from kinemate.errors import InputError, NumericsError, UsageError
 from kinemate.models.guidance import GuidanceRows
-from kinemate.pipeline.context import (FrameCache, accumulate, context_windows, fuse, guide,
-                                       window_groups)
+from kinemate.models.frames import take_frames
+from kinemate.pipeline.context import (FrameCache, accumulate, context_windows, covers, fuse,
+                                       guide, window_groups)
 from kinemate.pipeline.options import SamplingOptions
 from kinemate.pipeline.parallel import (WindowParallel, inputs_digest, saved_from_bytes,
                                         saved_to_bytes)
@@ -292,7 +293,7 @@ class AnimationPipeline:
             for group in groups:
                 if group[0] not in local:
                     continue
-                batch = torch.cat([model_input[:, :, windows[i]] for i in group])
+                batch = torch.cat([take_frames(model_input, windows[i]) for i in group])
                 pred = self.denoiser.predict(
                     step, [features.take(local[i], windows[i]) for i in group], batch)
                 call_rows = rows.with_videos(len(group))
@@ -308,7 +309,9 @@ class AnimationPipeline:
             buffer[-1] = 0.0 if error is None else 1.0
             parallel.sum_(buffer)
             parallel.raise_if(error, float(buffer[-1]))
-        raw = fuse(total, counts)
+        if not covers(windows, frames):
+            raise ValueError("some frames are in no context window")
+        raw = fuse(total, counts, checked=True)
         guided = guide(raw[:1], raw[1:], guidance) if rows.cfg else raw
         return guided, raw
 
