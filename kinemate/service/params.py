@@ -24,7 +24,7 @@ from kinemate.pipeline.options import (OPTION_FIELDS, format_size, option_bounds
 from kinemate.service.config import CONTROL_KINDS, FIT_MODES, Limits, ServiceConfig
 
 SAMPLING_FIELDS = tuple(name for name, f in OPTION_FIELDS.items() if f.metadata["service"])
-OTHER_FIELDS = ("control", "size", "fit", "watermark", "retarget")
+OTHER_FIELDS = ("control", "size", "fit", "watermark", "retarget", "prompt", "negative_prompt")
 FIELDS = SAMPLING_FIELDS + OTHER_FIELDS
 _JSON_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string"}
 
@@ -43,6 +43,11 @@ class _FramingFields(BaseModel):
     watermark: bool = Field(True, description="an invisible watermark in every frame")
     retarget: bool = Field(True, description="pose control: fit the motion to the person in "
                            "the photo (bone lengths, position)")
+    prompt: str | None = Field(None, max_length=2000, description="models without a reference "
+                               "photo (text2video-zero): the text the appearance comes from; "
+                               "then send no 'reference' file")
+    negative_prompt: str | None = Field(None, max_length=2000, description="text2video-zero: "
+                                        "what to avoid (default: the preset's)")
 
     @field_validator("size")
     @classmethod
