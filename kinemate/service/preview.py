@@ -61,7 +61,8 @@ def render_preview(job: Job, job_dir: Path, worker_info: dict) -> np.ndarray:
         with _lock:
             frames, _fps, _n = pose.control_frames_from_driving(
                 driving, reference, size, fit=fit, max_frames=1, progress=False,
-                retarget=job.params.get("retarget", True) and reference is not None)
+                retarget=job.params.get("retarget", True) and reference is not None,
+                **worker_info.get("pose_render", {}))
     for frame in frames:
         return frame
     raise UploadRejected("the driving input has no frame to preview")

@@ -120,6 +120,7 @@ class PipelineRunner:
                 "default_size": list(self.pipe.default_size), "device": self.config.device,
                 "options": self.pipe.options.to_dict(),
                 "uses_reference": self.pipe.uses_reference,
+                "pose_render": dict(getattr(self.pipe.denoiser, "pose_render", None) or {}),
                 **({"preset": self.pipe.index["preset"]} if "preset" in self.pipe.index else {})}
 
     def __call__(self, job: Job, job_dir: Path, report) -> dict:

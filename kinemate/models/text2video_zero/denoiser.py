@@ -104,6 +104,8 @@ class T2VZDenoiser:
             install(model, cross_frame)
 
     uses_reference = False  # appearance comes from the text prompt
+    # the maps OpenPose ControlNet v1.0 was trained on: body only, v1.0 drawing (docs/pose.md)
+    pose_render = {"hands": False, "face": False, "style": "v1.0"}
     accepts_no_controls = True  # text mode
 
     def _attention_models(self):
