@@ -81,9 +81,12 @@ def draw_body(canvas: np.ndarray, body: np.ndarray, *, min_conf: float = DEFAULT
 
 
 def _limb_polygon(body: np.ndarray, a: int, b: int, stick: int) -> np.ndarray:
+    """The v1.0 annotator's ellipse: its angle measured from the second joint to the first
+    (``int()`` of it, so where truncation toward zero falls on the other side the ellipse
+    turns by 1° against the v1.1 drawing above)."""
     (xa, ya), (xb, yb) = body[a, :2], body[b, :2]
     length = math.hypot(xa - xb, ya - yb)
-    angle = math.degrees(math.atan2(yb - ya, xb - xa))
+    angle = math.degrees(math.atan2(ya - yb, xa - xb))
     return cv2.ellipse2Poly(_pt((xa + xb) / 2, (ya + yb) / 2), (int(length / 2), stick),
                             int(angle), 0, 360, 1)
 
