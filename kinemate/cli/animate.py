@@ -109,15 +109,18 @@ def run(args: argparse.Namespace) -> int:
 
         get_family(args.model)  # an unknown name fails before any weights are read
     text_family = args.model == "text2video-zero"
+    both = "give a reference photo and a driving video (or pose JSON), e.g. 'kinemate " \
+           "animate ref.png dance.mp4 -o out.mp4', or try --example"
     if text_family:
         _text_inputs(args)
-    elif not args.example and not (args.reference and args.driving):
-        raise UsageError("give a reference photo and a driving video (or pose JSON), e.g. "
-                         "'kinemate animate ref.png dance.mp4 -o out.mp4', or try --example")
+    elif (args.model is not None or args.weights is None) and not (args.reference and args.driving):
+        raise UsageError(both)  # the family is known to take a photo: fail before loading
     pipe = load_pipeline(args.weights, model=args.model, device=args.device, dtype=dtype,
                          preset=args.preset)
     if not pipe.uses_reference and not text_family:  # such a model found through --weights
         _text_inputs(args)
+    elif pipe.uses_reference and not (args.reference and args.driving):
+        raise UsageError(both)
     if pipe.uses_reference:
         for flag, value in (("--prompt", args.prompt), ("--negative-prompt", args.negative_prompt),
                             ("--frames", args.frames)):

@@ -88,6 +88,7 @@ class T2VZDenoiser:
     ablation, as the reference code's ``use_cf_attn``)."""
 
     component_names = ("unet", "controlnet", "text_encoder")
+    latent_factor = 8  # pixels per latent; the family sets it from the VAE (SD's VAE: 8)
 
     def __init__(self, unet: nn.Module, controlnet: nn.Module | None, text_encoder: nn.Module,
                  tokenizer, *, prompt_suffix: dict | None = None,
@@ -261,8 +262,6 @@ class T2VZDenoiser:
         moved = jump(warped, noise.to(self.device, self.dtype), alpha).to(x_t1.dtype)
         latents = torch.cat([x_t1, rearrange(moved, "f c h w -> 1 c f h w")], dim=2)
         return latents, cut.rest
-
-    latent_factor = 8  # set by the family from the VAE (SD's VAE: 8)
 
     def _frame_one(self, video, x, timesteps, scheduler, rows, guidance, step_kwargs):
         """Frame 1 alone, ``(1, C, 1, h, w)``, through ``timesteps`` (guided, one scheduler
