@@ -145,8 +145,8 @@ def test_cross_frame_attention_matters_and_identical_poses_agree(pipe, atol, one
 
 def test_chunks_anchor_frame_zero(pipe, atol, one_thread):
     """Chunked pose mode equals the one-call run within the tolerance (chunking only changes
-    batch sizes: every frame attends to itself and frame 0), and the windows are the
-    reference's chunks."""
+    batch sizes: every frame attends to itself and frame 0), also with several chunks in one
+    call, and the windows are the reference's chunks."""
     from kinemate.models.text2video_zero import chunk_windows
 
     assert chunk_windows(10, 4) == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9]]
@@ -156,3 +156,28 @@ def test_chunks_anchor_frame_zero(pipe, atol, one_thread):
     whole = pipe.sample_latents(None, poses, context_frames=8, **kw)
     chunked = pipe.sample_latents(None, poses, context_frames=3, **kw)
     torch.testing.assert_close(chunked, whole, atol=atol, rtol=0)
+    # chunks batched into one network call keep their own anchors and guidance branches
+    batched = pipe.sample_latents(None, poses, context_frames=3, window_batch=3, **kw)
+    torch.testing.assert_close(batched, whole, atol=atol, rtol=0)
+
+
+@pytest.mark.parametrize("mode", ["pose", "text"])
+def test_non_finite_values_stop_the_run(pipe, mode):
+    """The engine's inf/NaN guard covers the family (and text mode's own frame-1 loop): a
+    NumericsError, not black frames with exit code 0 (fp16 overflow, upstream issue #80)."""
+    from kinemate.errors import NumericsError
+
+    bias = pipe.unet.conv_out.bias
+    saved = bias.detach().clone()
+    try:
+        with torch.no_grad():
+            bias[0] = float("nan")
+        with pytest.raises(NumericsError, match="non-finite"):
+            if mode == "pose":
+                pipe.sample_latents(None, _poses(2), prompt="a cat", steps=2, progress=False)
+            else:
+                pipe.sample_latents(None, None, num_frames=2, size=(32, 32), prompt="a cat",
+                                    steps=4, progress=False)
+    finally:
+        with torch.no_grad():
+            bias.copy_(saved)
