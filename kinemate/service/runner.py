@@ -115,7 +115,8 @@ class PipelineRunner:
 
         dtype = getattr(torch, self.config.dtype)
         weights = str(self.config.weights) if self.config.weights else None
-        self.pipe = load_pipeline(weights, device=self.config.device, dtype=dtype)
+        self.pipe = load_pipeline(weights, device=self.config.device, dtype=dtype,
+                                  preset=self.config.preset)
         return {"model": self.pipe.name, "control_kind": self.pipe.control_kind,
                 "default_size": list(self.pipe.default_size), "device": self.config.device,
                 "options": self.pipe.options.to_dict(),
