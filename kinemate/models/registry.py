@@ -23,6 +23,7 @@ from kinemate.errors import UsageError, WeightsError
 # name -> the module whose FAMILIES tuple defines it (imported only when the family is used)
 FAMILY_MODULES: dict[str, str] = {
     "animate-anyone": "kinemate.models.animate_anyone",
+    "dreampose": "kinemate.models.dreampose",
     "kinemate-tiny": "kinemate.models.magicanimate",
     "magicanimate": "kinemate.models.magicanimate",
     "text2video-zero": "kinemate.models.text2video_zero",

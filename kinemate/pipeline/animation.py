@@ -35,18 +35,24 @@ from kinemate.errors import InputError, NumericsError, UsageError
 from kinemate.models.guidance import GuidanceRows
 from kinemate.pipeline.context import (FrameCache, accumulate, context_windows, fuse, guide,
                                        window_groups)
-from kinemate.pipeline.options import SamplingOptions
+from kinemate.pipeline.options import FAMILY_OPTIONS, OPTION_NAMES, SamplingOptions
 from kinemate.pipeline.resume import SamplerCheckpoint, job_fingerprint, restore_scheduler
 
 log = logging.getLogger(__name__)
 STEP_NOISE_SEED = 0x5EED  # the sampler's own generator (stochastic schedulers) = seed + this
 
 
-def make_scheduler(config: dict):
-    """A diffusers scheduler from a config dict whose ``_class_name`` names the class."""
+SAMPLERS = {"ddim": "DDIMScheduler", "pndm": "PNDMScheduler"}
+
+
+def make_scheduler(config: dict, sampler: str = "model"):
+    """A diffusers scheduler from a config dict whose ``_class_name`` names the class;
+    ``sampler`` "ddim"/"pndm" takes that class on the same noise schedule instead."""
     import diffusers
 
     config = dict(config)
+    if sampler != "model":
+        config["_class_name"] = SAMPLERS[sampler]
     cls = getattr(diffusers, config.get("_class_name", "DDIMScheduler"), None)
     if cls is None:
         raise UsageError(f"unknown scheduler {config.get('_class_name')!r}; use a diffusers "
@@ -67,6 +73,16 @@ class _EdgePadded(Sequence):
         if not -self.length <= index < self.length:
             raise IndexError(index)
         return self.frames[min(index % self.length, len(self.frames) - 1)]
+
+
+def stretch_frame(frame: np.ndarray) -> np.ndarray:
+    """DreamPose test.py's per-frame min-max stretch of a uint8 frame: ``f - min``, then
+    ``255 * f / max`` cast (truncating) to uint8. A constant frame is returned unchanged."""
+    frame = frame - frame.min()
+    top = frame.max()
+    if top == 0:
+        return frame
+    return (255 * (frame / top)).astype(np.uint8)
 
 
 def _overflow_message(dtype: torch.dtype, step: int) -> str:
@@ -245,7 +261,7 @@ class AnimationPipeline:
                 raise InputError("no control frames; the driving video is empty")
             first = np.asarray(controls[0])
             ref_shape = first.shape if reference is None else np.asarray(reference).shape
-            if first.shape != ref_shape:
+            if first.shape[:2] != ref_shape[:2]:
                 raise InputError(f"control frames {first.shape} and reference {ref_shape} must "
                                  "have the same size; frame both with the same Framing")
         h, w = ref_shape[:2]
@@ -293,9 +309,27 @@ class AnimationPipeline:
             if unknown:
                 raise UsageError(f"{', '.join(unknown)}: not an input of {self.family} models; "
                                  "leave it out")
+        self.check_unused(o)
+        engine = {"reference_bank_dtype", "lean", "window_batch"}
+        named = {k: getattr(o, k) for k in OPTION_NAMES if k in params and k not in engine}
         return self.denoiser.start_video(ref_latents, controls, reference=reference,
                                          reference_bank_dtype=o.reference_bank_dtype,
-                                         lean=o.lean, window_batch=o.window_batch, **extra)
+                                         lean=o.lean, window_batch=o.window_batch,
+                                         **named, **extra)
+
+    def check_unused(self, o: SamplingOptions) -> None:
+        """Refuse an option this model does not use set to another value than the model's
+        (it would change nothing, silently): the family options (``image_guidance``, ...) its
+        denoiser's ``start_video`` does not take, and what the denoiser lists in
+        ``unused_options`` (DreamPose: ``guidance``, the window options, ...)."""
+        params = inspect.signature(self.denoiser.start_video).parameters
+        unused = [k for k in FAMILY_OPTIONS if k not in params]
+        unused += list(getattr(self.denoiser, "unused_options", ()))
+        changed = [k for k in unused if getattr(o, k) != getattr(self.options, k)]
+        if changed:
+            names = ", ".join(f"`{k}`" for k in changed)
+            raise UsageError(f"{names}: not used by {self.family} models (they would change "
+                             "nothing); leave it out")
 
     @torch.no_grad()
     def predict_noise(self, latents: torch.Tensor, t, video, windows: list[list[int]], *,
@@ -306,7 +340,9 @@ class AnimationPipeline:
         Returns ``(guided (1,C,N,h,w), raw (B,C,N,h,w))``; ``raw`` is the window-averaged
         denoiser output, rows ``[uncond, cond]`` with CFG (``guidance > 1``) or ``[cond]``.
         ``window_batch`` windows of equal length go through the denoiser together."""
-        rows = GuidanceRows.for_scale(guidance)
+        # a denoiser that combines its guidance branches itself gets one row per window
+        self_guided = getattr(self.denoiser, "guides_itself", False)
+        rows = GuidanceRows(cfg=False) if self_guided else GuidanceRows.for_scale(guidance)
         model_input = scheduler.scale_model_input(latents, t) if scheduler is not None else latents
         step = self.denoiser.start_step(video, model_input, t, rows)
         features = FrameCache(windows, lambda frames: self.denoiser.frame_features(step, frames))
@@ -329,7 +365,9 @@ class AnimationPipeline:
     def _initial_latents(self, plan: Plan, o: SamplingOptions, scheduler, ref_latents,
                          latents: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """The starting latents and the timesteps to run (all of them, or the last
-        ``init_strength`` share when starting from the noised reference)."""
+        ``init_strength`` share when starting from the noised reference). A denoiser's
+        ``initial_latents`` hook may replace them once the video has started (see
+        :meth:`sample_latents`)."""
         timesteps = scheduler.timesteps
         if latents is not None:
             if latents.shape[2] != plan.num_frames:
@@ -414,7 +452,8 @@ class AnimationPipeline:
         o = self.resolve(text_only=controls is None, **options)             # 1. options
         plan = self.plan(reference, controls, o, num_frames=num_frames,      # 2. inputs, windows
                          size=size)
-        scheduler = copy.deepcopy(self.scheduler)                            # 3. latents
+        scheduler = (copy.deepcopy(self.scheduler) if o.sampler == "model"    # 3. latents
+                     else make_scheduler(dict(self.scheduler.config), o.sampler))
         scheduler.set_timesteps(o.steps, device=self.device)
         ref_latents = None if reference is None else self.encode_reference(reference)
         given_latents = latents
@@ -433,8 +472,13 @@ class AnimationPipeline:
         step_kwargs = {k: v for k, v in step_kwargs.items() if k in accepted}
         own_start = getattr(self.denoiser, "initial_latents", None)
         if own_start is not None and given_latents is None:                  # family's start
-            started = own_start(video, scheduler, timesteps, seed=o.seed, guidance=o.guidance,
-                                step_kwargs=step_kwargs)
+            try:
+                started = own_start(video, scheduler, timesteps, seed=o.seed,
+                                    guidance=o.guidance, step_kwargs=step_kwargs,
+                                    steps=o.steps, init_strength=o.init_strength)
+            except BaseException:
+                self.denoiser.end_video(video)
+                raise
             if started is not None:
                 latents, timesteps = started
                 if not bool(torch.isfinite(latents).all()):
@@ -483,17 +527,20 @@ class AnimationPipeline:
         image = self.vae.decode(z.to(self.device, self.dtype)).sample
         return (image / 2 + 0.5).clamp(0, 1)
 
-    def decode(self, latents: torch.Tensor) -> Iterator[np.ndarray]:
-        """Decode one frame at a time; yields uint8 ``(H, W, 3)`` frames."""
+    def decode(self, latents: torch.Tensor, *, stretch: bool = False) -> Iterator[np.ndarray]:
+        """Decode one frame at a time; yields uint8 ``(H, W, 3)`` frames (``stretch``: see
+        :func:`stretch_frame`)."""
         for index in range(latents.shape[2]):
             image = self.decode_frame(latents, index)[0]
-            yield (image.permute(1, 2, 0).float().cpu().numpy() * 255).round().astype(np.uint8)
+            frame = (image.permute(1, 2, 0).float().cpu().numpy() * 255).round().astype(np.uint8)
+            yield stretch_frame(frame) if stretch else frame
 
     def stream(self, reference: np.ndarray | None, controls: Sequence[np.ndarray] | None,
                **kwargs) -> Iterator[np.ndarray]:
         """Like ``__call__`` but yields the frames one by one as they are decoded."""
+        stretch = self.resolve(**{k: kwargs.get(k) for k in ("stretch",)}).stretch
         latents = self.sample_latents(reference, controls, **kwargs)
-        yield from self.decode(latents)
+        yield from self.decode(latents, stretch=stretch)
 
     def __call__(self, reference: np.ndarray | None, controls: Sequence[np.ndarray] | None,
                  **kwargs) -> np.ndarray:

@@ -230,7 +230,8 @@ class T2VZDenoiser:
     # -- text mode: the engine starts from the latents this returns ------------------------
     @torch.no_grad()
     def initial_latents(self, video: VideoState, scheduler, timesteps: torch.Tensor, *,
-                        seed: int, guidance: float, step_kwargs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+                        seed: int, guidance: float, step_kwargs: dict,
+                        **_) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Pose mode: None (the engine's own initial noise, one draw for every frame). Text
         mode (SPEC §3): returns the video latent ``(1, C, F, h, w)`` at ``T1`` and the
         timesteps still to run (``timesteps[-t1-1:]``). One CPU generator seeded with the
