@@ -86,6 +86,9 @@ def state_path(output):
     output = Path(output)
     return output.parent / f".{output.name}.kinemate-state.safetensors"
 
+NEEDS_BOTH = ("give a reference photo and a driving video (or pose JSON), e.g. 'kinemate "
+              "animate ref.png dance.mp4 -o out.mp4', or try --example")
+
 
 def run(args: argparse.Namespace) -> int:
     from kinemate.errors import UsageError
@@ -108,9 +111,8 @@ def run(args: argparse.Namespace) -> int:
     text_family = args.model == "text2video-zero"
     if text_family:
         _text_inputs(args)
-    elif not args.example and not (args.reference and args.driving):
-        raise UsageError("give a reference photo and a driving video (or pose JSON), e.g. "
-                         "'kinemate animate ref.png dance.mp4 -o out.mp4', or try --example")
+    elif (args.model is not None or args.weights is None) and not (args.reference and args.driving):
+        raise UsageError(NEEDS_BOTH)  # the family is known to take a photo: fail before loading
     parallel, device = init_from_env(args.device)  # a launcher's processes split the windows
     try:
         return _run(args, size, options, dtype, parallel, device, text_family)
@@ -134,6 +136,8 @@ def _run(args, size, options, dtype, parallel, device, text_family) -> int:
                          preset=args.preset)
     if not pipe.uses_reference and not text_family:  # such a model found through --weights
         _text_inputs(args)
+    elif pipe.uses_reference and not (args.reference and args.driving):
+        raise UsageError(NEEDS_BOTH)
     if pipe.uses_reference:
         for flag, value in (("--prompt", args.prompt), ("--negative-prompt", args.negative_prompt),
                             ("--frames", args.frames)):

@@ -64,6 +64,12 @@ def choose_control(control: str, control_kind: str | None, *, pose_input: bool =
         "video, use a model trained on DensePose (such as magicanimate)")
 
 
+def pose_render_kwargs(pipe: AnimationPipeline) -> dict:
+    """How a model's skeleton maps are drawn when it says (``denoiser.pose_render``: e.g.
+    Text2Video-Zero's ControlNet v1.0 — body only, v1.0 drawing order); {} for the default."""
+    return dict(getattr(pipe.denoiser, "pose_render", None) or {})
+
+
 def framing_note(framing: Any, name: str) -> str | None:
     """What to tell when a crop that keeps the whole person had to show black bars."""
     if not framing.letterboxed:
@@ -213,7 +219,8 @@ def animate_file(reference_path: str | Path | None, driving_path: str | Path | N
                                                      max_frames=max_frames,
                                                      progress=progress, retarget=retarget,
                                                      select=person,
-                                                     callback=_stage(prepare_callback, "pose"))
+                                                     callback=_stage(prepare_callback, "pose"),
+                                                     **pose_render_kwargs(pipe))
     else:
         from kinemate.pose.control import densepose_frames
 

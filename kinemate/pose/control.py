@@ -136,6 +136,7 @@ def control_frames_from_driving(
     min_conf: float = DEFAULT_MIN_CONF,
     track_out: dict[str, PoseTrack] | None = None,
     callback: Callable[[int, int | None], None] | None = None,
+    style: str = "v1.1",
 ) -> tuple[Iterator[np.ndarray], float, int]:
     """Control maps for animating ``reference_rgb`` (uint8 (H, W, 3)) with a driving input.
 
@@ -193,7 +194,8 @@ def control_frames_from_driving(
             framing = reference_framing(ref_wh, dst, fit, reference_pose)
     else:
         framing = Framing.compute(controls.size, dst, fit)  # type: ignore[arg-type]
-    frames = ControlFrames(controls, dst, framing=framing, hands=hands, face=face, min_conf=min_conf)
+    frames = ControlFrames(controls, dst, framing=framing, hands=hands, face=face,
+                           min_conf=min_conf, style=style)
     return frames, controls.fps, len(controls)
 
 

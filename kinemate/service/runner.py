@@ -115,10 +115,14 @@ class PipelineRunner:
 
         dtype = getattr(torch, self.config.dtype)
         weights = str(self.config.weights) if self.config.weights else None
-        self.pipe = load_pipeline(weights, device=self.config.device, dtype=dtype)
+        self.pipe = load_pipeline(weights, device=self.config.device, dtype=dtype,
+                                  preset=self.config.preset)
         return {"model": self.pipe.name, "control_kind": self.pipe.control_kind,
                 "default_size": list(self.pipe.default_size), "device": self.config.device,
-                "options": self.pipe.options.to_dict()}
+                "options": self.pipe.options.to_dict(),
+                "uses_reference": self.pipe.uses_reference,
+                "pose_render": dict(getattr(self.pipe.denoiser, "pose_render", None) or {}),
+                **({"preset": self.pipe.index["preset"]} if "preset" in self.pipe.index else {})}
 
     def __call__(self, job: Job, job_dir: Path, report) -> dict:
         """Run one job; the sampling options it did not set take the model's defaults."""
@@ -135,18 +139,22 @@ class PipelineRunner:
         settings = {**effective.to_dict(), "control": params["control"], "fit": params["fit"],
                     "size": params.get("size"), "retarget": params.get("retarget", True),
                     "job": job.id}
+        text = {k: params[k] for k in ("prompt", "negative_prompt") if params.get(k) is not None}
+        if text:  # a text-conditioned model (text2video-zero): its prompt and preset
+            settings.update(text, preset=self.pipe.index.get("preset"))
+        ref = job.inputs.get("reference")
         marker = _ProgressMarker(_provenance_marker(self.pipe.name, settings,
                                                     params["watermark"]), progress)
         result = job_dir / "result.mp4"
         grid = job_dir / "grid.mp4"
         checkpoint = SamplerCheckpoint(job_dir / STATE_FILE, resume=True)
         out = animate_file(
-            job_dir / job.inputs["reference"]["file"], job_dir / job.inputs["driving"]["file"],
+            job_dir / ref["file"] if ref else None, job_dir / job.inputs["driving"]["file"],
             result, pipe=self.pipe, control=params["control"], size=parse_size(params.get("size")),
             fit=params["fit"], marker=marker, grid_path=grid, progress=False,
             retarget=params.get("retarget", True), callback=progress.on_step,
             prepare_callback=progress.on_prepare, window_callback=progress.on_window,
-            checkpoint=checkpoint, **options)
+            checkpoint=checkpoint, **text, **options)
         report({"stage": "done", "step": progress.step, "total_steps": effective.steps,
                 "frames": out.num_frames, "total_frames": out.num_frames, "fraction": 1.0})
         return {"file": result.name, "grid": grid.name if grid.is_file() else None,

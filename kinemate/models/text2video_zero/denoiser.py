@@ -88,6 +88,7 @@ class T2VZDenoiser:
     ablation, as the reference code's ``use_cf_attn``)."""
 
     component_names = ("unet", "controlnet", "text_encoder")
+    latent_factor = 8  # pixels per latent; the family sets it from the VAE (SD's VAE: 8)
 
     def __init__(self, unet: nn.Module, controlnet: nn.Module | None, text_encoder: nn.Module,
                  tokenizer, *, prompt_suffix: dict | None = None,
@@ -104,6 +105,8 @@ class T2VZDenoiser:
             install(model, cross_frame)
 
     uses_reference = False  # appearance comes from the text prompt
+    # the maps OpenPose ControlNet v1.0 was trained on: body only, v1.0 drawing (docs/pose.md)
+    pose_render = {"hands": False, "face": False, "style": "v1.0"}
     accepts_no_controls = True  # text mode
 
     def _attention_models(self):
@@ -148,7 +151,7 @@ class T2VZDenoiser:
         the preset's; or ``text_embeds_*`` ``(1, 77, D)`` as given) and frame 0's pose map.
         ``controls`` None is text mode: then ``num_frames`` and ``size`` (W, H) say what to
         make; ``t0``/``t1`` (default: steps - 6 and steps - 3, the paper's 881 and 941 with 50
-        steps) and ``motion_field`` (dx, dy pixels per frame on a 512 grid) its dynamics."""
+        steps; at least 0 and 1) and ``motion_field`` (dx, dy pixels per frame on a 512 grid) its dynamics."""
         if reference is not None or ref_latents is not None:
             raise UsageError("Text2Video-Zero takes no reference photo: appearance comes from "
                              "the text `prompt`; leave the reference out")
@@ -238,37 +241,39 @@ class T2VZDenoiser:
         if video.controls is not None:
             return None
         n = len(timesteps)
-        t0 = n - 6 if video.t0 is None else video.t0
-        t1 = n - 3 if video.t1 is None else video.t1
+        t0 = max(0, n - 6) if video.t0 is None else video.t0
+        t1 = max(1, n - 3) if video.t1 is None else video.t1
         cut = jump_schedule(timesteps, t0, t1)
         h, w = video.height // self.latent_factor, video.width // self.latent_factor
         generator = torch.Generator("cpu").manual_seed(int(seed))
         c = self.latent_channels
         x = torch.randn((1, c, h, w), generator=generator, dtype=torch.float32)
-        x = (x * scheduler.init_noise_sigma).to(self.device, self.dtype)
+        # frame 1 as a one-frame video (1, C, 1, h, w): a multistep scheduler's history
+        # (PNDM) then broadcasts over all frames in the last loop, as in the reference
+        x = (x * scheduler.init_noise_sigma).to(self.device, self.dtype)[:, :, None]
         rows = GuidanceRows.for_scale(guidance)
         x_t1 = self._frame_one(video, x, cut.first, scheduler, rows, guidance, step_kwargs)
         x_t0 = self._frame_one(video, x_t1, cut.second, copy.deepcopy(scheduler), rows,
                                guidance, step_kwargs)
         others = video.num_frames - 1
-        warped = warp_latents(x_t0.repeat(others, 1, 1, 1), list(range(1, video.num_frames)),
-                              *video.motion)
+        warped = warp_latents(x_t0[:, :, 0].repeat(others, 1, 1, 1),
+                              list(range(1, video.num_frames)), *video.motion)
         noise = torch.randn((others, c, h, w), generator=generator, dtype=torch.float32)
         alpha = jump_alpha(scheduler.alphas, cut.T0, cut.T1).to(self.device)
-        moved = jump(warped, noise.to(self.device, self.dtype), alpha)
-        latents = torch.cat([x_t1, moved.to(x_t1.dtype)])
-        return rearrange(latents, "f c h w -> 1 c f h w"), cut.rest
-
-    latent_factor = 8  # set by the family from the VAE (SD's VAE: 8)
+        moved = jump(warped, noise.to(self.device, self.dtype), alpha).to(x_t1.dtype)
+        latents = torch.cat([x_t1, rearrange(moved, "f c h w -> 1 c f h w")], dim=2)
+        return latents, cut.rest
 
     def _frame_one(self, video, x, timesteps, scheduler, rows, guidance, step_kwargs):
-        """Frame 1 alone through ``timesteps`` (guided, one scheduler step each)."""
+        """Frame 1 alone, ``(1, C, 1, h, w)``, through ``timesteps`` (guided, one scheduler
+        step each)."""
         for t in timesteps:
             model_input = scheduler.scale_model_input(x, t)
-            eps = self.denoise(model_input, t, None, video, rows, 1)
+            eps = self.denoise(model_input[:, :, 0], t, None, video, rows, 1)
             if rows.cfg:
                 uncond, cond = eps.chunk(2)
                 eps = uncond + guidance * (cond - uncond)
+            eps = eps[:, :, None]
             x = scheduler.step(eps, t, x, **step_kwargs).prev_sample
             if not bool(torch.isfinite(x).all()):
                 fix = ("run again with `dtype` bfloat16 or float32" if self.dtype != torch.float32

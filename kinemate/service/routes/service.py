@@ -11,7 +11,7 @@ from kinemate.service.params import sampling_bounds
 from kinemate.service.routes.deps import Config, CurrentWorker
 
 router = APIRouter(prefix="/api/v1", tags=["service"])
-HEALTH_FACTS = ("model", "control_kind", "default_size", "device")
+HEALTH_FACTS = ("model", "control_kind", "default_size", "device", "uses_reference", "preset")
 
 
 @router.get("/health")
