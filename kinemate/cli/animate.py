@@ -86,6 +86,7 @@ def state_path(output):
     output = Path(output)
     return output.parent / f".{output.name}.kinemate-state.safetensors"
 
+
 NEEDS_BOTH = ("give a reference photo and a driving video (or pose JSON), e.g. 'kinemate "
               "animate ref.png dance.mp4 -o out.mp4', or try --example")
 
