@@ -387,7 +387,7 @@ class AnimationPipeline:
             parallel.raise_if(error, float(buffer[-1]))
         if not covers(windows, frames):
             raise ValueError("some frames are in no context window")
-        raw = fuse(total, counts, checked=True)
+        raw = fuse(total, counts, checked=True, inplace=True)
         guided = guide(raw[:1], raw[1:], guidance) if rows.cfg else raw
         return guided, raw
 

@@ -121,11 +121,15 @@ def accumulate(total: torch.Tensor, counts: torch.Tensor, window: list[int],
                 .expand(len(window)), dim=0)
 
 
-def fuse(total: torch.Tensor, counts: torch.Tensor, *, checked: bool = False) -> torch.Tensor:
+def fuse(total: torch.Tensor, counts: torch.Tensor, *, checked: bool = False,
+         inplace: bool = False) -> torch.Tensor:
     """Plain average of the overlapping window predictions, ``total / counts`` per frame.
-    ``checked``: the caller knows every frame is in a window (no device-to-host check)."""
+    ``checked``: the caller knows every frame is in a window (no device-to-host check);
+    ``inplace``: divide ``total`` itself (no second video-sized buffer)."""
     if not checked and bool((counts == 0).any()):
         raise ValueError("some frames are in no context window")
+    if inplace:
+        return total.div_(counts.view(1, 1, -1, 1, 1))
     return total / counts.view(1, 1, -1, 1, 1)
 
 
