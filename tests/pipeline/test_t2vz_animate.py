@@ -181,3 +181,20 @@ def test_non_finite_values_stop_the_run(pipe, mode):
     finally:
         with torch.no_grad():
             bias.copy_(saved)
+
+
+def test_weight_set_shares_sd15_with_magicanimate():
+    """``kinemate weights download text2video-zero``: SD1.5 exactly as the MagicAnimate set
+    declares it (same pins and layout, so one folder serves both) + the OpenPose ControlNet
+    v1.0, whose size is bounded (no published hash); found through the registry."""
+    from kinemate import hub
+    from kinemate.models.magicanimate.weights import MAGICANIMATE_WEIGHTS
+
+    t2vz = hub.get("text2video-zero")
+    sd15 = {f for f in MAGICANIMATE_WEIGHTS.files if f.target.startswith("stable-diffusion-v1-5/")}
+    assert sd15 <= set(t2vz.files)
+    others = [f for f in t2vz.files if f not in sd15]
+    assert {f.repo_id for f in others} == {"lllyasviel/sd-controlnet-openpose"}
+    weights = [f for f in others if f.filename.startswith("diffusion_pytorch_model")]
+    assert len(weights) == 1 and weights[0].min_size and weights[0].target.startswith(
+        "sd-controlnet-openpose/")
