@@ -53,7 +53,7 @@ PARTS = [("tests", 110), ("speed", 200), ("numerics", 130), ("multigpu", 150), (
          ("compile", 200)]
 FULL = dict(size=512, frames=[16, 64], long=1024, steps=25, guidance=7.5, dtype="float16",
             device="cuda", diff_frames=16, context=(16, 4))
-SMOKE = dict(size=32, frames=[2, 4], long=10, steps=2, guidance=7.5, dtype="float32",
+SMOKE = dict(size=64, frames=[2, 4], long=10, steps=2, guidance=7.5, dtype="float32",
              device="cpu", diff_frames=2, context=(4, 2))
 
 
