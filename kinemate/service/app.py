@@ -71,13 +71,12 @@ def create_app(config: ServiceConfig, *, store: JobStore | None = None,
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        if storage.in_place:
-            try:
-                _clean_orphans(config, store)
-            except StoreUnavailable as exc:  # the database comes back later: start anyway
-                import logging
+        try:  # (with an object store: the local staging and preview folders)
+            _clean_orphans(config, store)
+        except StoreUnavailable as exc:  # the database comes back later: start anyway
+            import logging
 
-                logging.getLogger("kinemate.service").warning("%s", exc)
+            logging.getLogger("kinemate.service").warning("%s", exc)
         if config.start_worker:
             worker.start()
         try:

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-WORKER_SEEN_S = 60.0  # a worker seen within this is counted as alive
+WORKER_SEEN_S = 30.0  # 3 refreshes (worker_seen_seconds)  # a worker seen within this is counted as alive
 
 # What this process measures (a worker's).
 REGISTRY = CollectorRegistry(auto_describe=True)

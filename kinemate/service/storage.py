@@ -216,4 +216,28 @@ def open_storage(url: str | Path | None, *, default_root: Path, cache_dir: Path)
 
 
 def scratch_root() -> Path:
-    return Path(os.environ.get("KINEMATE_SCRATCH") or "/tmp") / f"kinemate-work-{os.getuid()}"
+    """Where workers on an object store run jobs: ``$KINEMATE_SCRATCH`` (else /tmp)
+    ``/kinemate-work-<uid>/<pid>/``, owner-only (uploads are people's photos)."""
+    root = Path(os.environ.get("KINEMATE_SCRATCH") or "/tmp") / f"kinemate-work-{os.getuid()}"
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(root, 0o700)
+    mine = root / str(os.getpid())
+    mine.mkdir(exist_ok=True, mode=0o700)
+    return mine
+
+
+def remove_dead_scratch() -> list[Path]:
+    """Scratch folders of worker processes of this host that no longer run (killed)."""
+    root = scratch_root().parent
+    removed = []
+    for folder in root.iterdir():
+        if not folder.name.isdigit() or int(folder.name) == os.getpid():
+            continue
+        try:
+            os.kill(int(folder.name), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+        except PermissionError:
+            pass
+    return removed

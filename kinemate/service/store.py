@@ -363,6 +363,7 @@ class SQLJobStore:
                 self.execute(sql, params)
 
         def __exit__(self, exc_type, exc, tb) -> None:
+            self.exc_info = (exc_type, exc, tb)
             self.store._end(self.conn, exc_type is None, self)
 
     def _tx(self, immediate: bool = True) -> "SQLJobStore._Tx":
@@ -953,12 +954,10 @@ class PostgresJobStore(SQLJobStore):
             raise
 
     def _end(self, conn, ok: bool, tx) -> None:
-        import sys
-
         import psycopg
 
         try:
-            tx.pg.__exit__(*(sys.exc_info() if not ok else (None, None, None)))
+            tx.pg.__exit__(*tx.exc_info)
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             self._drop_conn()
             if ok:

@@ -187,6 +187,10 @@ class Worker:
             if self.state != "error":
                 self.state = "stopped"
             self._quietly(self.store.remove_worker, self.id)
+            if not self.storage.in_place:
+                import shutil
+
+                shutil.rmtree(scratch_root(), ignore_errors=True)
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -244,6 +248,9 @@ class Worker:
         )
         if ids:
             log.warning("requeued %d job(s) left running by a dead worker: %s", len(ids), ids)
+        for other in self.store.list_workers():  # rows of killed workers of this host
+            if other.id != self.id and worker_is_dead(other.id, me=self.id):
+                self.store.remove_worker(other.id)
         return ids
 
     def _main(self) -> None:
@@ -252,6 +259,11 @@ class Worker:
 
         for path in remove_stale_spills():
             log.info("removed %s, left by a process that no longer runs", path)
+        if not self.storage.in_place:
+            from kinemate.service.storage import remove_dead_scratch
+
+            for path in remove_dead_scratch():
+                log.info("removed %s, left by a worker that no longer runs", path)
         if self.prepare is not None:
             self.state = "loading"
             self._register(force=True)

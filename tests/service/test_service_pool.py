@@ -173,3 +173,28 @@ def test_model_cache_keeps_the_budget_least_recently_used_out_first():
     tiny.get("a")
     tiny.get("b")
     assert tiny.loaded() == ["b"]  # the one in use stays, alone above the budget
+
+
+def test_key_quota_commands_on_postgres(postgres):
+    import subprocess
+    import sys
+
+    db = postgres.create_database()
+
+    def kinemate(*args):
+        run = subprocess.run([sys.executable, "-m", "kinemate", "serve", "keys", *args,
+                              "--db", db], capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stderr
+        return run
+
+    made = kinemate("create", "--name", "studio", "--max-active", "10", "--weight", "2",
+                    "--max-priority", "5")
+    secret = made.stdout.strip()
+    assert "postgresql://" in made.stderr and secret not in made.stderr
+    store = open_store(db)
+    key = store.authenticate(secret)
+    assert (key.max_active, key.weight, key.max_priority) == (10, 2.0, 5)
+    assert "max_active=10 weight=2 max_priority=5" in kinemate("list").stdout
+    assert "max_active=3 weight=2 max_priority=1" in kinemate(
+        "set", key.id, "--max-active", "3", "--max-priority", "1").stdout
+    assert store.authenticate(secret).max_active == 3

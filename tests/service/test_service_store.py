@@ -388,3 +388,16 @@ def test_postgres_restart_is_a_clear_error_then_reconnects(postgres):
         postgres.start()
     assert store.count_active_jobs(owner) == 1  # a fresh connection, nothing lost
     assert store.claim_next("w", 60).id == f"{1:032x}"
+
+
+def test_a_transaction_that_fails_changes_nothing(store):
+    owner = store.create_key("k", max_active=1)[0].id
+    _job(store, owner, 1)
+    with pytest.raises(LimitReached):
+        _job(store, owner, 2)
+    with pytest.raises(RuntimeError):
+        with store._tx() as db:
+            db.execute("UPDATE jobs SET priority = 7")
+            raise RuntimeError("a bug between two statements")
+    assert store.get_job(f"{1:032x}").priority == 0
+    assert store.all_job_ids() == {f"{1:032x}"}

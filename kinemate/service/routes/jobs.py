@@ -236,7 +236,7 @@ def _check_priority(params: dict, key: KeyRecord) -> None:
                             "priority, or ask the operator to raise the key's max_priority")
 
 
-SERVING_SEEN_S = 60.0  # workers seen this recently count as serving
+SERVING_SEEN_S = 30.0  # workers seen this recently count as serving
 
 
 def serving_info(request: Request, model: str | None) -> dict:

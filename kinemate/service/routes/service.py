@@ -16,13 +16,13 @@ router = APIRouter(prefix="/api/v1", tags=["service"])
 HEALTH_FACTS = ("model", "control_kind", "default_size", "device", "uses_reference", "preset")
 
 
-POOL_SEEN_S = 60.0
+POOL_SEEN_S = 30.0
 
 
 @router.get("/health")
 def health(worker: CurrentWorker, store: Store, config: Config):
     """Whether the server is up and the worker has its model loaded (no key needed); with
-    several workers, ``pool`` lists those seen in the last minute. ``status`` is
+    several workers, ``pool`` lists those seen in the last 30 s. ``status`` is
     ``degraded`` while the job database does not answer."""
     out = {"status": "ok", "version": __version__, "worker": {
         "state": worker.state if config.start_worker else "none", "error": worker.error,
