@@ -115,6 +115,8 @@ def register(subparsers) -> None:
     p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
     p.add_argument("--weights", help="model folder (MagicAnimate release layout or kinemate "
                                      "format; default: the bundled kinemate-tiny model)")
+    p.add_argument("--preset", default=None,
+                   help="model preset (text2video-zero: official (default) or diffusers-docs)")
     p.add_argument("--device", default="cpu", help="torch device for the worker (cpu, cuda, "
                                                    "cuda:1, ...)")
     p.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"),
@@ -251,7 +253,8 @@ def run(args) -> int:
     if weights is not None and not weights.is_dir():
         raise UsageError(f"--weights {weights} is not a folder — give the model folder")
     config = ServiceConfig(data_dir=_data_dir(args), weights=weights, device=args.device,
-                           dtype=args.dtype, limits=limits, start_worker=not args.no_worker,
+                           dtype=args.dtype, limits=limits, preset=args.preset,
+                           start_worker=not args.no_worker,
                            **pool_config(args))
     print(f"kinemate: serving on http://{args.host}:{args.port}/ (API reference at /reference), data in "
           f"{config.data_dir}", file=sys.stderr)

@@ -27,10 +27,12 @@ from kinemate.io.framing import parse_size
 
 
 def _opt(default, help: str, *, cli: bool = True, service: bool = False, ge=None, le=None,
-         gt=None, choices: tuple | None = None, metavar: str | None = None):
+         gt=None, choices: tuple | None = None, metavar: str | None = None,
+         family: bool = False):
+    # family=True: only a family whose denoiser's start_video names the option uses it
     return field(default=default, metadata={
         "help": help, "cli": cli, "service": service, "ge": ge, "le": le, "gt": gt,
-        "choices": choices, "metavar": metavar})
+        "choices": choices, "metavar": metavar, "family": family})
 
 
 @dataclass
@@ -72,6 +74,16 @@ class SamplingOptions:
                                      choices=("float16", "bfloat16", "float32", "none"))
     lean: bool = _opt(True, "exact lean reference attention (off: the official computation, "
                       "slower)")
+    sampler: str = _opt("model", "scheduler: the model's own, or DDIM / PNDM on the model's "
+                        "noise schedule", choices=("model", "ddim", "pndm"))
+    stretch: bool = _opt(False, "stretch each output frame's values to the full 0-255 range "
+                         "(DreamPose's test.py does; its models need it)")
+    # DreamPose's dual guidance (family options: a family whose denoiser does not take them
+    # refuses values other than these)
+    image_guidance: float = _opt(8.0, "image guidance scale (DreamPose s1; family option)",
+                                 ge=0.0, le=100.0, metavar="G", family=True)
+    pose_guidance: float = _opt(3.0, "pose guidance scale (DreamPose s2; family option)",
+                                ge=0.0, le=100.0, metavar="G", family=True)
 
     # -- merging ----------------------------------------------------------------------
     def merged(self, overrides: dict[str, Any] | None = None, **kwargs: Any) -> "SamplingOptions":
@@ -106,6 +118,8 @@ class SamplingOptions:
 
 OPTION_FIELDS = {f.name: f for f in dataclasses.fields(SamplingOptions)}
 OPTION_NAMES = tuple(OPTION_FIELDS)
+# options only the families that take them use (see AnimationPipeline.start_video)
+FAMILY_OPTIONS = tuple(n for n, f in OPTION_FIELDS.items() if f.metadata["family"])
 # names used before one name per option (kinemate.json files and golden cases may hold them)
 LEGACY_NAMES = {"num_inference_steps": "steps", "guidance_scale": "guidance"}
 
@@ -202,6 +216,6 @@ def options_from_namespace(args) -> dict[str, Any]:
             if getattr(args, name, None) is not None}
 
 
-__all__ = ["LEGACY_NAMES", "OPTION_FIELDS", "OPTION_NAMES", "SamplingOptions", "add_cli_arguments",
+__all__ = ["FAMILY_OPTIONS", "LEGACY_NAMES", "OPTION_FIELDS", "OPTION_NAMES", "SamplingOptions", "add_cli_arguments",
            "check_option", "cli_flag", "format_size", "option_bounds", "option_help",
            "options_from_namespace", "parse_size"]

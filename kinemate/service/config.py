@@ -49,6 +49,7 @@ class ServiceConfig:
     weights: Path | None = None  # None: the bundled kinemate-tiny model
     device: str = "cpu"
     dtype: str = "float32"
+    preset: str | None = None  # a family's named parameter set (text2video-zero)
     limits: Limits = dataclasses.field(default_factory=Limits)
     lease_seconds: float = 20.0  # a running job whose worker misses this is requeued
     max_attempts: int = 3  # a job that kills its worker (out of memory) this often fails

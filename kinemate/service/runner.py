@@ -142,7 +142,7 @@ class PipelineRunner:
         log.info("loading model %s from %s on %s", name or "(default)",
                  weights or "the bundled model", self.config.device)
         return load_pipeline(str(weights) if weights else None, device=self.config.device,
-                             dtype=dtype)
+                             dtype=dtype, preset=self.config.preset)
 
     def _pipe_for(self, model: str | None):
         if not model:
@@ -162,10 +162,13 @@ class PipelineRunner:
     def load(self) -> dict:
         """Load the default model once (in the worker thread); returns facts for
         /api/v1/health and /api/v1/limits (the model's own sampling defaults)."""
-        pipe = self.cache.get(DEFAULT_MODEL)
+        pipe = self.pipe if self.pipe is not None else self.cache.get(DEFAULT_MODEL)
         return {"model": pipe.name, "control_kind": pipe.control_kind,
                 "default_size": list(pipe.default_size), "device": self.config.device,
-                "options": pipe.options.to_dict()}
+                "options": pipe.options.to_dict(),
+                "uses_reference": pipe.uses_reference,
+                "pose_render": dict(getattr(pipe.denoiser, "pose_render", None) or {}),
+                **({"preset": pipe.index["preset"]} if "preset" in pipe.index else {})}
 
     def __call__(self, job: Job, job_dir: Path, report) -> dict:
         """Run one job; the sampling options it did not set take the model's defaults."""
@@ -181,18 +184,22 @@ class PipelineRunner:
         settings = {**effective.to_dict(), "control": params["control"], "fit": params["fit"],
                     "size": params.get("size"), "retarget": params.get("retarget", True),
                     "job": job.id}
+        text = {k: params[k] for k in ("prompt", "negative_prompt") if params.get(k) is not None}
+        if text:  # a text-conditioned model (text2video-zero): its prompt and preset
+            settings.update(text, preset=pipe.index.get("preset"))
+        ref = job.inputs.get("reference")
         marker = _ProgressMarker(_provenance_marker(pipe.name, settings,
                                                     params["watermark"]), progress)
         result = job_dir / "result.mp4"
         grid = job_dir / "grid.mp4"
         checkpoint = SamplerCheckpoint(job_dir / STATE_FILE, resume=True)
         out = animate_file(
-            job_dir / job.inputs["reference"]["file"], job_dir / job.inputs["driving"]["file"],
+            job_dir / ref["file"] if ref else None, job_dir / job.inputs["driving"]["file"],
             result, pipe=pipe, control=params["control"], size=parse_size(params.get("size")),
             fit=params["fit"], marker=marker, grid_path=grid, progress=False,
             retarget=params.get("retarget", True), callback=progress.on_step,
             prepare_callback=progress.on_prepare, window_callback=progress.on_window,
-            checkpoint=checkpoint, **options)
+            checkpoint=checkpoint, **text, **options)
         report({"stage": "done", "step": progress.step, "total_steps": effective.steps,
                 "frames": out.num_frames, "total_frames": out.num_frames, "fraction": 1.0})
         return {"file": result.name, "grid": grid.name if grid.is_file() else None,

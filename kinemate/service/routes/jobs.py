@@ -44,6 +44,29 @@ def _check_control(control: str, inputs: dict, worker_info: dict) -> None:
                             "resend") from None
 
 
+def _check_reference(files: dict, params: dict, worker_info: dict) -> None:
+    """A model takes a reference photo (then no prompt) or, like text2video-zero, a prompt
+    and no photo; refuse the other at submission. Before the model has loaded, a photo is
+    expected (as for every family but the text-conditioned ones)."""
+    if worker_info.get("uses_reference", True):
+        if "reference" not in files:
+            raise HTTPException(422, "missing file field(s): reference — send the reference "
+                                "photo as 'reference' and the driving video or pose JSON as "
+                                "'driving'")
+        if params.get("prompt") is not None or params.get("negative_prompt") is not None:
+            raise HTTPException(422, f"{worker_info.get('model', 'this model')} takes its "
+                                "appearance from the reference photo; leave out 'prompt' and "
+                                "'negative_prompt'")
+        return
+    model = worker_info.get("model", "this model")
+    if "reference" in files:
+        raise HTTPException(422, f"{model} takes no reference photo: appearance comes from the "
+                            "field 'prompt' — send only 'driving' and 'prompt'")
+    if not (params.get("prompt") or "").strip():
+        raise HTTPException(422, f"{model} needs the field 'prompt': the text describes the "
+                            "person and the scene")
+
+
 class _ClientGone(Exception):
     """The client closed its connection before its job was accepted."""
 
@@ -89,10 +112,12 @@ def limit_message(config: ServiceConfig, limit: int | None = None) -> str:
 
 CREATE_DOC = {
     "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-        "type": "object", "required": ["reference", "driving"],
+        "type": "object", "required": ["driving"],
         "properties": {
             "reference": {"type": "string", "format": "binary",
-                          "description": "reference photo (PNG, JPEG, WebP, BMP, TIFF)"},
+                          "description": "reference photo (PNG, JPEG, WebP, BMP, TIFF); "
+                                         "required, except by models without one "
+                                         "(text2video-zero: send 'prompt' instead)"},
             "driving": {"type": "string", "format": "binary",
                         "description": "driving video (MP4/MOV, WebM/MKV, AVI, GIF) or "
                                        "pose track JSON"},
@@ -147,6 +172,7 @@ async def create_job(request: Request, key: Key, store: Store, config: Config,
         try:
             if await client_gone(request):  # (also has the server watch the connection)
                 raise _ClientGone()
+            _check_reference(files, params, request.app.state.worker.info)
             inputs = await run_in_threadpool(checked_inputs, files, job_dir, config.limits,
                                              request.app.state.checks)
             _check_control(params["control"], inputs, info)

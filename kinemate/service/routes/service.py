@@ -13,7 +13,7 @@ from kinemate.service.routes.deps import Config, CurrentWorker, Store
 from kinemate.service.store import StoreUnavailable
 
 router = APIRouter(prefix="/api/v1", tags=["service"])
-HEALTH_FACTS = ("model", "control_kind", "default_size", "device")
+HEALTH_FACTS = ("model", "control_kind", "default_size", "device", "uses_reference", "preset")
 
 
 POOL_SEEN_S = 30.0
