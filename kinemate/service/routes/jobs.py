@@ -172,7 +172,7 @@ async def create_job(request: Request, key: Key, store: Store, config: Config,
         try:
             if await client_gone(request):  # (also has the server watch the connection)
                 raise _ClientGone()
-            _check_reference(files, params, request.app.state.worker.info)
+            _check_reference(files, params, info)
             inputs = await run_in_threadpool(checked_inputs, files, job_dir, config.limits,
                                              request.app.state.checks)
             _check_control(params["control"], inputs, info)
