@@ -1,0 +1,421 @@
+"""A rig of the person in one photo: layered per-bone skinning driven by body keypoints.
+
+:class:`PhotoRig` is built once per video from the (framed) reference photo, its COCO-18 body
+keypoints and a soft person mask; :meth:`PhotoRig.render` then moves the person to one pose
+(COCO-18 keypoints in the same pixels) with a few vectorised remaps, at the photo's resolution.
+
+How (all in numpy / OpenCV / scikit-image; nothing is learned):
+
+* **Bones.** The torso (neck, shoulders, hips: an affine fit, ``skimage.transform``), the
+  head (a similarity fit of neck, nose, eyes, ears) and eight limb bones (upper arm, forearm,
+  thigh, shin), each an affine map from the reference to the pose: rotated onto the new bone
+  direction, stretched along the bone (foreshortening) and scaled across it with the body. A
+  bone whose keypoints the pose lacks follows its parent.
+* **Layers.** Pixels of the person belong softly to the bone nearest to them (distance to
+  the bone's segment, the torso's quadrilateral; a softmax with a temperature of a few
+  percent of the body's size). Bones are grouped into five layers drawn back to front: right
+  leg, left leg, body (torso and head), right arm, left arm; so an arm crossing the body is
+  drawn over it, and the torso over the tops of the legs.
+* **Backward skinning.** Each layer is drawn by ``cv2.remap`` with a backward map: a pixel of
+  the output takes the blend of its layer's inverse bone maps, weighted by its distance to the
+  bones *as posed* (inverse linear-blend skinning). The map is computed on a coarse grid over
+  the layer's bounding box and upsampled (it is smooth), so a frame costs one small grid of
+  distances and one remap per layer.
+* **What was hidden.** The background behind the person is filled once (``cv2.inpaint`` at a
+  reduced scale); so is the part of the torso the arms covered in the photo (the body layer
+  shows it when an arm moves away). Layer edges are feathered and composited with
+  premultiplied alpha (soft seams).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from kinemate.pose.skeleton import (L_ANKLE, L_EAR, L_ELBOW, L_EYE, L_HIP, L_KNEE, L_SHOULDER,
+                                    L_WRIST, NECK, NOSE, R_ANKLE, R_EAR, R_ELBOW, R_EYE, R_HIP,
+                                    R_KNEE, R_SHOULDER, R_WRIST)
+
+# limb bones: name -> (joint a, joint b, parent bone, layer)
+LIMBS: dict[str, tuple[int, int, str, str]] = {
+    "r_upper_arm": (R_SHOULDER, R_ELBOW, "torso", "arm_r"),
+    "r_forearm": (R_ELBOW, R_WRIST, "r_upper_arm", "arm_r"),
+    "l_upper_arm": (L_SHOULDER, L_ELBOW, "torso", "arm_l"),
+    "l_forearm": (L_ELBOW, L_WRIST, "l_upper_arm", "arm_l"),
+    "r_thigh": (R_HIP, R_KNEE, "torso", "leg_r"),
+    "r_shin": (R_KNEE, R_ANKLE, "r_thigh", "leg_r"),
+    "l_thigh": (L_HIP, L_KNEE, "torso", "leg_l"),
+    "l_shin": (L_KNEE, L_ANKLE, "l_thigh", "leg_l"),
+}
+HEAD_POINTS = (NECK, NOSE, R_EYE, L_EYE, R_EAR, L_EAR)
+TORSO_POINTS = (NECK, R_SHOULDER, L_SHOULDER, R_HIP, L_HIP)
+# drawn back to front
+LAYERS = ("leg_r", "leg_l", "body", "arm_r", "arm_l")
+LAYER_OF = {"torso": "body", "head": "body", **{k: v[3] for k, v in LIMBS.items()}}
+# where a limb layer joins the torso: a short segment moved by the torso, blended with the limb
+ROOT_STUB = {"arm_r": (NECK, R_SHOULDER), "arm_l": (NECK, L_SHOULDER),
+             "leg_r": (R_HIP, L_HIP), "leg_l": (L_HIP, R_HIP)}
+
+MIN_CONF = 0.05  # a keypoint with confidence above this is present
+TEMPERATURE = 0.06  # softmax temperature of the bone weights, in units of the body's size
+STRETCH = (0.3, 1.6)  # bounds of a limb's stretch along itself (foreshortening)
+
+
+def _present(body: np.ndarray, *joints: int) -> bool:
+    return all(body[j, 2] > MIN_CONF and np.isfinite(body[j, :2]).all() for j in joints)
+
+
+def _affine_from(tf) -> np.ndarray:
+    return np.asarray(tf.params[:2], np.float64)
+
+
+def _fit(src: np.ndarray, dst: np.ndarray, kind: str) -> np.ndarray | None:
+    """A 2x3 map taking ``src`` (N, 2) points onto ``dst``: an affine or similarity fit
+    (least squares, scikit-image), a translation for one point; None if degenerate."""
+    from skimage.transform import AffineTransform, SimilarityTransform
+
+    if len(src) == 0:
+        return None
+    if len(src) == 1:
+        return np.array([[1.0, 0.0, dst[0, 0] - src[0, 0]], [0.0, 1.0, dst[0, 1] - src[0, 1]]])
+    if kind == "affine" and len(src) >= 3:
+        tf = AffineTransform()
+        if tf.estimate(src, dst):
+            m = _affine_from(tf)
+            sv = np.linalg.svd(m[:, :2], compute_uv=False)
+            if sv[1] > 1e-3 and sv[0] / sv[1] < 4.0:  # not collapsed, not wildly sheared
+                return m
+    tf = SimilarityTransform()
+    if tf.estimate(src, dst):
+        m = _affine_from(tf)
+        if np.isfinite(m).all() and abs(np.linalg.det(m[:, :2])) > 1e-6:
+            return m
+    return None
+
+
+def _apply(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    return pts @ m[:, :2].T + m[:, 2]
+
+
+def _limb_map(a: np.ndarray, b: np.ndarray, a2: np.ndarray, b2: np.ndarray,
+              scale: float) -> np.ndarray | None:
+    """The map of a limb bone a->b onto a2->b2: rotated onto the new direction, stretched
+    along the bone by the change of its length (bounded) and scaled across by ``scale``."""
+    d, d2 = b - a, b2 - a2
+    n, n2 = float(np.hypot(*d)), float(np.hypot(*d2))
+    if n < 1e-3 or n2 < 1e-3:
+        return None
+    u, u2 = d / n, d2 / n2
+    v, v2 = np.array([-u[1], u[0]]), np.array([-u2[1], u2[0]])
+    stretch = float(np.clip(n2 / n, STRETCH[0] * scale, STRETCH[1] * scale))
+    lin = stretch * np.outer(u2, u) + scale * np.outer(v2, v)
+    return np.concatenate([lin, (a2 - lin @ a)[:, None]], axis=1)
+
+
+def _segment_distance(pts: np.ndarray, p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Distance of (N, 2) points to the segment p-q."""
+    d = q - p
+    denom = float(d @ d)
+    t = np.zeros(len(pts)) if denom < 1e-9 else np.clip(((pts - p) @ d) / denom, 0.0, 1.0)
+    closest = p + t[:, None] * d
+    return np.hypot(*(pts - closest).T)
+
+
+def _polygon_distance(pts: np.ndarray, poly: np.ndarray) -> np.ndarray:
+    """Distance of (N, 2) points to a polygon (0 inside)."""
+    from skimage.measure import points_in_poly
+
+    dist = np.min([_segment_distance(pts, poly[i], poly[(i + 1) % len(poly)])
+                   for i in range(len(poly))], axis=0)
+    return np.where(points_in_poly(pts, poly), 0.0, dist)
+
+
+@dataclass
+class Shape:
+    """Where a bone is, for the distance that weights it: a segment or a polygon."""
+
+    points: np.ndarray  # (2, 2) segment or (K, 2) polygon
+    polygon: bool = False
+
+    def distance(self, pts: np.ndarray) -> np.ndarray:
+        if self.polygon:
+            return _polygon_distance(pts, self.points)
+        return _segment_distance(pts, self.points[0], self.points[1])
+
+    def moved(self, m: np.ndarray) -> "Shape":
+        return Shape(_apply(m, self.points), self.polygon)
+
+
+def _softmax_weights(dists: np.ndarray, tau: float) -> np.ndarray:
+    """(B, N) distances -> (B, N) weights summing to 1 over B (nearest bones dominate)."""
+    z = -(dists - dists.min(axis=0, keepdims=True)) / max(tau, 1e-6)
+    w = np.exp(z)
+    return w / w.sum(axis=0, keepdims=True)
+
+
+def _grid(x0: int, y0: int, w: int, h: int, step: int) -> tuple[np.ndarray, int, int]:
+    """Coarse sample positions over the box, placed where ``cv2.resize`` (linear) reads its
+    source pixels when it upsamples a (gh, gw) grid to (h, w): upsampling is exact there."""
+    gw, gh = max(2, -(-w // step)), max(2, -(-h // step))
+    xs = x0 + (np.arange(gw) + 0.5) * w / gw - 0.5
+    ys = y0 + (np.arange(gh) + 0.5) * h / gh - 0.5
+    gx, gy = np.meshgrid(xs, ys)
+    return np.stack([gx.ravel(), gy.ravel()], axis=1), gw, gh
+
+
+def fill_hole(image: np.ndarray, hole: np.ndarray, max_side: int = 320,
+              radius: int = 5) -> np.ndarray:
+    """``image`` with the pixels under ``hole`` (bool (H, W)) filled by ``cv2.inpaint``
+    (Telea) at a reduced scale (long side ``max_side``), upsampled and softened; pixels outside
+    the hole are kept exactly."""
+    h, w = hole.shape
+    if not hole.any():
+        return image.copy()
+    f = min(1.0, max_side / max(h, w))
+    small_wh = (max(8, round(w * f)), max(8, round(h * f)))
+    small = cv2.resize(image, small_wh, interpolation=cv2.INTER_AREA)
+    small_hole = cv2.resize(hole.astype(np.uint8), small_wh, interpolation=cv2.INTER_NEAREST)
+    small_hole = cv2.dilate(small_hole, np.ones((3, 3), np.uint8))
+    filled = cv2.inpaint(small, small_hole, radius, cv2.INPAINT_TELEA)
+    filled = cv2.GaussianBlur(filled, (0, 0), 1.0)
+    up = cv2.resize(filled, (w, h), interpolation=cv2.INTER_LINEAR)
+    soft = cv2.GaussianBlur(hole.astype(np.float32), (0, 0), max(1.0, 1.5 / f))
+    soft = np.maximum(soft, hole)[..., None]
+    return (image * (1 - soft) + up * soft).round().astype(np.uint8)
+
+
+class PhotoRig:
+    """The person of one photo, ready to be posed (see the module docstring).
+
+    ``image``: uint8 (H, W, 3) RGB; ``body``: (18, 3) COCO-18 keypoints (x, y, confidence)
+    in its pixels; ``mask``: float (H, W) in [0, 1], the person to move (a soft mask, e.g.
+    :func:`kinemate.models.photo.segment.person_mask`). Everything that does not depend on the
+    pose is computed here, once."""
+
+    def __init__(self, image: np.ndarray, body: np.ndarray, mask: np.ndarray):
+        image = np.ascontiguousarray(image[..., :3], dtype=np.uint8)
+        self.height, self.width = image.shape[:2]
+        self.image = image
+        self.ref = np.asarray(body, np.float64)
+        self.mask = np.clip(np.asarray(mask, np.float32), 0.0, 1.0)
+        if self.mask.shape != (self.height, self.width):
+            raise ValueError(f"mask {self.mask.shape} and image {image.shape[:2]} differ")
+        self.shapes = self._reference_shapes()
+        self.scale_px = self._body_size()
+        self.tau = TEMPERATURE * self.scale_px
+        self.step = int(max(3, round(max(self.height, self.width) / 160)))
+        self.background = self._background()
+        self.textures, self.boxes = self._layers()
+
+    # -- once per video ----------------------------------------------------------------
+    def _torso_polygon(self, body: np.ndarray) -> np.ndarray | None:
+        if not _present(body, R_SHOULDER, L_SHOULDER):
+            return None
+        rs, ls = body[R_SHOULDER, :2], body[L_SHOULDER, :2]
+        if _present(body, R_HIP, L_HIP):
+            return np.array([rs, ls, body[L_HIP, :2], body[R_HIP, :2]])
+        # hips not in the photo: the torso runs from the shoulders away from the head
+        across = ls - rs
+        down = np.array([-across[1], across[0]])
+        if _present(body, NOSE) and (body[NOSE, :2] - (rs + ls) / 2) @ down > 0:
+            down = -down
+        down *= 1.6
+        return np.array([rs, ls, ls + down, rs + down])
+
+    def _reference_shapes(self) -> dict[str, Shape]:
+        ref = self.ref
+        shapes: dict[str, Shape] = {}
+        poly = self._torso_polygon(ref)
+        if poly is not None:
+            shapes["torso"] = Shape(poly, polygon=True)
+        elif _present(ref, NECK):
+            below = ref[NECK, :2] + [0.0, 0.25 * self.height]
+            shapes["torso"] = Shape(np.array([ref[NECK, :2], below]))
+        if _present(ref, NECK, NOSE):
+            shapes["head"] = Shape(ref[[NECK, NOSE], :2].copy())
+        for name, (a, b, parent, _layer) in LIMBS.items():
+            if parent in shapes and _present(ref, a, b):
+                shapes[name] = Shape(ref[[a, b], :2].copy())
+        if "torso" not in shapes:
+            raise ValueError("the reference pose has no neck: nothing to hold the rig")
+        return shapes
+
+    def _body_size(self) -> float:
+        pts = self.shapes["torso"].points
+        size = float(np.max(np.ptp(pts, axis=0)))
+        if "head" in self.shapes:
+            size = max(size, 2.0 * float(np.hypot(*np.diff(self.shapes["head"].points, axis=0)[0])))
+        return max(size, 0.05 * max(self.height, self.width), 8.0)
+
+    def _background(self) -> np.ndarray:
+        grow = max(3, int(round(0.02 * max(self.height, self.width))))
+        hole = cv2.dilate((self.mask > 0.05).astype(np.uint8),
+                          cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1,) * 2))
+        return fill_hole(self.image, hole > 0)
+
+    def _membership(self) -> dict[str, np.ndarray]:
+        """Per layer, the share (H, W) of each pixel that belongs to it (sums to 1)."""
+        pts, gw, gh = _grid(0, 0, self.width, self.height, self.step)
+        names = list(self.shapes)
+        w = _softmax_weights(np.stack([self.shapes[n].distance(pts) for n in names]), self.tau)
+        out = {}
+        for layer in LAYERS:
+            rows = [i for i, n in enumerate(names) if LAYER_OF[n] == layer]
+            if not rows:
+                continue
+            share = w[rows].sum(axis=0).reshape(gh, gw).astype(np.float32)
+            out[layer] = cv2.resize(share, (self.width, self.height),
+                                    interpolation=cv2.INTER_LINEAR)
+        return out
+
+    def _layers(self) -> tuple[dict[str, np.ndarray], dict[str, tuple[int, int, int, int]]]:
+        """Premultiplied RGBA textures (uint8, (H, W, 4)) of the layers and the reference
+        box (x0, y0, x1, y1) each covers."""
+        # the mask's edge, eroded a little and feathered: no background halo around the layer
+        edge = max(1.0, 0.0025 * max(self.height, self.width))
+        core = cv2.erode(self.mask, np.ones((3, 3), np.uint8))
+        person = cv2.GaussianBlur(core, (0, 0), edge)
+        share = self._membership()
+        arms = sum((share[k] for k in ("arm_r", "arm_l") if k in share),
+                   np.zeros_like(self.mask))
+        body_image = self.image
+        if "torso" in self.shapes and self.shapes["torso"].polygon:
+            # the torso the arms hid in the photo: filled, shown when an arm moves away
+            poly = self.shapes["torso"].points
+            centre = poly.mean(axis=0)
+            grown = centre + 1.08 * (poly - centre)
+            inside = np.zeros((self.height, self.width), np.uint8)
+            cv2.fillPoly(inside, [np.round(grown).astype(np.int32)], 1)
+            hidden = (inside > 0) & (arms > 0.5) & (self.mask > 0.5)
+            hidden_soft = inside * np.clip(arms, 0.0, 1.0)
+            body_image = fill_hole(self.image, hidden)
+        # alphas for back-to-front "over" compositing that add up to the person at rest: a
+        # layer's alpha is its share of what it and the layers behind it hold, kept only
+        # where its own share is not negligible (so a back layer never carries far-off parts)
+        textures, boxes = {}, {}
+        behind = np.zeros_like(self.mask)
+        for layer in LAYERS:
+            if layer not in share:
+                continue
+            part = share[layer]
+            behind = behind + part
+            alpha = person * np.clip(part / np.maximum(behind, 1e-3), 0.0, 1.0)
+            alpha *= np.clip(part / 0.05, 0.0, 1.0)
+            if layer == "body" and body_image is not self.image:
+                alpha = np.maximum(alpha, person * hidden_soft)
+            ys, xs = np.nonzero(alpha > 1.0 / 255)
+            if len(xs) == 0:
+                continue
+            src = body_image if layer == "body" else self.image
+            rgba = np.empty((self.height, self.width, 4), np.uint8)
+            rgba[..., :3] = (src * alpha[..., None]).round().astype(np.uint8)
+            rgba[..., 3] = (alpha * 255).round().astype(np.uint8)
+            textures[layer] = rgba
+            boxes[layer] = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+        return textures, boxes
+
+    # -- per pose ----------------------------------------------------------------------
+    def bone_maps(self, body: np.ndarray) -> dict[str, np.ndarray]:
+        """The 2x3 map (reference -> pose) of every bone of the rig for one pose."""
+        body = np.asarray(body, np.float64)
+        ref = self.ref
+        ok = [j for j in TORSO_POINTS if _present(ref, j) and _present(body, j)]
+        torso = _fit(ref[ok, :2], body[ok, :2], "affine")
+        if torso is None:
+            torso = np.array([[1.0, 0, 0], [0, 1.0, 0]])
+        scale = self._scale(body)
+        maps = {"torso": torso}
+        if "head" in self.shapes:
+            hp = [j for j in HEAD_POINTS if _present(ref, j) and _present(body, j)]
+            head = _fit(ref[hp, :2], body[hp, :2], "similarity") if len(hp) >= 2 else None
+            if head is not None:  # its turn and place, at the body's scale (a face seen
+                k = float(np.sqrt(abs(np.linalg.det(head[:, :2]))))  # from the side is narrow)
+                lin = head[:, :2] * (scale / max(k, 1e-6))
+                centre = ref[hp, :2].mean(axis=0)
+                head = np.concatenate([lin, (_apply(head, centre[None])[0] - lin @ centre)[:, None]],
+                                      axis=1)
+            maps["head"] = head if head is not None else torso
+        for name, (a, b, parent, _layer) in LIMBS.items():
+            if name not in self.shapes:
+                continue
+            m = None
+            if _present(body, a, b):
+                m = _limb_map(ref[a, :2], ref[b, :2], body[a, :2], body[b, :2], scale)
+            maps[name] = m if m is not None else maps[parent]
+        return maps
+
+    def _scale(self, body: np.ndarray) -> float:
+        """How much larger the posed body is than the photo's: the larger of the shoulder
+        width's and the torso length's ratios (turning narrows one, bending shortens the
+        other), within [0.5, 2]; 1 when neither can be measured."""
+        ratios = []
+        for a, b in ((R_SHOULDER, L_SHOULDER), (NECK, R_HIP), (NECK, L_HIP)):
+            if _present(self.ref, a, b) and _present(body, a, b):
+                n = float(np.hypot(*(self.ref[a, :2] - self.ref[b, :2])))
+                if n > 1e-3:
+                    ratios.append(float(np.hypot(*(body[a, :2] - body[b, :2]))) / n)
+        return float(np.clip(max(ratios), 0.5, 2.0)) if ratios else 1.0
+
+    def _layer_map(self, layer: str, maps: dict[str, np.ndarray],
+                   box: tuple[int, int, int, int]) -> np.ndarray:
+        """Backward map (h, w, 2) float32 of ``layer`` over the output ``box``."""
+        x0, y0, x1, y1 = box
+        pts, gw, gh = _grid(x0, y0, x1 - x0, y1 - y0, self.step)
+        names = [n for n in self.shapes if LAYER_OF[n] == layer]
+        shapes = [self.shapes[n].moved(maps[n]) for n in names]
+        inverse = [cv2.invertAffineTransform(maps[n]) for n in names]
+        if layer in ROOT_STUB:
+            a, b = ROOT_STUB[layer]
+            if _present(self.ref, a, b):
+                shapes.append(Shape(self.ref[[a, b], :2]).moved(maps["torso"]))
+                inverse.append(cv2.invertAffineTransform(maps["torso"]))
+        if len(shapes) == 1:
+            src = _apply(inverse[0], pts)
+        else:
+            w = _softmax_weights(np.stack([s.distance(pts) for s in shapes]), self.tau)
+            src = sum(w[i][:, None] * _apply(inv, pts) for i, inv in enumerate(inverse))
+        coarse = src.reshape(gh, gw, 2).astype(np.float32)
+        return cv2.resize(coarse, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+
+    def _target_box(self, layer: str, maps: dict[str, np.ndarray]) -> tuple[int, int, int, int] | None:
+        """Where ``layer`` can land in the output: its reference box carried by each of its
+        bones' maps, grown by the blend zone, clipped to the frame."""
+        x0, y0, x1, y1 = self.boxes[layer]
+        corners = np.array([[x0, y0], [x1, y0], [x0, y1], [x1, y1]], np.float64)
+        names = [n for n in self.shapes if LAYER_OF[n] == layer] + ["torso"]
+        pts = np.concatenate([_apply(maps[n], corners) for n in names])
+        pad = 4 * self.tau + 2 * self.step
+        bx0, by0 = np.floor(pts.min(axis=0) - pad).astype(int)
+        bx1, by1 = np.ceil(pts.max(axis=0) + pad).astype(int)
+        bx0, by0 = max(0, bx0), max(0, by0)
+        bx1, by1 = min(self.width, bx1), min(self.height, by1)
+        if bx1 - bx0 < 2 or by1 - by0 < 2:
+            return None
+        return int(bx0), int(by0), int(bx1), int(by1)
+
+    def render(self, body: np.ndarray) -> np.ndarray:
+        """The photo with the person moved to ``body`` ((18, 3) COCO-18 keypoints in the
+        photo's pixels): uint8 (H, W, 3)."""
+        maps = self.bone_maps(body)
+        out = self.background.astype(np.float32)
+        for layer in LAYERS:
+            if layer not in self.textures:
+                continue
+            box = self._target_box(layer, maps)
+            if box is None:
+                continue
+            x0, y0, x1, y1 = box
+            warp = self._layer_map(layer, maps, box)
+            rgba = cv2.remap(self.textures[layer], warp, None, cv2.INTER_LINEAR,
+                             borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+            rgba = rgba.astype(np.float32)
+            alpha = rgba[..., 3:] * (1.0 / 255)
+            view = out[y0:y1, x0:x1]
+            view *= 1.0 - alpha
+            view += rgba[..., :3]
+        return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+__all__ = ["LAYERS", "LIMBS", "PhotoRig", "fill_hole"]
