@@ -139,7 +139,8 @@ def animate_file(reference_path: str | Path, driving_path: str | Path, output_pa
     kinemate or OpenPose, see docs/pose.md). With "pose", ``retarget`` fits the motion to the
     reference person and ``person`` picks whom to follow ("largest", "central", N). Reference
     and control frames get the same aspect-preserving ``fit`` ("crop" or "letterbox") onto
-    ``size`` ("WxH" or (W, H); default ``pipe.default_size``); with "pose", "crop" keeps the
+    ``size`` ("WxH" or (W, H); default ``pipe.size_for(photo size)``: a diffusion model's
+    native size, kinemate-photo's photo size); with "pose", "crop" keeps the
     whole reference person, centred, and where they do not fit a filled frame shows black
     bars and says so in ``framing_note`` of the result (also logged). A control of another
     kind than the model's is refused (:func:`choose_control`); with "pose" the reference
@@ -166,10 +167,11 @@ def animate_file(reference_path: str | Path, driving_path: str | Path, output_pa
     if fit not in ("crop", "letterbox"):
         raise UsageError(f"unknown `fit` {fit!r}; use crop or letterbox")
     sampling = pipe.resolve(**options)  # bad options fail before any file is read
-    size = parse_size(size) or pipe.default_size
+    size = parse_size(size)
     fps = check_fps(fps, driving_path)
     reference_raw = read_image(reference_path)
     ref_wh = (reference_raw.shape[1], reference_raw.shape[0])
+    size = size or pipe.size_for(ref_wh)
 
     if control == "pose":
         from kinemate.pose import control_frames_from_driving
@@ -191,6 +193,15 @@ def animate_file(reference_path: str | Path, driving_path: str | Path, output_pa
     else:
         framing = Framing.compute(ref_wh, size, fit)
     reference = framing.apply(reference_raw)
+    # the pose track in output pixels, for models drawn from poses (kinemate-photo) and
+    # `init` warp; None for a DensePose control
+    posed = {}
+    if control == "pose":
+        from kinemate.pose import framed_track
+
+        posed["poses"] = framed_track(tracks["controls"], frames.framing, size)
+        if tracks.get("reference") is not None:
+            posed["reference_pose"] = framed_track(tracks["reference"], framing, size)
     note = framing_note(framing, Path(reference_path).name) if fit == "crop" else None
     if note:
         log.info(note)
@@ -209,7 +220,7 @@ def animate_file(reference_path: str | Path, driving_path: str | Path, output_pa
                                                if marker is not None else None)) if grid_path else None
         frames_out = pipe.stream(reference, controls, progress=progress, callback=callback,
                                  checkpoint=checkpoint, window_callback=window_callback,
-                                 **sampling.to_dict())
+                                 **posed, **sampling.to_dict())
         for i, frame in enumerate(frames_out):
             out.write(frame)
             if grid is not None:

@@ -286,10 +286,42 @@ class AnimationPipeline:
         guided = guide(raw[:1], raw[1:], guidance) if rows.cfg else raw
         return guided, raw
 
+    def size_for(self, photo_wh: tuple[int, int]) -> tuple[int, int]:
+        """The output size when none is asked for: the model's native size."""
+        return self.default_size
+
+    @torch.no_grad()
+    def encode_warped(self, reference: np.ndarray, poses, num_frames: int,
+                      reference_pose=None) -> torch.Tensor:
+        """The start of ``init="warp"``: the reference warped to each pose of ``poses`` (a
+        :class:`~kinemate.pose.PoseTrack` in the reference's pixels; the last pose repeats
+        up to ``num_frames``) by kinemate-photo's renderer, each frame VAE-encoded like the
+        reference: ``(1, C, num_frames, H/f, W/f)`` float32 on the CPU. The reference's own
+        pose is ``reference_pose`` or found by kinemate's extractor."""
+        from kinemate.models.photo import PhotoRenderer
+
+        ref = np.asarray(reference)
+        if poses is None:
+            raise UsageError("`init` warp needs the driving poses: use `control` pose (a video "
+                             "of a person or a pose file), or `init` reference")
+        if (poses.width, poses.height) != (ref.shape[1], ref.shape[0]):
+            raise InputError(f"the pose track is in {poses.width}x{poses.height} pixels but the "
+                             f"reference is {ref.shape[1]}x{ref.shape[0]}; frame both alike")
+        if reference_pose is None:
+            from kinemate.pose import detect_reference_pose
+
+            reference_pose = detect_reference_pose(ref)
+        renderer = PhotoRenderer()
+        rig = renderer.start(ref, reference_pose.body[0])
+        frames = [self.encode_reference(renderer.frame(rig, poses.body[min(i, len(poses) - 1)]))
+                  .float().cpu() for i in range(num_frames)]
+        return torch.stack(frames, dim=2)
+
     def _initial_latents(self, plan: Plan, o: SamplingOptions, scheduler, ref_latents,
-                         latents: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+                         latents: torch.Tensor | None, warped=None) -> tuple[torch.Tensor, torch.Tensor]:
         """The starting latents and the timesteps to run (all of them, or the last
-        ``init_strength`` share when starting from the noised reference)."""
+        ``init_strength`` share when starting from the noised reference, or with ``init``
+        warp from the noised warped frames, which ``warped()`` encodes)."""
         timesteps = scheduler.timesteps
         if latents is not None:
             if latents.shape[2] != plan.num_frames:
@@ -302,7 +334,10 @@ class AnimationPipeline:
                                    o.noise_tiling)
         if o.init_strength < 1.0:
             timesteps = timesteps[len(timesteps) - max(1, round(len(timesteps) * o.init_strength)):]
-            start = ref_latents.float().cpu().unsqueeze(2).expand_as(noise)
+            if o.init == "warp":
+                start = warped()
+            else:
+                start = ref_latents.float().cpu().unsqueeze(2).expand_as(noise)
             latents = scheduler.add_noise(start, noise, timesteps[:1].cpu())
         else:
             latents = noise * scheduler.init_noise_sigma
@@ -343,6 +378,7 @@ class AnimationPipeline:
                        image_embeds: torch.Tensor | None = None,
                        checkpoint: SamplerCheckpoint | None = None,
                        window_callback: Callable[[int, int], None] | None = None,
+                       poses=None, reference_pose=None,
                        **options) -> torch.Tensor:
         """Run the sampler; returns the final latents ``(1, C, N, H/f, W/f)``.
 
@@ -359,13 +395,22 @@ class AnimationPipeline:
         result is the same as an uninterrupted run's; the state of the last step stays on disk
         until the caller has the output (:meth:`__call__` and ``animate_file`` remove it).
         ``window_callback(step, window)`` is called after every window (a long step can be
-        stopped between windows by raising there)."""
+        stopped between windows by raising there). ``poses`` (a
+        :class:`~kinemate.pose.PoseTrack` in the reference's pixels, one pose per control
+        frame) and ``reference_pose`` are what ``init="warp"`` warps the reference with
+        (:meth:`encode_warped`); ``animate_file`` passes them with a pose control."""
         o = self.resolve(**options)                                          # 1. options
+        if o.init == "warp" and o.init_strength >= 1.0 and latents is None:
+            raise UsageError("`init` warp starts from the warped frames noised to "
+                             "`init_strength`, but `init_strength` is 1 (pure noise): set it "
+                             "below 1, e.g. 0.7")
         plan = self.plan(reference, controls, o)                             # 2. inputs, windows
         scheduler = copy.deepcopy(self.scheduler)                            # 3. latents
         scheduler.set_timesteps(o.steps, device=self.device)
         ref_latents = self.encode_reference(reference)
-        latents, timesteps = self._initial_latents(plan, o, scheduler, ref_latents, latents)
+        latents, timesteps = self._initial_latents(
+            plan, o, scheduler, ref_latents, latents,
+            warped=lambda: self.encode_warped(reference, poses, plan.num_frames, reference_pose))
         extra = {k: v for k, v in (("text_embeds_uncond", text_embeds_uncond),
                                    ("text_embeds_cond", text_embeds_cond),
                                    ("image_embeds", image_embeds)) if v is not None}

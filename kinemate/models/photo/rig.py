@@ -51,15 +51,24 @@ LIMBS: dict[str, tuple[int, int, str, str]] = {
 }
 HEAD_POINTS = (NECK, NOSE, R_EYE, L_EYE, R_EAR, L_EAR)
 TORSO_POINTS = (NECK, R_SHOULDER, L_SHOULDER, R_HIP, L_HIP)
-# drawn back to front
-LAYERS = ("leg_r", "leg_l", "body", "arm_r", "arm_l")
+# the pieces, drawn back to front: legs behind the body, arms in front of it
+PIECES = ("r_thigh", "r_shin", "l_thigh", "l_shin", "torso", "head",
+          "r_upper_arm", "r_forearm", "l_upper_arm", "l_forearm")
 LAYER_OF = {"torso": "body", "head": "body", **{k: v[3] for k, v in LIMBS.items()}}
-# where a limb layer joins the torso: a short segment moved by the torso, blended with the limb
-ROOT_STUB = {"arm_r": (NECK, R_SHOULDER), "arm_l": (NECK, L_SHOULDER),
-             "leg_r": (R_HIP, L_HIP), "leg_l": (L_HIP, R_HIP)}
+# where two pieces join: child -> (joint, parent)
+JOINTS = {"head": (NECK, "torso"), **{k: (v[0], v[2]) for k, v in LIMBS.items()}}
 
 MIN_CONF = 0.05  # a keypoint with confidence above this is present
-TEMPERATURE = 0.06  # softmax temperature of the bone weights, in units of the body's size
+# softmax temperature of the bone weights, in bone radii: which bone a pixel of the photo
+# belongs to (soft only near the boundary between two bones)
+MEMBERSHIP_TEMPERATURE = 0.2
+# a bone's radius as a share of its length (the torso's: of its size), for its distance
+RADIUS = {"torso": 0.1, "head": 0.9, "upper_arm": 0.22, "forearm": 0.22, "thigh": 0.25,
+          "shin": 0.2}
+# the hand beyond the wrist and the foot beyond the ankle: the end bones reach on (a share of
+# their length)
+BEYOND = {"forearm": 0.45, "shin": 0.2}
+INSET = (0.12, 0.05)  # the torso's corners moved inwards: at the shoulders, at the hips
 STRETCH = (0.3, 1.6)  # bounds of a limb's stretch along itself (foreshortening)
 
 
@@ -134,18 +143,22 @@ def _polygon_distance(pts: np.ndarray, poly: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Shape:
-    """Where a bone is, for the distance that weights it: a segment or a polygon."""
+    """Where a bone is, for the distance that weights it: a segment (the bone's axis) or a
+    polygon (the torso), and its ``radius``: distances are counted in radii, so that a pixel
+    beside a thin forearm is not taken by a thick thigh whose axis is about as far."""
 
     points: np.ndarray  # (2, 2) segment or (K, 2) polygon
     polygon: bool = False
+    radius: float = 1.0
 
     def distance(self, pts: np.ndarray) -> np.ndarray:
         if self.polygon:
-            return _polygon_distance(pts, self.points)
-        return _segment_distance(pts, self.points[0], self.points[1])
+            return _polygon_distance(pts, self.points) / self.radius
+        return _segment_distance(pts, self.points[0], self.points[1]) / self.radius
 
     def moved(self, m: np.ndarray) -> "Shape":
-        return Shape(_apply(m, self.points), self.polygon)
+        k = float(np.sqrt(abs(np.linalg.det(m[:, :2]))))
+        return Shape(_apply(m, self.points), self.polygon, self.radius * max(k, 1e-3))
 
 
 def _softmax_weights(dists: np.ndarray, tau: float) -> np.ndarray:
@@ -204,7 +217,6 @@ class PhotoRig:
             raise ValueError(f"mask {self.mask.shape} and image {image.shape[:2]} differ")
         self.shapes = self._reference_shapes()
         self.scale_px = self._body_size()
-        self.tau = TEMPERATURE * self.scale_px
         self.step = int(max(3, round(max(self.height, self.width) / 160)))
         self.background = self._background()
         self.textures, self.boxes = self._layers()
@@ -214,8 +226,13 @@ class PhotoRig:
         if not _present(body, R_SHOULDER, L_SHOULDER):
             return None
         rs, ls = body[R_SHOULDER, :2], body[L_SHOULDER, :2]
+        # the shoulder keypoints sit on the arms' axes: the torso's top is narrower, so
+        # that arms hanging beside it belong to the arms
+        rs, ls = rs + INSET[0] * (ls - rs), ls + INSET[0] * (rs - ls)
         if _present(body, R_HIP, L_HIP):
-            return np.array([rs, ls, body[L_HIP, :2], body[R_HIP, :2]])
+            rh, lh = body[R_HIP, :2], body[L_HIP, :2]
+            rh, lh = rh + INSET[1] * (lh - rh), lh + INSET[1] * (rh - lh)
+            return np.array([rs, ls, lh, rh])
         # hips not in the photo: the torso runs from the shoulders away from the head
         across = ls - rs
         down = np.array([-across[1], across[0]])
@@ -229,15 +246,19 @@ class PhotoRig:
         shapes: dict[str, Shape] = {}
         poly = self._torso_polygon(ref)
         if poly is not None:
-            shapes["torso"] = Shape(poly, polygon=True)
+            extent = float(np.max(np.ptp(poly, axis=0)))
+            shapes["torso"] = Shape(poly, polygon=True, radius=RADIUS["torso"] * extent)
         elif _present(ref, NECK):
             below = ref[NECK, :2] + [0.0, 0.25 * self.height]
-            shapes["torso"] = Shape(np.array([ref[NECK, :2], below]))
-        if _present(ref, NECK, NOSE):
-            shapes["head"] = Shape(ref[[NECK, NOSE], :2].copy())
-        for name, (a, b, parent, _layer) in LIMBS.items():
+            shapes["torso"] = Shape(np.array([ref[NECK, :2], below]),
+                                    radius=RADIUS["torso"] * 0.25 * self.height)
+        for name, (a, b, parent, _layer) in (("head", (NECK, NOSE, "torso", "body")),
+                                              *LIMBS.items()):
             if parent in shapes and _present(ref, a, b):
-                shapes[name] = Shape(ref[[a, b], :2].copy())
+                seg = ref[[a, b], :2].copy()
+                length = max(float(np.hypot(*(seg[1] - seg[0]))), 2.0)
+                seg[1] += BEYOND.get(name.split("_", 1)[-1], 0.0) * (seg[1] - seg[0])
+                shapes[name] = Shape(seg, radius=RADIUS[name.split("_", 1)[-1]] * length)
         if "torso" not in shapes:
             raise ValueError("the reference pose has no neck: nothing to hold the rig")
         return shapes
@@ -256,67 +277,69 @@ class PhotoRig:
         return fill_hole(self.image, hole > 0)
 
     def _membership(self) -> dict[str, np.ndarray]:
-        """Per layer, the share (H, W) of each pixel that belongs to it (sums to 1)."""
+        """Per bone, the share (H, W) of each pixel that belongs to it (sums to 1)."""
         pts, gw, gh = _grid(0, 0, self.width, self.height, self.step)
         names = list(self.shapes)
-        w = _softmax_weights(np.stack([self.shapes[n].distance(pts) for n in names]), self.tau)
-        out = {}
-        for layer in LAYERS:
-            rows = [i for i, n in enumerate(names) if LAYER_OF[n] == layer]
-            if not rows:
-                continue
-            share = w[rows].sum(axis=0).reshape(gh, gw).astype(np.float32)
-            out[layer] = cv2.resize(share, (self.width, self.height),
-                                    interpolation=cv2.INTER_LINEAR)
-        return out
+        w = _softmax_weights(np.stack([self.shapes[n].distance(pts) for n in names]),
+                             MEMBERSHIP_TEMPERATURE)
+        return {n: cv2.resize(w[i].reshape(gh, gw).astype(np.float32),
+                              (self.width, self.height), interpolation=cv2.INTER_LINEAR)
+                for i, n in enumerate(names)}
 
     def _layers(self) -> tuple[dict[str, np.ndarray], dict[str, tuple[int, int, int, int]]]:
-        """Premultiplied RGBA textures (uint8, (H, W, 4)) of the layers and the reference
-        box (x0, y0, x1, y1) each covers."""
-        # the mask's edge, eroded a little and feathered: no background halo around the layer
+        """Premultiplied RGBA textures (uint8, cropped to the piece) of the bones' pieces and
+        the reference box (x0, y0, x1, y1) each was cropped from."""
+        # the mask's edge, eroded a little and feathered: no background halo around a piece
         edge = max(1.0, 0.0025 * max(self.height, self.width))
         core = cv2.erode(self.mask, np.ones((3, 3), np.uint8))
         person = cv2.GaussianBlur(core, (0, 0), edge)
         share = self._membership()
-        arms = sum((share[k] for k in ("arm_r", "arm_l") if k in share),
+        arms = sum((share[n] for n in share if LAYER_OF[n].startswith("arm")),
                    np.zeros_like(self.mask))
         body_image = self.image
-        if "torso" in self.shapes and self.shapes["torso"].polygon:
-            # the torso the arms hid in the photo: filled, shown when an arm moves away
-            poly = self.shapes["torso"].points
-            centre = poly.mean(axis=0)
-            grown = centre + 1.08 * (poly - centre)
+        hidden = None
+        if self.shapes["torso"].polygon:
+            # the torso the arms hid in the photo (filled from the torso around the arms, not
+            # from the arms): shown when an arm moves away
             inside = np.zeros((self.height, self.width), np.uint8)
-            cv2.fillPoly(inside, [np.round(grown).astype(np.int32)], 1)
-            hidden = (inside > 0) & (arms > 0.5) & (self.mask > 0.5)
-            hidden_soft = inside * np.clip(arms, 0.0, 1.0)
-            body_image = fill_hole(self.image, hidden)
-        # alphas for back-to-front "over" compositing that add up to the person at rest: a
-        # layer's alpha is its share of what it and the layers behind it hold, kept only
-        # where its own share is not negligible (so a back layer never carries far-off parts)
-        textures, boxes = {}, {}
-        behind = np.zeros_like(self.mask)
-        for layer in LAYERS:
-            if layer not in share:
+            cv2.fillPoly(inside, [np.round(self.shapes["torso"].points).astype(np.int32)], 1)
+            hidden = inside * np.clip(arms, 0.0, 1.0)
+            body_image = fill_hole(self.image, (arms > 0.5) & (self.mask > 0.05))
+        # alphas: each piece its share of the person; where two pieces join, the one drawn
+        # behind also takes the other's share near the joint, so the seam is covered from
+        # behind when the joint bends
+        alphas = {n: person * part for n, part in share.items()}
+        yy, xx = np.mgrid[0:self.height, 0:self.width].astype(np.float32)
+        order = {n: i for i, n in enumerate(PIECES)}
+        for child, (joint, parent) in JOINTS.items():
+            if child not in share or parent not in share:
                 continue
-            part = share[layer]
-            behind = behind + part
-            alpha = person * np.clip(part / np.maximum(behind, 1e-3), 0.0, 1.0)
-            alpha *= np.clip(part / 0.05, 0.0, 1.0)
-            if layer == "body" and body_image is not self.image:
-                alpha = np.maximum(alpha, person * hidden_soft)
+            seg = self.shapes[child].points
+            reach = 0.5 * float(np.hypot(*(seg[1] - seg[0])))
+            d2 = ((xx - self.ref[joint, 0]) ** 2 + (yy - self.ref[joint, 1]) ** 2) / reach ** 2
+            near = np.exp(-d2)
+            back, front = sorted((child, parent), key=order.__getitem__)
+            alphas[back] = alphas[back] + person * share[front] * near
+        if hidden is not None:
+            alphas["torso"] = np.maximum(alphas["torso"], person * hidden)
+        textures, boxes = {}, {}
+        for name in PIECES:
+            if name not in alphas:
+                continue
+            alpha = np.clip(alphas[name], 0.0, 1.0)
             ys, xs = np.nonzero(alpha > 1.0 / 255)
             if len(xs) == 0:
                 continue
-            src = body_image if layer == "body" else self.image
-            rgba = np.empty((self.height, self.width, 4), np.uint8)
-            rgba[..., :3] = (src * alpha[..., None]).round().astype(np.uint8)
-            rgba[..., 3] = (alpha * 255).round().astype(np.uint8)
-            textures[layer] = rgba
-            boxes[layer] = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+            x0, y0, x1, y1 = int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+            a = alpha[y0:y1, x0:x1, None]
+            src = (body_image if name == "torso" else self.image)[y0:y1, x0:x1]
+            rgba = np.empty((y1 - y0, x1 - x0, 4), np.uint8)
+            rgba[..., :3] = (src * a).round().astype(np.uint8)
+            rgba[..., 3:] = (a * 255).round().astype(np.uint8)
+            textures[name] = rgba
+            boxes[name] = (x0, y0, x1, y1)
         return textures, boxes
 
-    # -- per pose ----------------------------------------------------------------------
     def bone_maps(self, body: np.ndarray) -> dict[str, np.ndarray]:
         """The 2x3 map (reference -> pose) of every bone of the rig for one pose."""
         body = np.asarray(body, np.float64)
@@ -358,64 +381,34 @@ class PhotoRig:
                     ratios.append(float(np.hypot(*(body[a, :2] - body[b, :2]))) / n)
         return float(np.clip(max(ratios), 0.5, 2.0)) if ratios else 1.0
 
-    def _layer_map(self, layer: str, maps: dict[str, np.ndarray],
-                   box: tuple[int, int, int, int]) -> np.ndarray:
-        """Backward map (h, w, 2) float32 of ``layer`` over the output ``box``."""
-        x0, y0, x1, y1 = box
-        pts, gw, gh = _grid(x0, y0, x1 - x0, y1 - y0, self.step)
-        names = [n for n in self.shapes if LAYER_OF[n] == layer]
-        shapes = [self.shapes[n].moved(maps[n]) for n in names]
-        inverse = [cv2.invertAffineTransform(maps[n]) for n in names]
-        if layer in ROOT_STUB:
-            a, b = ROOT_STUB[layer]
-            if _present(self.ref, a, b):
-                shapes.append(Shape(self.ref[[a, b], :2]).moved(maps["torso"]))
-                inverse.append(cv2.invertAffineTransform(maps["torso"]))
-        if len(shapes) == 1:
-            src = _apply(inverse[0], pts)
-        else:
-            w = _softmax_weights(np.stack([s.distance(pts) for s in shapes]), self.tau)
-            src = sum(w[i][:, None] * _apply(inv, pts) for i, inv in enumerate(inverse))
-        coarse = src.reshape(gh, gw, 2).astype(np.float32)
-        return cv2.resize(coarse, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
-
-    def _target_box(self, layer: str, maps: dict[str, np.ndarray]) -> tuple[int, int, int, int] | None:
-        """Where ``layer`` can land in the output: its reference box carried by each of its
-        bones' maps, grown by the blend zone, clipped to the frame."""
-        x0, y0, x1, y1 = self.boxes[layer]
-        corners = np.array([[x0, y0], [x1, y0], [x0, y1], [x1, y1]], np.float64)
-        names = [n for n in self.shapes if LAYER_OF[n] == layer] + ["torso"]
-        pts = np.concatenate([_apply(maps[n], corners) for n in names])
-        pad = 4 * self.tau + 2 * self.step
-        bx0, by0 = np.floor(pts.min(axis=0) - pad).astype(int)
-        bx1, by1 = np.ceil(pts.max(axis=0) + pad).astype(int)
-        bx0, by0 = max(0, bx0), max(0, by0)
-        bx1, by1 = min(self.width, bx1), min(self.height, by1)
-        if bx1 - bx0 < 2 or by1 - by0 < 2:
-            return None
-        return int(bx0), int(by0), int(bx1), int(by1)
-
     def render(self, body: np.ndarray) -> np.ndarray:
         """The photo with the person moved to ``body`` ((18, 3) COCO-18 keypoints in the
-        photo's pixels): uint8 (H, W, 3)."""
+        photo's pixels): uint8 (H, W, 3). Each piece is one ``cv2.warpAffine`` of its small
+        texture into the box it lands in, composited back to front."""
         maps = self.bone_maps(body)
         out = self.background.astype(np.float32)
-        for layer in LAYERS:
-            if layer not in self.textures:
+        for name in PIECES:
+            if name not in self.textures:
                 continue
-            box = self._target_box(layer, maps)
-            if box is None:
+            m = maps[name]
+            x0, y0, x1, y1 = self.boxes[name]
+            corners = _apply(m, np.array([[x0, y0], [x1, y0], [x0, y1], [x1, y1]], np.float64))
+            bx0, by0 = np.maximum(np.floor(corners.min(axis=0)).astype(int) - 1, 0)
+            bx1 = min(self.width, int(np.ceil(corners[:, 0].max())) + 1)
+            by1 = min(self.height, int(np.ceil(corners[:, 1].max())) + 1)
+            if bx1 - bx0 < 1 or by1 - by0 < 1:
                 continue
-            x0, y0, x1, y1 = box
-            warp = self._layer_map(layer, maps, box)
-            rgba = cv2.remap(self.textures[layer], warp, None, cv2.INTER_LINEAR,
-                             borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-            rgba = rgba.astype(np.float32)
+            # texture pixels (offset x0, y0) -> output box pixels (offset bx0, by0)
+            local = m.copy()
+            local[:, 2] = _apply(m, np.array([[x0, y0]], np.float64))[0] - (bx0, by0)
+            rgba = cv2.warpAffine(self.textures[name], local, (bx1 - bx0, by1 - by0),
+                                  flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                                  borderValue=0).astype(np.float32)
             alpha = rgba[..., 3:] * (1.0 / 255)
-            view = out[y0:y1, x0:x1]
+            view = out[by0:by1, bx0:bx1]
             view *= 1.0 - alpha
             view += rgba[..., :3]
         return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
-__all__ = ["LAYERS", "LIMBS", "PhotoRig", "fill_hole"]
+__all__ = ["LIMBS", "PIECES", "PhotoRig", "fill_hole"]
