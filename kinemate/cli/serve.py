@@ -39,7 +39,10 @@ def register(subparsers) -> None:
                         "0.0.0.0 only behind a TLS-terminating proxy)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
     p.add_argument("--weights", help="model folder (MagicAnimate release layout or kinemate "
-                                     "format; default: the bundled kinemate-tiny model)")
+                                     "format; default: none, the model needs none)")
+    p.add_argument("--model", default=None, metavar="NAME",
+                   help="model family from the registry (default: kinemate-photo, which warps "
+                        "the photo itself and needs no weights; or what --weights holds)")
     p.add_argument("--device", default="cpu", help="torch device for the worker (cpu, cuda, "
                                                    "cuda:1, ...)")
     p.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"),
@@ -146,8 +149,12 @@ def run(args) -> int:
     weights = Path(args.weights) if args.weights else None
     if weights is not None and not weights.is_dir():
         raise UsageError(f"--weights {weights} is not a folder — give the model folder")
-    config = ServiceConfig(data_dir=_data_dir(args), weights=weights, device=args.device,
-                           dtype=args.dtype, limits=limits)
+    if args.model is not None:
+        from kinemate.models.registry import get_family
+
+        get_family(args.model)  # an unknown name fails now, listing the known ones
+    config = ServiceConfig(data_dir=_data_dir(args), weights=weights, model=args.model,
+                           device=args.device, dtype=args.dtype, limits=limits)
     print(f"kinemate: serving on http://{args.host}:{args.port}/ (API reference at /reference), data in "
           f"{config.data_dir}", file=sys.stderr)
     server.serve(config, host=args.host, port=args.port,

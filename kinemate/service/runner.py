@@ -115,9 +115,11 @@ class PipelineRunner:
 
         dtype = getattr(torch, self.config.dtype)
         weights = str(self.config.weights) if self.config.weights else None
-        self.pipe = load_pipeline(weights, device=self.config.device, dtype=dtype)
+        self.pipe = load_pipeline(weights, model=getattr(self.config, "model", None),
+                                  device=self.config.device, dtype=dtype)
+        size = self.pipe.default_size  # None: the photo's own size (kinemate-photo)
         return {"model": self.pipe.name, "control_kind": self.pipe.control_kind,
-                "default_size": list(self.pipe.default_size), "device": self.config.device,
+                "default_size": list(size) if size else None, "device": self.config.device,
                 "options": self.pipe.options.to_dict()}
 
     def __call__(self, job: Job, job_dir: Path, report) -> dict:
