@@ -4,9 +4,9 @@
 keypoints and a soft person mask; :meth:`PhotoRig.render` then moves the person to one pose
 (COCO-18 keypoints in the same pixels) with a few vectorised remaps, at the photo's resolution.
 
-How (all in numpy / OpenCV / scikit-image; nothing is learned):
+How (numpy and OpenCV; nothing is learned):
 
-* **Bones.** The torso (neck, shoulders, hips: an affine fit, ``skimage.transform``), the
+* **Bones.** The torso (neck, shoulders, hips: an affine fit, OpenCV), the
   head (a similarity fit of neck, nose, eyes, ears) and eight limb bones (upper arm, forearm,
   thigh, shin), each an affine map from the reference to the pose: rotated onto the new bone
   direction, stretched along the bone (foreshortening) and scaled across it with the body. A
@@ -76,31 +76,27 @@ def _present(body: np.ndarray, *joints: int) -> bool:
     return all(body[j, 2] > MIN_CONF and np.isfinite(body[j, :2]).all() for j in joints)
 
 
-def _affine_from(tf) -> np.ndarray:
-    return np.asarray(tf.params[:2], np.float64)
-
-
 def _fit(src: np.ndarray, dst: np.ndarray, kind: str) -> np.ndarray | None:
-    """A 2x3 map taking ``src`` (N, 2) points onto ``dst``: an affine or similarity fit
-    (least squares, scikit-image), a translation for one point; None if degenerate."""
-    from skimage.transform import AffineTransform, SimilarityTransform
-
+    """A 2x3 map taking ``src`` (N, 2) points onto ``dst``: an affine (3+ points) or
+    similarity fit by OpenCV (``estimateAffine2D`` / ``estimateAffinePartial2D``, every point
+    an inlier, refined by least squares), a translation for one point; None if degenerate."""
     if len(src) == 0:
         return None
     if len(src) == 1:
         return np.array([[1.0, 0.0, dst[0, 0] - src[0, 0]], [0.0, 1.0, dst[0, 1] - src[0, 1]]])
+    a, b = np.asarray(src, np.float64), np.asarray(dst, np.float64)
+    spread = float(np.ptp(np.concatenate([a, b]), axis=0).max()) + 1.0
+    options = {"method": cv2.LMEDS if len(src) > 3 else cv2.RANSAC,
+               "ransacReprojThreshold": 10 * spread, "refineIters": 20}
     if kind == "affine" and len(src) >= 3:
-        tf = AffineTransform()
-        if tf.estimate(src, dst):
-            m = _affine_from(tf)
+        m, _ = cv2.estimateAffine2D(a, b, **options)
+        if m is not None:
             sv = np.linalg.svd(m[:, :2], compute_uv=False)
             if sv[1] > 1e-3 and sv[0] / sv[1] < 4.0:  # not collapsed, not wildly sheared
                 return m
-    tf = SimilarityTransform()
-    if tf.estimate(src, dst):
-        m = _affine_from(tf)
-        if np.isfinite(m).all() and abs(np.linalg.det(m[:, :2])) > 1e-6:
-            return m
+    m, _ = cv2.estimateAffinePartial2D(a, b, **options)
+    if m is not None and np.isfinite(m).all() and abs(np.linalg.det(m[:, :2])) > 1e-6:
+        return m
     return None
 
 
@@ -134,11 +130,11 @@ def _segment_distance(pts: np.ndarray, p: np.ndarray, q: np.ndarray) -> np.ndarr
 
 def _polygon_distance(pts: np.ndarray, poly: np.ndarray) -> np.ndarray:
     """Distance of (N, 2) points to a polygon (0 inside)."""
-    from skimage.measure import points_in_poly
+    from matplotlib.path import Path
 
     dist = np.min([_segment_distance(pts, poly[i], poly[(i + 1) % len(poly)])
                    for i in range(len(poly))], axis=0)
-    return np.where(points_in_poly(pts, poly), 0.0, dist)
+    return np.where(Path(poly).contains_points(pts), 0.0, dist)
 
 
 @dataclass
