@@ -6,15 +6,21 @@ on) the first frame is the reference and the clip's exact pose track drives it; 
 compared with the clip's real frames (kinemate.eval: PSNR, SSIM over frames 1.., warping error
 with the ground truth's flow and with the result's own). Methods:
 
-* ``photo``      — kinemate-photo as shipped: the reference pose from kinemate's extractor,
-  the clip's pose track retargeted to it (as ``animate_file`` does), the person cut out by
-  MediaPipe's segmentation (the real path);
-* ``photo_gt``   — the same renderer given the clip's exact reference pose and person mask
-  (what better segmentation/pose would give);
+* ``photo``      — kinemate-photo as a user runs it: ``animate_file`` on the reference and the
+  clip as a video (pose extracted by kinemate from the video, retargeted to the photo's
+  person, the person cut out by MediaPipe's segmentation);
+* ``photo_pose_gt`` — the renderer given the clip's exact poses (reference and driving, as
+  kinemate-tiny is given the exact skeleton maps below) and cutting the person out itself
+  (MediaPipe's segmentation);
+* ``photo_gt``   — the same renderer given the clip's exact poses and person mask (what exact
+  pose extraction and segmentation would give);
 * ``copy_ref``   — the reference repeated;
 * ``tiny``       — the bundled kinemate-tiny (its defaults: init reference, strength 0.9),
   driven by the same poses as skeleton maps;
-* ``tiny_warp_S``— kinemate-tiny with ``init="warp"`` at strength S (``--strengths``).
+* ``tiny_reference_S`` / ``tiny_warp_S`` — kinemate-tiny started from the noised reference
+  / from the noised warped frames (``init="warp"``) at strength S (``--strengths``), with
+  ``--tiny-steps`` steps (its own default, 1 step, starts every strength at the last
+  timestep, where the start is almost pure noise).
 
 kinemate-photo renders at the clip's size (``--size``, default 256); kinemate-tiny is a 64 px
 model, so every method is also scored at 64x64 (frames area-downscaled) for the comparison.
@@ -28,6 +34,7 @@ frames (the dance tiled), each in a fresh process.
     PYTHONPATH=$PWD python benchmarks/bench_photo.py quality --clips 8 --json out/bench_photo.json
     PYTHONPATH=$PWD python benchmarks/bench_photo.py speed --threads 2
     PYTHONPATH=$PWD python benchmarks/bench_photo.py memory --frames 32 320
+    PYTHONPATH=$PWD python benchmarks/bench_photo.py golden      # init warp, golden weights
 """
 
 from __future__ import annotations
@@ -70,12 +77,27 @@ def scaled_track(track, k: float, size: int):
     return out
 
 
+def through_animate_file(pipe, ref: np.ndarray, frames: np.ndarray, fps: float) -> np.ndarray:
+    """What a user gets: ``animate_file`` on the photo and the clip as a video file (pose
+    extracted by kinemate, retargeted to the photo's person), written as PNG frames."""
+    import tempfile
+
+    from kinemate.io import read_image, write_image, write_video
+    from kinemate.pipeline import animate_file
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        write_image(tmp / "ref.png", ref)
+        write_video(tmp / "clip.mp4", frames, fps)
+        animate_file(tmp / "ref.png", tmp / "clip.mp4", tmp / "out", pipe=pipe, progress=False)
+        return np.stack([read_image(p) for p in sorted((tmp / "out").glob("*.png"))])
+
+
 def quality(args) -> dict:
     import torch
 
     from kinemate.models.photo import PhotoRenderer
     from kinemate.pipeline.loading import load_pipeline
-    from kinemate.pose import detect_reference_pose, retarget
     from kinemate.synth import generate_clip, render_skeleton_maps
 
     torch.set_num_threads(args.threads)
@@ -83,13 +105,15 @@ def quality(args) -> dict:
     photo = load_pipeline(model="kinemate-photo")
     tiny = load_pipeline(model="kinemate-tiny") if not args.no_tiny else None
     renderer = PhotoRenderer()
-    names = ["photo", "photo_gt", "copy_ref"]
+    names = ["photo", "photo_pose_gt", "photo_gt", "copy_ref"]
     if tiny is not None:
-        names += ["tiny"] + [f"tiny_warp_{s:g}" for s in args.strengths]
+        names += ["tiny"] + [f"tiny_{init}_{s:g}" for s in args.strengths
+                             for init in ("reference", "warp")]
     per = {res: {n: [] for n in names} for res in ("full", "64")}
     per["full"].pop("tiny", None)
-    for s in args.strengths:
-        per["full"].pop(f"tiny_warp_{s:g}", None)
+    for name in names:
+        if name.startswith("tiny"):
+            per["full"].pop(name, None)
     gt_warp = {"full": [], "64": []}
     seconds = {n: [] for n in names}
     for i in range(args.clips):
@@ -100,16 +124,16 @@ def quality(args) -> dict:
         track = clip.pose_track()
         out = {}
         t0 = time.time()
-        # as animate_file does: the photo's pose from kinemate's extractor, the driving track
-        # retargeted to it
-        ref_pose = detect_reference_pose(ref)
-        out["photo"] = photo(ref, poses=retarget(track, ref_pose), reference_pose=ref_pose,
-                             progress=False)
+        out["photo"] = through_animate_file(photo, ref, gt, clip.fps)
         seconds["photo"].append(time.time() - t0)
         t0 = time.time()
         rig = renderer.start(ref, clip.pose[0], clip.mask[0].astype(np.float32))
         out["photo_gt"] = np.stack([renderer.frame(rig, p) for p in clip.pose])
         seconds["photo_gt"].append(time.time() - t0)
+        t0 = time.time()
+        rig = renderer.start(ref, clip.pose[0])  # MediaPipe cuts the person out
+        out["photo_pose_gt"] = np.stack([renderer.frame(rig, p) for p in clip.pose])
+        seconds["photo_pose_gt"].append(time.time() - t0)
         out["copy_ref"] = np.repeat(ref[None], len(gt), axis=0)
         for name, frames in out.items():
             per["full"][name].append(metrics(frames, gt))
@@ -126,10 +150,12 @@ def quality(args) -> dict:
             low["tiny"] = tiny(gt64[0], controls, **kw)
             seconds["tiny"].append(time.time() - t0)
             for s in args.strengths:
-                t0 = time.time()
-                low[f"tiny_warp_{s:g}"] = tiny(gt64[0], controls, init="warp", init_strength=s,
-                                               **kw)
-                seconds[f"tiny_warp_{s:g}"].append(time.time() - t0)
+                for init in ("reference", "warp"):
+                    name = f"tiny_{init}_{s:g}"
+                    t0 = time.time()
+                    low[name] = tiny(gt64[0], controls, init=init, init_strength=s,
+                                     steps=args.tiny_steps, **kw)
+                    seconds[name].append(time.time() - t0)
         for name, frames in low.items():
             per["64"][name].append(metrics(frames, gt64))
         gt_warp["full"].append(metrics(gt, gt)["warp_self"])
@@ -245,6 +271,49 @@ def _memory_one(n: int) -> None:
     print(json.dumps({"frames": n, "peak_rss_mib": peak, "seconds": seconds}))
 
 
+def golden(args) -> dict:
+    """``init`` reference vs warp on the golden MagicAnimate weights (tiny random networks in
+    the official layout): with untrained networks the result says where the start leads,
+    not how good a trained model gets."""
+    import torch
+    from safetensors.torch import load_file
+
+    from kinemate.eval import psnr
+    from kinemate.models.photo import PhotoRenderer
+    from kinemate.pipeline.loading import load_pipeline
+    from kinemate.synth import generate_clip
+
+    torch.set_num_threads(args.threads)
+    root = Path(args.golden)
+    pipe = load_pipeline(root / "weights")
+    inputs = load_file(str(root / "inputs.safetensors"))
+    embeds = {"text_embeds_uncond": inputs["text_embeds_uncond"],
+              "text_embeds_cond": inputs["text_embeds_cond"]}
+    w, h = pipe.default_size if args.size is None else (args.size, args.size)
+    rows = {}
+    for i in range(args.clips):
+        seed = args.first_seed + i
+        clip = generate_clip(seed, num_frames=args.frames, size=(w, h), skeleton=False)
+        track = clip.pose_track()
+        rig = PhotoRenderer().start(clip.frames[0], clip.pose[0], clip.mask[0].astype(np.float32))
+        warped = np.stack([rig.render(p) for p in clip.pose])
+        for init in ("reference", "warp"):
+            out = pipe(clip.frames[0], clip.densepose, init=init, init_strength=args.strength,
+                       steps=args.steps, context_frames=min(8, args.frames), context_overlap=2,
+                       poses=track, reference_pose=track.subset([0]), progress=False, **embeds)
+            r = rows.setdefault(init, {"psnr_gt": [], "psnr_warped": [], "psnr_reference": []})
+            r["psnr_gt"].append(float(np.mean(psnr(out[1:], clip.frames[1:]))))
+            r["psnr_warped"].append(float(np.mean(psnr(out[1:], warped[1:]))))
+            ref = np.repeat(clip.frames[:1], len(out) - 1, 0)
+            r["psnr_reference"].append(float(np.mean(psnr(out[1:], ref))))
+    summary = {init: {k: float(np.mean(v)) for k, v in r.items()} for init, r in rows.items()}
+    result = {"weights": str(root / "weights"), "size": [w, h], "steps": args.steps,
+              "strength": args.strength, "clips": args.clips, "frames": args.frames,
+              "summary": summary}
+    print(json.dumps(result, indent=2))
+    return result
+
+
 def main(argv=None) -> int:
     if argv is None and len(sys.argv) > 2 and sys.argv[1] == "_memory_one":
         _memory_one(int(sys.argv[2]))
@@ -256,7 +325,10 @@ def main(argv=None) -> int:
     q.add_argument("--frames", type=int, default=16)
     q.add_argument("--size", type=int, default=256)
     q.add_argument("--first-seed", type=int, default=HELDOUT_START + 100)
-    q.add_argument("--strengths", type=float, nargs="*", default=[0.9, 0.7, 0.5])
+    q.add_argument("--strengths", type=float, nargs="*", default=[0.75, 0.5, 0.25])
+    q.add_argument("--tiny-steps", type=int, default=4,
+                   help="sampler steps of the init comparisons (kinemate-tiny's own: 1, where "
+                        "every strength starts at the same, last timestep)")
     q.add_argument("--no-tiny", action="store_true")
     q.add_argument("--threads", type=int, default=1)
     q.add_argument("--strip", default=None, help="write a side-by-side PNG of the first clip")
@@ -265,13 +337,25 @@ def main(argv=None) -> int:
     s.add_argument("--threads", type=int, default=2)
     s.add_argument("--repeat", type=int, default=4, help="times the 32 dance poses are drawn")
     s.add_argument("--json", default=None)
+    g = sub.add_parser("golden")
+    g.add_argument("--golden", default=str(ROOT.parent / "shared" / "reference" / "magicanimate"
+                                           / "golden"))
+    g.add_argument("--clips", type=int, default=2)
+    g.add_argument("--frames", type=int, default=8)
+    g.add_argument("--size", type=int, default=None)
+    g.add_argument("--steps", type=int, default=4)
+    g.add_argument("--strength", type=float, default=0.5)
+    g.add_argument("--first-seed", type=int, default=HELDOUT_START + 100)
+    g.add_argument("--threads", type=int, default=1)
+    g.add_argument("--json", default=None)
     m = sub.add_parser("memory")
     m.add_argument("--frames", type=int, nargs="+", default=[32, 320])
     m.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     if getattr(args, "first_seed", HELDOUT_START) < HELDOUT_START:
         ap.error(f"--first-seed must be a held-out seed (>= {HELDOUT_START})")
-    result = {"quality": quality, "speed": speed, "memory": memory}[args.what](args)
+    result = {"quality": quality, "speed": speed, "memory": memory,
+              "golden": golden}[args.what](args)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2))
