@@ -167,6 +167,10 @@ def animate_file(reference_path: str | Path, driving_path: str | Path, output_pa
     if fit not in ("crop", "letterbox"):
         raise UsageError(f"unknown `fit` {fit!r}; use crop or letterbox")
     sampling = pipe.resolve(**options)  # bad options fail before any file is read
+    if getattr(sampling, "init", None) == "warp" and control != "pose":
+        raise UsageError("`init` warp warps the photo to the driving poses, which a DensePose "
+                         "video does not give; use `control` pose (a video of a person or a "
+                         "pose file), or `init` reference")
     size = parse_size(size)
     fps = check_fps(fps, driving_path)
     reference_raw = read_image(reference_path)

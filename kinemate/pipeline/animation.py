@@ -177,8 +177,14 @@ class AnimationPipeline:
 
     # -- building blocks (each usable alone) ------------------------------------------
     def resolve(self, **options) -> SamplingOptions:
-        """The options of one call: the model's, with those set here (not None) over them."""
-        return self.options.merged(options)
+        """The options of one call: the model's, with those set here (not None) over them
+        (``init`` warp with ``init_strength`` 1 is refused: it would start from pure noise)."""
+        o = self.options.merged(options)
+        if o.init == "warp" and o.init_strength >= 1.0:
+            raise UsageError("`init` warp starts from the warped frames noised to "
+                             "`init_strength`, but `init_strength` is 1 (pure noise): set it "
+                             "below 1, e.g. 0.7")
+        return o
 
     @torch.no_grad()
     def encode_reference(self, image: np.ndarray) -> torch.Tensor:
@@ -400,10 +406,6 @@ class AnimationPipeline:
         frame) and ``reference_pose`` are what ``init="warp"`` warps the reference with
         (:meth:`encode_warped`); ``animate_file`` passes them with a pose control."""
         o = self.resolve(**options)                                          # 1. options
-        if o.init == "warp" and o.init_strength >= 1.0 and latents is None:
-            raise UsageError("`init` warp starts from the warped frames noised to "
-                             "`init_strength`, but `init_strength` is 1 (pure noise): set it "
-                             "below 1, e.g. 0.7")
         plan = self.plan(reference, controls, o)                             # 2. inputs, windows
         scheduler = copy.deepcopy(self.scheduler)                            # 3. latents
         scheduler.set_timesteps(o.steps, device=self.device)
