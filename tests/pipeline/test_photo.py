@@ -152,7 +152,6 @@ def test_init_warp_starts_from_the_noised_warped_frames(clip):
     import torch
 
     from kinemate.pipeline import load_pipeline
-    from kinemate.pipeline.options import SamplingOptions  # noqa: F401
     from kinemate.synth import render_skeleton_maps
 
     torch.set_num_threads(1)

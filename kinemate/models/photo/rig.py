@@ -1,30 +1,33 @@
-"""A rig of the person in one photo: layered per-bone skinning driven by body keypoints.
+"""A rig of the person in one photo: one rigid piece per bone, posed by body keypoints.
 
 :class:`PhotoRig` is built once per video from the (framed) reference photo, its COCO-18 body
 keypoints and a soft person mask; :meth:`PhotoRig.render` then moves the person to one pose
-(COCO-18 keypoints in the same pixels) with a few vectorised remaps, at the photo's resolution.
+(COCO-18 keypoints in the same pixels) with one ``cv2.warpAffine`` per piece, at the photo's
+resolution.
 
 How (numpy and OpenCV; nothing is learned):
 
-* **Bones.** The torso (neck, shoulders, hips: an affine fit, OpenCV), the
-  head (a similarity fit of neck, nose, eyes, ears) and eight limb bones (upper arm, forearm,
-  thigh, shin), each an affine map from the reference to the pose: rotated onto the new bone
-  direction, stretched along the bone (foreshortening) and scaled across it with the body. A
-  bone whose keypoints the pose lacks follows its parent.
-* **Layers.** Pixels of the person belong softly to the bone nearest to them (distance to
-  the bone's segment, the torso's quadrilateral; a softmax with a temperature of a few
-  percent of the body's size). Bones are grouped into five layers drawn back to front: right
-  leg, left leg, body (torso and head), right arm, left arm; so an arm crossing the body is
-  drawn over it, and the torso over the tops of the legs.
-* **Backward skinning.** Each layer is drawn by ``cv2.remap`` with a backward map: a pixel of
-  the output takes the blend of its layer's inverse bone maps, weighted by its distance to the
-  bones *as posed* (inverse linear-blend skinning). The map is computed on a coarse grid over
-  the layer's bounding box and upsampled (it is smooth), so a frame costs one small grid of
-  distances and one remap per layer.
+* **Bones.** The torso (neck, shoulders, hips: an affine fit by ``cv2.estimateAffine2D``),
+  the head (a similarity fit of neck, nose, eyes, ears, at the body's scale) and eight limb
+  bones (upper arm, forearm, thigh, shin), each an affine map from the reference to the pose:
+  rotated onto the new bone direction, stretched along the bone (foreshortening, bounded) and
+  scaled across it with the body. A bone whose keypoints the pose lacks follows its parent.
+* **Pieces.** Pixels of the person belong softly to the bone nearest to them (distance to
+  the bone's axis, or the torso's quadrilateral, counted in bone radii; a softmax), and each
+  bone's share of the person becomes a premultiplied RGBA piece. Where two pieces join, the
+  one drawn behind also carries the other's share near the joint, so a bending joint is
+  covered from behind instead of opening a gap. Pieces are drawn back to front (legs, torso,
+  head, right arm, left arm): an arm crossing the body is drawn over it, the torso over the
+  tops of the legs.
 * **What was hidden.** The background behind the person is filled once (``cv2.inpaint`` at a
-  reduced scale); so is the part of the torso the arms covered in the photo (the body layer
-  shows it when an arm moves away). Layer edges are feathered and composited with
-  premultiplied alpha (soft seams).
+  reduced scale); so is the part of the torso the arms covered in the photo (filled from the
+  torso around them), which the torso piece shows when an arm moves away. Piece edges are
+  feathered (soft seams).
+
+An earlier version drew five layers with inverse linear-blend skinning (a smooth backward map
+per layer, ``cv2.remap``); where a bent joint brought two bones of a layer close, the map
+jumped between them and the upsampled map smeared streaks across the limb. Rigid pieces with
+covered joints do not, and cost one small warp each.
 """
 
 from __future__ import annotations
@@ -151,10 +154,6 @@ class Shape:
         if self.polygon:
             return _polygon_distance(pts, self.points) / self.radius
         return _segment_distance(pts, self.points[0], self.points[1]) / self.radius
-
-    def moved(self, m: np.ndarray) -> "Shape":
-        k = float(np.sqrt(abs(np.linalg.det(m[:, :2]))))
-        return Shape(_apply(m, self.points), self.polygon, self.radius * max(k, 1e-3))
 
 
 def _softmax_weights(dists: np.ndarray, tau: float) -> np.ndarray:
