@@ -73,6 +73,7 @@ RADIUS = {"torso": 0.1, "head": 0.9, "upper_arm": 0.22, "forearm": 0.22, "thigh"
 BEYOND = {"forearm": 0.45, "shin": 0.2}
 INSET = (0.12, 0.05)  # the torso's corners moved inwards: at the shoulders, at the hips
 STRETCH = (0.3, 1.6)  # bounds of a limb's stretch along itself (foreshortening)
+BORDER_REACH = 0.25  # how far a piece cut by the photo's border is continued past it (share)
 
 
 def _present(body: np.ndarray, *joints: int) -> bool:
@@ -331,6 +332,14 @@ class PhotoRig:
             rgba = np.empty((y1 - y0, x1 - x0, 4), np.uint8)
             rgba[..., :3] = (src * a).round().astype(np.uint8)
             rgba[..., 3:] = (a * 255).round().astype(np.uint8)
+            # a piece the photo's border cuts (hair at the top, a body at the bottom) goes on
+            # past it with its edge pixels, so that turned or moved it shows no straight cut
+            m = max(2, int(BORDER_REACH * max(x1 - x0, y1 - y0)))
+            pad = (m if y0 == 0 else 0, m if y1 == self.height else 0,
+                   m if x0 == 0 else 0, m if x1 == self.width else 0)
+            if any(pad):
+                rgba = np.pad(rgba, ((pad[0], pad[1]), (pad[2], pad[3]), (0, 0)), mode="edge")
+                x0, y0, x1, y1 = x0 - pad[2], y0 - pad[0], x1 + pad[3], y1 + pad[1]
             textures[name] = rgba
             boxes[name] = (x0, y0, x1, y1)
         return textures, boxes
