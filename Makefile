@@ -17,9 +17,11 @@ install-dev: $(BIN)/python
 	$(PIP) install -r requirements/dev.txt
 	$(PIP) install --no-deps -e .
 
-# Main job: animate the bundled example and print where the video went.
+# Main job: animate a real photo (the bundled astronaut, a public-domain NASA portrait) with the
+# bundled dance, by the default model kinemate-photo; print where the video went.
 demo: install
-	$(BIN)/kinemate animate --example -o out/demo.mp4 --grid out/demo_grid.mp4
+	$(BIN)/kinemate animate kinemate/assets/examples/astronaut.jpg \
+		kinemate/assets/examples/dance.mp4 -o out/demo.mp4 --grid out/demo_grid.mp4
 
 # System packages the suite drives for real (chromium): installed when run as root, else a
 # one-line message says what to install.

@@ -86,7 +86,8 @@ def main(argv=None) -> int:
     from kinemate.pipeline.loading import load_pipeline
     from kinemate.synth import generate_clip
 
-    pipe = load_pipeline(args.weights, device=args.device, dtype=args.dtype)
+    pipe = load_pipeline(args.weights, model=None if args.weights else "kinemate-tiny",
+                         device=args.device, dtype=args.dtype)
     ablation = no_temporal(pipe)
     size = tuple(pipe.default_size)
     kw = {"progress": False}

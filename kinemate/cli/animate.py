@@ -29,7 +29,8 @@ def register(subparsers) -> None:
     p.add_argument("-o", "--output", required=True, help="output video (.mp4, .gif, or a folder)")
     p.add_argument("--model", default=None, metavar="NAME",
                    help="model family from the registry: " + ", ".join(family_names()) +
-                        " (default: kinemate-tiny, bundled; or what --weights holds)")
+                        " (default: kinemate-photo, which warps the photo itself and needs "
+                        "no weights; or what --weights holds)")
     p.add_argument("--weights", default=None,
                    help="weights folder: a published release layout or a kinemate model folder")
     p.add_argument("--prompt", default=None,
@@ -46,7 +47,8 @@ def register(subparsers) -> None:
                    help="--control pose: keep the driving person's proportions and position")
     p.add_argument("--person", default="largest",
                    help="--control pose: whom to follow: largest, central, or N (N-th from the left)")
-    p.add_argument("--size", default=None, help="output WIDTHxHEIGHT, multiples of 8 (default: model's)")
+    p.add_argument("--size", default=None, help="output WIDTHxHEIGHT, multiples of 8 (default: "
+                                               "the model's; kinemate-photo: the photo's)")
     p.add_argument("--fit", choices=["crop", "letterbox"], default="crop",
                    help="aspect-preserving fit of photo and video onto the size")
     p.add_argument("--grid", default=None, help="also write reference|control|result to this video")
@@ -147,8 +149,10 @@ def _run(args, size, options, dtype, parallel, device, text_family) -> int:
                                  f"(text2video-zero); {pipe.name} takes its appearance from "
                                  "the photo")
     origin = args.weights or "bundled with kinemate"
+    native = ("the photo's own size" if pipe.default_size is None
+              else f"native size {pipe.default_size[0]}x{pipe.default_size[1]}")
     say(f"model: {pipe.name} ({pipe.family} family, {origin}; {pipe.control_kind} control, "
-        f"native size {pipe.default_size[0]}x{pipe.default_size[1]})")
+        f"{native})")
     if pipe.index.get("notice"):
         say(f"note: {pipe.index['notice']}")
     effective = pipe.resolve(text_only=args.driving is None, **options)

@@ -79,7 +79,8 @@ def register(subparsers) -> None:
                                    "optionally ground_truth.<video>. Each is generated into OUT/generated/ with "
                                    "the kinemate pipeline (--weights) or any --command, then evaluated.")
     d.add_argument("dataset", metavar="DIR")
-    d.add_argument("--weights", metavar="DIR", help="kinemate pipeline weights (default: the bundled model)")
+    d.add_argument("--weights", metavar="DIR", help="kinemate pipeline weights (default: the default model, "
+                                                         "kinemate-photo, which needs none)")
     d.add_argument("--command", metavar="TEMPLATE",
                    help='generate with another program: "prog --ref {reference} --drive {driving} --out {output}"')
     d.add_argument("--steps", type=int, default=None, help="sampler steps for the kinemate pipeline")

@@ -46,15 +46,22 @@ def _media(args) -> str | None:
 
 
 def parse_models(values: list[str] | None) -> tuple[tuple[str, str | None], ...]:
-    """``--model NAME=FOLDER`` values (``NAME=`` alone: the bundled model)."""
+    """``--model`` values: ``NAME=FOLDER`` (a model folder served as NAME; ``NAME=`` alone:
+    the bundled default model) or a registry family's name alone (its bundled model, e.g.
+    ``kinemate-tiny``, ``kinemate-photo``)."""
     import re
 
     out = []
     for value in values or ():
         name, sep, folder = value.partition("=")
-        if not sep or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name):
-            raise UsageError(f"--model {value!r}: write NAME=FOLDER (NAME: letters, digits, "
-                             "'.', '_', '-')")
+        if not sep and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name):
+            from kinemate.models.registry import get_family
+
+            get_family(name)  # an unknown name fails now, listing the known ones
+            folder = ""
+        elif not sep or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name):
+            raise UsageError(f"--model {value!r}: write NAME=FOLDER or a model family's name "
+                             "(NAME: letters, digits, '.', '_', '-')")
         if folder and not Path(folder).is_dir():
             raise UsageError(f"--model {value!r}: {folder} is not a folder — give the model "
                              "folder")
@@ -64,13 +71,24 @@ def parse_models(values: list[str] | None) -> tuple[tuple[str, str | None], ...]
     return tuple(out)
 
 
+def default_family(models) -> str | None:
+    """The first ``--model`` that names a registry family with no folder: the model of jobs
+    that name none (else what ``--weights`` holds, else the registry's default)."""
+    from kinemate.models.registry import family_names
+
+    return next((name for name, folder in models if folder is None and name in family_names()),
+                None)
+
+
 def add_pool_arguments(p) -> None:
     """Options shared by ``serve`` and ``worker``."""
     p.add_argument("--db", default=argparse.SUPPRESS, help=DB_HELP)
     p.add_argument("--media", default=argparse.SUPPRESS, help=MEDIA_HELP)
-    p.add_argument("--model", action="append", dest="models", metavar="NAME=FOLDER",
-                   help="a model the worker serves by name (repeat for several; a job picks one "
-                        "with its 'model' field)")
+    p.add_argument("--model", action="append", dest="models", metavar="NAME[=FOLDER]",
+                   help="a model the worker serves by name: NAME=FOLDER, or a model family's "
+                        "name for its bundled model (kinemate-photo, the default, warps the "
+                        "photo itself; kinemate-tiny samples). Repeat for several; a job picks "
+                        "one with its 'model' field; the first family named is the default")
     p.add_argument("--cache-gb", type=float, default=None,
                    help="memory for loaded models (their weights) a worker keeps; the least "
                         "recently used is unloaded beyond it (default 8)")
@@ -85,6 +103,7 @@ def pool_config(args) -> dict:
     """ServiceConfig fields from :func:`add_pool_arguments`."""
     out: dict = {"db_url": _db(args), "media_url": _media(args),
                  "models": parse_models(getattr(args, "models", None))}
+    out["model"] = default_family(out["models"])
     if getattr(args, "cache_gb", None) is not None:
         if args.cache_gb < 0:
             raise UsageError("--cache-gb must be 0 or more")
@@ -114,7 +133,7 @@ def register(subparsers) -> None:
                         "0.0.0.0 only behind a TLS-terminating proxy)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
     p.add_argument("--weights", help="model folder (MagicAnimate release layout or kinemate "
-                                     "format; default: the bundled kinemate-tiny model)")
+                                     "format; default: none, the model needs none)")
     p.add_argument("--preset", default=None,
                    help="model preset (text2video-zero: official (default) or diffusers-docs)")
     p.add_argument("--device", default="cpu", help="torch device for the worker (cpu, cuda, "
@@ -254,8 +273,7 @@ def run(args) -> int:
         raise UsageError(f"--weights {weights} is not a folder — give the model folder")
     config = ServiceConfig(data_dir=_data_dir(args), weights=weights, device=args.device,
                            dtype=args.dtype, limits=limits, preset=args.preset,
-                           start_worker=not args.no_worker,
-                           **pool_config(args))
+                           start_worker=not args.no_worker, **pool_config(args))
     print(f"kinemate: serving on http://{args.host}:{args.port}/ (API reference at /reference), data in "
           f"{config.data_dir}", file=sys.stderr)
     server.serve(config, host=args.host, port=args.port,

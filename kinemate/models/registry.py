@@ -24,11 +24,13 @@ from kinemate.errors import UsageError, WeightsError
 FAMILY_MODULES: dict[str, str] = {
     "animate-anyone": "kinemate.models.animate_anyone",
     "dreampose": "kinemate.models.dreampose",
+    "kinemate-photo": "kinemate.models.photo",
     "kinemate-tiny": "kinemate.models.magicanimate",
     "magicanimate": "kinemate.models.magicanimate",
     "text2video-zero": "kinemate.models.text2video_zero",
 }
-DEFAULT_FAMILY = "kinemate-tiny"
+# what runs when neither a model nor weights are given: the photo renderer (no weights)
+DEFAULT_FAMILY = "kinemate-photo"
 _REGISTERED: dict[str, "Family"] = {}
 
 
@@ -59,7 +61,10 @@ class Family:
     engine's). ``load_release(root, device=, dtype=)`` loads the family's published layout,
     which ``detect(root)`` recognises. ``bundled``: a kinemate-format folder shipped with
     kinemate (then no weights are needed). ``weight_sets``: what ``kinemate weights download
-    NAME`` fetches (:class:`kinemate.hub.WeightSet`)."""
+    NAME`` fetches (:class:`kinemate.hub.WeightSet`). ``renderer``: for a family that draws
+    frames itself instead of sampling a diffusion model (``kinemate-photo``), a factory of
+    its renderer, which the engine wraps in a
+    :class:`~kinemate.pipeline.render.RenderPipeline`; such a family needs no weights."""
 
     name: str
     summary: str
@@ -76,9 +81,12 @@ class Family:
     # ``apply_preset(loaded, name)`` returns the LoadedModel set up for preset ``name``
     presets: tuple[str, ...] = ()
     apply_preset: Callable[..., LoadedModel] | None = None
+    renderer: Callable[[], Any] | None = None
 
     @property
     def needs_weights(self) -> bool:
+        if self.renderer is not None:
+            return False
         return self.bundled is None or not (self.bundled / "kinemate.json").is_file()
 
 

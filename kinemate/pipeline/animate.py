@@ -67,7 +67,7 @@ def choose_control(control: str, control_kind: str | None, *, pose_input: bool =
 def pose_render_kwargs(pipe: AnimationPipeline) -> dict:
     """How a model's skeleton maps are drawn when it says (``denoiser.pose_render``: e.g.
     Text2Video-Zero's ControlNet v1.0 — body only, v1.0 drawing order); {} for the default."""
-    return dict(getattr(pipe.denoiser, "pose_render", None) or {})
+    return dict(getattr(getattr(pipe, "denoiser", None), "pose_render", None) or {})
 
 
 def framing_note(framing: Any, name: str) -> str | None:
@@ -148,7 +148,8 @@ def animate_file(reference_path: str | Path | None, driving_path: str | Path | N
     kinemate or OpenPose, see docs/pose.md). With "pose", ``retarget`` fits the motion to the
     reference person and ``person`` picks whom to follow ("largest", "central", N). Reference
     and control frames get the same aspect-preserving ``fit`` ("crop" or "letterbox") onto
-    ``size`` ("WxH" or (W, H); default ``pipe.default_size``); with "pose", "crop" keeps the
+    ``size`` ("WxH" or (W, H); default ``pipe.size_for(photo size)``: a diffusion model's
+    native size, kinemate-photo's photo size); with "pose", "crop" keeps the
     whole reference person, centred, and where they do not fit a filled frame shows black
     bars and says so in ``framing_note`` of the result (also logged). A control of another
     kind than the model's is refused (:func:`choose_control`); with "pose" the reference
@@ -182,6 +183,11 @@ def animate_file(reference_path: str | Path | None, driving_path: str | Path | N
 
     family_kwargs = {k: v for k, v in (("prompt", prompt), ("negative_prompt", negative_prompt),
                                        ("inputs", inputs)) if v is not None}
+    if parallel is not None and (not hasattr(pipe, "sample_latents") or driving_path is None):
+        what = (f"{pipe.name} samples nothing to share between processes"
+                if not hasattr(pipe, "sample_latents") else "text-only generation runs in one "
+                "process")
+        raise UsageError(f"{what}; run it without torchrun / accelerate launch")
     if not pipe.uses_reference:
         if reference_path is not None:
             raise UsageError(f"{pipe.family} takes no reference photo: appearance comes from "
@@ -204,11 +210,17 @@ def animate_file(reference_path: str | Path | None, driving_path: str | Path | N
     if fit not in ("crop", "letterbox"):
         raise UsageError(f"unknown `fit` {fit!r}; use crop or letterbox")
     sampling = pipe.resolve(**options)  # bad options fail before any file is read
-    size = parse_size(size) or pipe.default_size
+    if getattr(sampling, "init", None) == "warp" and control != "pose":
+        raise UsageError("`init` warp warps the photo to the driving poses, which a DensePose "
+                         "video does not give; use `control` pose (a video of a person or a "
+                         "pose file), or `init` reference")
+    size = parse_size(size)
     fps = check_fps(fps, driving_path)
     reference_raw = read_image(reference_path) if reference_path is not None else None
     if reference_raw is None:
         retarget = False  # nothing to retarget to: the driving pose as extracted
+    else:
+        size = size or pipe.size_for((reference_raw.shape[1], reference_raw.shape[0]))
 
     if control == "pose":
         from kinemate.pose import control_frames_from_driving
@@ -227,6 +239,8 @@ def animate_file(reference_path: str | Path | None, driving_path: str | Path | N
         frames, fps, total = densepose_frames(driving_path, size, fit=fit, fps=fps,
                                                   max_frames=max_frames)
     note = reference = None
+    posed = {}  # the pose track in output pixels, for models drawn from poses
+    # (kinemate-photo) and `init` warp; none for a DensePose control or without a photo
     if reference_raw is not None:
         ref_wh = (reference_raw.shape[1], reference_raw.shape[0])
         if control == "pose" and (retarget or tracks["controls"].meta.get("retargeted")):
@@ -234,6 +248,12 @@ def animate_file(reference_path: str | Path | None, driving_path: str | Path | N
         else:
             framing = Framing.compute(ref_wh, size, fit)
         reference = framing.apply(reference_raw)
+        if control == "pose":
+            from kinemate.pose import framed_track
+
+            posed["poses"] = framed_track(tracks["controls"], frames.framing, size)
+            if tracks.get("reference") is not None:
+                posed["reference_pose"] = framed_track(tracks["reference"], framing, size)
         note = framing_note(framing, Path(reference_path).name) if fit == "crop" else None
     if note:
         log.info(note)
@@ -248,7 +268,7 @@ def animate_file(reference_path: str | Path | None, driving_path: str | Path | N
             raise InputError(f"{driving_path} has no frames; give a video with at least one frame")
         if parallel is not None and not parallel.is_main:  # rank 0 writes; this one samples
             pipe.sample_latents(reference, controls, progress=False, parallel=parallel,
-                                **sampling.to_dict())
+                                **posed, **family_kwargs, **sampling.to_dict())
             return AnimateResult(output_path, grid_path, len(controls), float(fps), size,
                                  control, framing_note=note)
         out = stack.enter_context(VideoWriter(output_path, fps, marker=marker))
@@ -257,7 +277,8 @@ def animate_file(reference_path: str | Path | None, driving_path: str | Path | N
                                                if marker is not None else None)) if grid_path else None
         frames_out = pipe.stream(reference, controls, progress=progress, callback=callback,
                                  checkpoint=checkpoint, window_callback=window_callback,
-                                 parallel=parallel, **family_kwargs, **sampling.to_dict())
+                                 parallel=parallel, **posed, **family_kwargs,
+                                 **sampling.to_dict())
         for i, frame in enumerate(frames_out):
             out.write(frame)
             if grid is not None:

@@ -200,9 +200,15 @@ class AnimationPipeline:
     def resolve(self, *, text_only: bool = False, **options) -> SamplingOptions:
         """The options of one call: the model's, with those set here (not None) over them.
         ``text_only``: a call without controls, which takes the model's ``text_options``
-        when it declares them (Text2Video-Zero's text mode)."""
+        when it declares them (Text2Video-Zero's text mode). ``init`` warp with
+        ``init_strength`` 1 is refused: it would start from pure noise."""
         base = self.text_options if text_only and self.text_options is not None else self.options
-        return base.merged(options)
+        o = base.merged(options)
+        if o.init == "warp" and o.init_strength >= 1.0:
+            raise UsageError("`init` warp starts from the warped frames noised to "
+                             "`init_strength`, but `init_strength` is 1 (pure noise): set it "
+                             "below 1, e.g. 0.7")
+        return o
 
     @property
     def uses_reference(self) -> bool:
@@ -391,10 +397,45 @@ class AnimationPipeline:
         guided = guide(raw[:1], raw[1:], guidance) if rows.cfg else raw
         return guided, raw
 
+    def size_for(self, photo_wh: tuple[int, int]) -> tuple[int, int]:
+        """The output size when none is asked for: the model's native size."""
+        return self.default_size
+
+    @torch.no_grad()
+    def encode_warped(self, reference: np.ndarray, poses, num_frames: int,
+                      reference_pose=None) -> torch.Tensor:
+        """The start of ``init="warp"``: the reference warped to each pose of ``poses`` (a
+        :class:`~kinemate.pose.PoseTrack` in the reference's pixels; the last pose repeats
+        up to ``num_frames``) by kinemate-photo's renderer, each frame VAE-encoded like the
+        reference: ``(1, C, num_frames, H/f, W/f)`` float32 on the CPU. The reference's own
+        pose is ``reference_pose`` or found by kinemate's extractor."""
+        from kinemate.models.photo import PhotoRenderer
+
+        if reference is None:
+            raise UsageError(f"`init` warp warps the reference photo, and {self.family} models "
+                             "take none; leave `init` out")
+        ref = np.asarray(reference)
+        if poses is None:
+            raise UsageError("`init` warp needs the driving poses: use `control` pose (a video "
+                             "of a person or a pose file), or `init` reference")
+        if (poses.width, poses.height) != (ref.shape[1], ref.shape[0]):
+            raise InputError(f"the pose track is in {poses.width}x{poses.height} pixels but the "
+                             f"reference is {ref.shape[1]}x{ref.shape[0]}; frame both alike")
+        if reference_pose is None:
+            from kinemate.pose import detect_reference_pose
+
+            reference_pose = detect_reference_pose(ref)
+        renderer = PhotoRenderer()
+        rig = renderer.start(ref, reference_pose.body[0])
+        frames = [self.encode_reference(renderer.frame(rig, poses.body[min(i, len(poses) - 1)]))
+                  .float().cpu() for i in range(num_frames)]
+        return torch.stack(frames, dim=2)
+
     def _initial_latents(self, plan: Plan, o: SamplingOptions, scheduler, ref_latents,
-                         latents: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+                         latents: torch.Tensor | None, warped=None) -> tuple[torch.Tensor, torch.Tensor]:
         """The starting latents and the timesteps to run (all of them, or the last
-        ``init_strength`` share when starting from the noised reference). A denoiser's
+        ``init_strength`` share when starting from the noised reference, or with ``init``
+        warp from the noised warped frames, which ``warped()`` encodes). A denoiser's
         ``initial_latents`` hook may replace them once the video has started (see
         :meth:`sample_latents`)."""
         timesteps = scheduler.timesteps
@@ -409,7 +450,13 @@ class AnimationPipeline:
                                    o.noise_tiling)
         if o.init_strength < 1.0:
             timesteps = timesteps[len(timesteps) - max(1, round(len(timesteps) * o.init_strength)):]
-            start = ref_latents.float().cpu().unsqueeze(2).expand_as(noise)
+            if o.init == "warp":
+                start = warped()
+            elif ref_latents is None:
+                raise UsageError(f"`init_strength` below 1 starts from the noised reference "
+                                 f"photo, and {self.family} models take none; leave it at 1")
+            else:
+                start = ref_latents.float().cpu().unsqueeze(2).expand_as(noise)
             latents = scheduler.add_noise(start, noise, timesteps[:1].cpu())
         else:
             latents = noise * scheduler.init_noise_sigma
@@ -455,6 +502,7 @@ class AnimationPipeline:
                        prompt: str | None = None, negative_prompt: str | None = None,
                        num_frames: int | None = None, size: tuple[int, int] | None = None,
                        inputs: dict | None = None, parallel: WindowParallel | None = None,
+                       poses=None, reference_pose=None,
                        **options) -> torch.Tensor:
         """Run the sampler; returns the final latents ``(1, C, N, H/f, W/f)``.
 
@@ -483,7 +531,10 @@ class AnimationPipeline:
         ``torch.distributed`` job calling with the same inputs): each process runs its share
         of every step's windows and all return the same latents. Rank 0 decides: only it shows
         progress, calls ``window_callback`` (for every window), reads and saves ``checkpoint``;
-        when it stops (a callback raises) or any process fails, all stop at that step."""
+        when it stops (a callback raises) or any process fails, all stop at that step.
+        ``poses`` (a :class:`~kinemate.pose.PoseTrack` in the reference's pixels, one pose per
+        control frame) and ``reference_pose`` are what ``init="warp"`` warps the reference
+        with (:meth:`encode_warped`); ``animate_file`` passes them with a pose control."""
         if parallel is not None and parallel.world_size < 2:
             parallel = None
         if parallel is not None and not parallel.is_main:
@@ -496,7 +547,9 @@ class AnimationPipeline:
         scheduler.set_timesteps(o.steps, device=self.device)
         ref_latents = None if reference is None else self.encode_reference(reference)
         given_latents = latents
-        latents, timesteps = self._initial_latents(plan, o, scheduler, ref_latents, latents)
+        latents, timesteps = self._initial_latents(
+            plan, o, scheduler, ref_latents, latents,
+            warped=lambda: self.encode_warped(reference, poses, plan.num_frames, reference_pose))
         extra = {k: v for k, v in (("text_embeds_uncond", text_embeds_uncond),
                                    ("text_embeds_cond", text_embeds_cond),
                                    ("image_embeds", image_embeds), ("prompt", prompt),

@@ -20,12 +20,13 @@ from kinemate.pipeline.options import SamplingOptions
 DEFAULT_MODEL = DEFAULT_FAMILY
 
 
-def bundled_model_dir(name: str = DEFAULT_MODEL) -> Path | None:
-    """The folder of a model shipped with kinemate, or None for a family without one."""
+def bundled_model_dir(name: str = "kinemate-tiny") -> Path | None:
+    """The folder of a model shipped with kinemate (default: kinemate-tiny, whose weights
+    ship in the package), or None for a family without one."""
     return get_family(name).bundled
 
 
-def has_bundled_model(name: str = DEFAULT_MODEL) -> bool:
+def has_bundled_model(name: str = "kinemate-tiny") -> bool:
     folder = bundled_model_dir(name)
     return folder is not None and (folder / INDEX).is_file()
 
@@ -40,12 +41,16 @@ def _dtype(dtype) -> torch.dtype:
 
 
 def resolve_weights(weights: str | Path | None, model: str | None) -> Path:
-    """The folder to load: ``weights``, else the bundled model of ``model`` (default:
-    kinemate-tiny). A ``model`` that ships no weights needs ``weights``."""
+    """The folder to load: ``weights``, else the bundled model of ``model`` (default: the
+    default family's). A ``model`` that ships no weights needs ``weights``; a renderer family
+    (``kinemate-photo``) has none to load."""
     if model is not None:
         family = get_family(model)  # unknown names fail here, listing the known ones
-    if weights is None:
+    if weights is None or (model is not None and family.renderer is not None):
         family = get_family(model or DEFAULT_MODEL)
+        if family.renderer is not None:
+            raise UsageError(f"`model` {family.name} draws frames without a model folder: drop "
+                             "`weights`, or name a diffusion model with `model`")
         if family.bundled is None:
             raise UsageError(f"`model` {family.name} needs `weights` DIR ({family.weights_hint})")
         if not (family.bundled / INDEX).is_file():
@@ -102,16 +107,31 @@ def _release_families():
 
 def load_pipeline(weights: str | Path | None = None, *, model: str | None = None,
                   device: str | torch.device = "cpu", dtype=torch.float32,
-                  preset: str | None = None) -> AnimationPipeline:
-    """Load an :class:`AnimationPipeline` from a folder.
+                  preset: str | None = None):
+    """Load an :class:`AnimationPipeline` from a folder (or a renderer family's pipeline).
 
     ``weights``: a published layout a family knows (e.g. MagicAnimate's release:
     ``stable-diffusion-v1-5/``, ``sd-vae-ft-mse/``, ``MagicAnimate/``) or a kinemate-format
-    folder (``kinemate.json``). Without it, the bundled model of ``model`` (default
-    kinemate-tiny). ``model`` names a family of the registry and is checked against what the
+    folder (``kinemate.json``). Without it, the bundled model of ``model`` (e.g.
+    ``model="kinemate-tiny"``). ``model`` names a family of the registry and is checked against what the
     folder holds. CPU float32 always works; use ``device="cuda", dtype=torch.float16`` (or the
     model's ``gpu_dtype``) for speed. ``preset`` names one of the family's parameter sets
-    (Text2Video-Zero: ``official``, ``diffusers-docs``); the preset is in ``pipe.index``."""
+    (Text2Video-Zero: ``official``, ``diffusers-docs``); the preset is in ``pipe.index``.
+
+    Without ``weights`` and ``model``, or with ``model`` naming a renderer family, the result
+    is that family's :class:`~kinemate.pipeline.render.RenderPipeline` (the default,
+    kinemate-photo, draws frames from the photo itself and needs no weights)."""
+    if weights is None or model is not None:
+        family = get_family(model or DEFAULT_MODEL)
+        if family.renderer is not None:
+            if weights is not None:
+                raise UsageError(f"`model` {family.name} needs no `weights` (it warps the photo "
+                                 "itself); drop `weights`, or name the model they hold")
+            if preset is not None:
+                raise UsageError(f"{family.name} has no presets; leave `preset` out")
+            from kinemate.pipeline.render import load_renderer
+
+            return load_renderer(family)
     loaded = load_model(weights, model=model, device=device, dtype=dtype)
     if preset is not None:
         family = get_family(loaded.family)

@@ -59,6 +59,12 @@ class SamplingOptions:
     init_strength: float = _opt(1.0, "start from the reference noised to this share of the "
                                 "schedule, in (0, 1]; 1 = pure noise", service=True, gt=0.0,
                                 le=1.0, metavar="S")
+    # what a start below init_strength 1 is made from: the reference latent (every frame
+    # alike), or the frames kinemate-photo draws for each driving pose, VAE-encoded
+    init: str = _opt("reference", "what the start is made from when `init_strength` < 1: "
+                     "the reference photo, or 'warp': the photo warped to each driving pose "
+                     "by kinemate-photo (needs a pose control)", service=True,
+                     choices=("reference", "warp"))
     # 16 = the official scripts: the driving video is padded to a multiple of 16 frames by
     # repeating its last frame, and the result is cut back (changes the windows, so the result)
     pad_to: int = _opt(0, "sample the video padded to a multiple of N frames with its last "

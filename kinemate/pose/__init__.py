@@ -22,6 +22,7 @@ from kinemate.pose.backends import (
 from kinemate.pose.control import (
     control_frames_from_driving,
     densepose_frames,
+    framed_track,
     load_driving_track,
     write_overlay_video,
     write_reference_preview,
@@ -45,6 +46,7 @@ __all__ = [
     "draw_pose",
     "extract_pose",
     "fill_gaps",
+    "framed_track",
     "get_backend",
     "hold_person",
     "is_pose_file",

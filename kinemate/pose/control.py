@@ -179,6 +179,7 @@ def control_frames_from_driving(
     if track_out is not None:
         track_out["driving"] = track
         track_out["controls"] = controls
+        track_out["reference"] = reference_pose  # None when not detected (no retargeting)
     dst = (int(dst_wh[0]), int(dst_wh[1]))
     # without a reference photo (a text-conditioned model) the pose stays in its own frame
     in_reference_space = reference_rgb is not None and (
@@ -197,6 +198,18 @@ def control_frames_from_driving(
     frames = ControlFrames(controls, dst, framing=framing, hands=hands, face=face,
                            min_conf=min_conf, style=style)
     return frames, controls.fps, len(controls)
+
+
+def framed_track(track: PoseTrack, framing: Any, size_wh: tuple[int, int]) -> PoseTrack:
+    """``track`` with every keypoint carried through ``framing`` (a
+    :class:`kinemate.io.Framing` from the track's image size) into the pixels of the
+    ``size_wh`` frame it produces: the poses that the control maps show, as numbers."""
+    out = track.copy()
+    for name, arr in out.parts().items():
+        flat = arr[..., :2].reshape(-1, 2)
+        arr[..., :2] = framing.map_points(flat).reshape(arr.shape[:-1] + (2,)).astype(np.float32)
+    out.width, out.height = int(size_wh[0]), int(size_wh[1])
+    return out
 
 
 def _rescale(track: PoseTrack, size_wh: tuple[int, int]) -> PoseTrack:

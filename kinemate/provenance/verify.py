@@ -12,7 +12,7 @@ from .marker import POSE_MODEL
 from .watermark import CODED_BITS, PAYLOAD_BITS, Detection, Detector, Payload, model_id
 
 #: Model names whose watermark id ``verify`` can name without a manifest.
-KNOWN_MODELS = ("kinemate-tiny", "magicanimate", "kinemate", POSE_MODEL)
+KNOWN_MODELS = ("kinemate-photo", "kinemate-tiny", "magicanimate", "kinemate", POSE_MODEL)
 
 DEFAULT_MAX_FRAMES = 24
 

@@ -46,7 +46,9 @@ class ServiceConfig:
     """
 
     data_dir: Path = Path("kinemate-data")
-    weights: Path | None = None  # None: the bundled kinemate-tiny model
+    weights: Path | None = None  # None: the bundled model of `model`
+    model: str | None = None  # a registry family; None: what `weights` holds, else the default
+    #                           (kinemate-photo, which warps the photo and needs no weights)
     device: str = "cpu"
     dtype: str = "float32"
     preset: str | None = None  # a family's named parameter set (text2video-zero)

@@ -72,6 +72,9 @@ class _FramingFields(BaseModel):
 def _sampling_field(name: str) -> tuple[Any, Any]:
     """``(type, Field)`` of one sampling option: optional, None = the model's default."""
     kind = type(OPTION_FIELDS[name].default)
+    choices = OPTION_FIELDS[name].metadata["choices"]
+    if choices:  # e.g. `init`: one of its words, checked at submission
+        kind = Literal[tuple(choices)]
     bounds = {k: v for k, v in option_bounds(name).items() if v is not None}
     extra = {"allow_inf_nan": False} if kind is float else {}
     return kind | None, Field(None, description=f"{option_help(name)}; default: the model's",

@@ -40,7 +40,9 @@ def resolve_control(job: Job, worker_info: dict) -> str:
 
 
 def _size(job: Job, worker_info: dict) -> tuple[int, int]:
-    w, h = parse_size(job.params.get("size")) or worker_info.get("default_size", (512, 512))
+    # a model drawn at the photo's own size (kinemate-photo) has no default size: 512 px
+    w, h = (parse_size(job.params.get("size")) or worker_info.get("default_size")
+            or (512, 512))
     scale = min(1.0, MAX_SIDE / max(w, h))
     return max(8, round(w * scale)), max(8, round(h * scale))
 

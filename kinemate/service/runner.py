@@ -132,17 +132,24 @@ class PipelineRunner:
 
         from kinemate.pipeline import load_pipeline
 
+        from kinemate.models.registry import family_names
+
         dtype = getattr(torch, self.config.dtype)
+        family = self.config.model  # None: what the weights hold, else the registry's default
         if name == DEFAULT_MODEL:
             weights = self.config.weights
-            if weights is None and self.catalog:
-                weights = next(iter(self.catalog.values()))
+            if weights is None and family is None and self.catalog:
+                name_, weights = next(iter(self.catalog.items()))
+                if weights is None and name_ in family_names():
+                    family = name_
         else:
             weights = self.catalog[name]
+            if weights is None and name in family_names():  # `--model kinemate-tiny`
+                family = name
         log.info("loading model %s from %s on %s", name or "(default)",
-                 weights or "the bundled model", self.config.device)
-        return load_pipeline(str(weights) if weights else None, device=self.config.device,
-                             dtype=dtype, preset=self.config.preset)
+                 weights or f"the bundled model {family or ''}".rstrip(), self.config.device)
+        return load_pipeline(str(weights) if weights else None, model=family,
+                             device=self.config.device, dtype=dtype, preset=self.config.preset)
 
     def _pipe_for(self, model: str | None):
         if not model:
@@ -163,11 +170,13 @@ class PipelineRunner:
         """Load the default model once (in the worker thread); returns facts for
         /api/v1/health and /api/v1/limits (the model's own sampling defaults)."""
         pipe = self.pipe if self.pipe is not None else self.cache.get(DEFAULT_MODEL)
+        size = pipe.default_size  # None: the photo's own size (kinemate-photo)
         return {"model": pipe.name, "control_kind": pipe.control_kind,
-                "default_size": list(pipe.default_size), "device": self.config.device,
+                "default_size": list(size) if size else None, "device": self.config.device,
                 "options": pipe.options.to_dict(),
                 "uses_reference": pipe.uses_reference,
-                "pose_render": dict(getattr(pipe.denoiser, "pose_render", None) or {}),
+                "pose_render": dict(getattr(getattr(pipe, "denoiser", None), "pose_render", None)
+                                    or {}),
                 **({"preset": pipe.index["preset"]} if "preset" in pipe.index else {})}
 
     def __call__(self, job: Job, job_dir: Path, report) -> dict:

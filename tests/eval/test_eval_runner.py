@@ -228,9 +228,9 @@ def test_protocol_frame_selection_and_framing(videos):
 
 def _tiny_pipeline_weights(tmp_path: Path) -> Path | None:
     """The golden tiny MagicAnimate-layout weights (+ their stored text embeddings) saved in
-    kinemate format; None = the bundled kinemate-tiny model; skip when neither exists."""
+    kinemate format; else the bundled kinemate-tiny model's folder; skip when neither exists."""
     from kinemate.pipeline import load_pipeline
-    from kinemate.pipeline.loading import has_bundled_model
+    from kinemate.pipeline.loading import bundled_model_dir, has_bundled_model
 
     golden = Path(__file__).resolve().parents[2].parent / "shared/reference/magicanimate/golden"
     if (golden / "weights").is_dir():
@@ -243,7 +243,7 @@ def _tiny_pipeline_weights(tmp_path: Path) -> Path | None:
             pipe.denoiser.text_embeds_cond = inputs["text_embeds_cond"]
         return Path(pipe.save_pretrained(tmp_path / "golden-tiny"))
     if has_bundled_model():
-        return None
+        return bundled_model_dir("kinemate-tiny")
     pytest.skip("neither the golden tiny weights nor the bundled kinemate-tiny model is available")
 
 

@@ -95,7 +95,7 @@ def test_registry_names_need_no_family_import():
 def test_components_belong_to_the_denoiser():
     import kinemate
 
-    pipe = kinemate.load_pipeline()
+    pipe = kinemate.load_pipeline(model="kinemate-tiny")
     assert pipe.unet is pipe.denoiser.unet and set(pipe.components) == {
         "unet", "appearance_encoder", "controlnet", "vae"}
     with pytest.raises(AttributeError, match="pipe.denoiser.unet"):

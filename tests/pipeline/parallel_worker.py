@@ -28,7 +28,7 @@ def main(out: Path) -> None:
     job = json.loads((out / "job.json").read_text())
     inputs = np.load(out / "inputs.npz")
     ref, controls = inputs["reference"], inputs["controls"]
-    pipe = load_pipeline()  # the bundled kinemate-tiny
+    pipe = load_pipeline(model="kinemate-tiny")
     seen: dict = {"world_size": parallel.world_size, "device": device, "windows": {}}
     latents = {}
     for name, options in job["cases"].items():

@@ -61,7 +61,7 @@ def test_cli_animate_example_through_pose_extraction(tmp_path, capsys, one_threa
     from kinemate.io import probe_video
 
     out = tmp_path / "demo.mp4"
-    rc = main(["animate", "--example", "--control", "pose",
+    rc = main(["animate", "--model", "kinemate-tiny", "--example", "--control", "pose",
                "-o", str(out), "--size", "64x64", "--max-frames", "3", "--steps", "1",
                "--context-frames", "3", "--context-overlap", "1",
                "--no-progress"])

@@ -27,7 +27,7 @@ def test_default_dtype_per_device_and_model(tmp_path):
     # on a GPU: what the model folder declares ...
     assert default_dtype(tmp_path / "a", "cuda") == "bfloat16"
     assert default_dtype(_index(tmp_path / "b", gpu_dtype="float32"), "cuda:1") == "float32"
-    assert default_dtype(None, "cuda") == json.loads(
+    assert default_dtype(None, "cuda", "kinemate-tiny") == json.loads(
         (bundled_model_dir() / "kinemate.json").read_text())["gpu_dtype"]
     # ... else float16 (no declaration, a value that is no dtype, a release folder)
     assert default_dtype(_index(tmp_path / "c"), "cuda") == "float16"
@@ -51,7 +51,7 @@ KW = {"seed": 0, "progress": False, "context_frames": 4, "context_overlap": 0}
 def test_overflow_stops_with_a_clear_error(clip, dtype, advice):
     """A non-finite prediction (here planted in the UNet's last layer) stops the sampler at
     that step with an error that says what to do, instead of writing a black video."""
-    pipe = kinemate.load_pipeline(dtype=dtype)
+    pipe = kinemate.load_pipeline(model="kinemate-tiny", dtype=dtype)
     handle = pipe.unet.conv_out.register_forward_hook(lambda m, i, out: out * float("inf"))
     try:
         with pytest.raises(NumericsError, match=advice) as err:
@@ -68,8 +68,8 @@ def test_bundled_model_runs_in_its_declared_gpu_dtype(clip):
     ~3.5e4, past float16's range (float16 gave NaN on an H200). bfloat16 must give the
     float32 result up to rounding (run here on the CPU, the same arithmetic)."""
     name = json.loads((bundled_model_dir() / "kinemate.json").read_text())["gpu_dtype"]
-    full = kinemate.load_pipeline()(clip.frames[0], clip.skeleton, **KW)
-    half = kinemate.load_pipeline(dtype=name)(clip.frames[0], clip.skeleton, **KW)
+    full = kinemate.load_pipeline(model="kinemate-tiny")(clip.frames[0], clip.skeleton, **KW)
+    half = kinemate.load_pipeline(model="kinemate-tiny", dtype=name)(clip.frames[0], clip.skeleton, **KW)
     mse = np.mean((full.astype(float) - half.astype(float)) ** 2)
     psnr = 10 * np.log10(255.0 ** 2 / max(mse, 1e-12))
     print(f"\n{name} vs float32 on the bundled model: {psnr:.1f} dB")

@@ -94,7 +94,7 @@ def test_sampling_leaves_the_global_rng_alone():
     global torch RNG state is unchanged (it used to be re-seeded by torch.seed())."""
     import kinemate
 
-    pipe = kinemate.load_pipeline()
+    pipe = kinemate.load_pipeline(model="kinemate-tiny")
     rng = np.random.default_rng(0)
     ref = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
     controls = rng.integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)

@@ -62,7 +62,7 @@ def test_two_processes_match_one(tmp_path, golden_release, demo_inputs, one_thre
     (tmp_path / "job.json").write_text(json.dumps(job))
 
     # single-process runs; one of them interrupted after its first step leaves a state
-    pipe = load_pipeline()
+    pipe = load_pipeline(model="kinemate-tiny")
     single = {name: pipe.sample_latents(ref, controls, progress=False, **o)
               for name, o in CASES.items()}
 

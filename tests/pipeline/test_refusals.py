@@ -23,7 +23,7 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "kinemate" / "assets" / "exampl
 def skeleton_pipe(one_thread):
     from kinemate import load_pipeline
 
-    pipe = load_pipeline()  # the bundled kinemate-tiny
+    pipe = load_pipeline(model="kinemate-tiny")  # the bundled kinemate-tiny
     assert pipe.control_kind == "openpose"
     return pipe
 
@@ -42,7 +42,8 @@ def test_densepose_control_for_a_skeleton_model_is_refused(skeleton_pipe, demo_i
     from kinemate.pipeline import animate_file
 
     out = tmp_path / "out.mp4"
-    rc = main(["animate", str(EXAMPLES / "person.png"), str(demo_inputs / "demo4_densepose.mp4"),
+    rc = main(["animate", "--model", "kinemate-tiny", str(EXAMPLES / "person.png"),
+               str(demo_inputs / "demo4_densepose.mp4"),
                "-o", str(out), "--control", "densepose", "--steps", "1", "--no-progress"])
     err = capsys.readouterr().err
     assert rc == 2 and "Traceback" not in err
@@ -119,8 +120,8 @@ def test_no_person_in_the_reference_fails_before_the_driving_video_is_read(
     with pytest.raises(NoPersonError, match="reference photo"):
         control_frames_from_driving(driving, read_image(photo), (64, 64), progress=False)
     assert frames_decoded["frames"] == 0
-    rc = main(["animate", str(photo), str(driving), "-o", str(tmp_path / "cli.mp4"),
-               "--steps", "1", "--no-progress"])
+    rc = main(["animate", "--model", "kinemate-tiny", str(photo), str(driving), "-o",
+               str(tmp_path / "cli.mp4"), "--steps", "1", "--no-progress"])
     assert rc == 1 and "no person was found in the reference photo" in capsys.readouterr().err
     assert frames_decoded["frames"] == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["coffee.png", "long.mp4"]
@@ -148,7 +149,8 @@ def test_fps_of_a_frame_folder(skeleton_pipe, tmp_path, capsys):
 
     folder = _frame_folder(tmp_path)
     ref = write_image(tmp_path / "ref.png", skdata.astronaut())
-    tail = ["--steps", "1", "--context-frames", "4", "--context-overlap", "1", "--no-progress"]
+    tail = ["--model", "kinemate-tiny", "--steps", "1", "--context-frames", "4",
+            "--context-overlap", "1", "--no-progress"]
     assert main(["animate", str(ref), str(folder), "-o", str(tmp_path / "a.mp4"),
                  "--fps", "12"] + tail) == 0
     info = probe_video(tmp_path / "a.mp4")

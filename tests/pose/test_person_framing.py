@@ -79,16 +79,16 @@ def test_a_standing_person_too_tall_for_the_crop_gets_bars_and_a_note(tmp_path, 
     assert _inside(framing, seen).all() and framing.letterboxed
     assert not _inside(Framing.compute((1080, 1920), (64, 64), "crop"), seen).all()
     ref = write_image(tmp_path / "standing.png", photo)
-    result = animate_file(ref, EXAMPLES / "dance.mp4", tmp_path / "out.mp4", pipe=load_pipeline(),
+    result = animate_file(ref, EXAMPLES / "dance.mp4", tmp_path / "out.mp4", pipe=load_pipeline(model="kinemate-tiny"),
                           max_frames=2, steps=1, context_frames=2, context_overlap=1,
                           progress=False)
     assert result.framing_note and "black bars left and right" in result.framing_note
-    rc = main(["animate", str(ref), str(EXAMPLES / "dance.mp4"), "-o", str(tmp_path / "b.mp4"),
-               "--max-frames", "2", "--steps", "1", "--context-frames", "2",
+    rc = main(["animate", "--model", "kinemate-tiny", str(ref), str(EXAMPLES / "dance.mp4"),
+               "-o", str(tmp_path / "b.mp4"), "--max-frames", "2", "--steps", "1", "--context-frames", "2",
                "--context-overlap", "1", "--no-progress"])
     assert rc == 0 and "note: the whole person in standing.png (1080x1920)" in capsys.readouterr().out
     # --fit letterbox: the whole photo as before, nothing to note
-    plain = animate_file(ref, EXAMPLES / "dance.mp4", tmp_path / "c.mp4", pipe=load_pipeline(),
+    plain = animate_file(ref, EXAMPLES / "dance.mp4", tmp_path / "c.mp4", pipe=load_pipeline(model="kinemate-tiny"),
                          fit="letterbox", max_frames=2, steps=1, context_frames=2,
                          context_overlap=1, progress=False)
     assert plain.framing_note is None

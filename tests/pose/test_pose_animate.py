@@ -24,7 +24,7 @@ def _clip(n: int = 3) -> np.ndarray:
 def test_animate_with_pose_control_from_video_and_json(tmp_path, one_thread):
     video = write_video(tmp_path / "dance.mp4", _clip(), 10)
     ref = write_image(tmp_path / "ref.png", skdata.astronaut())
-    args = ["animate", str(ref)]
+    args = ["animate", "--model", "kinemate-tiny", str(ref)]
     tail = ["--size", "64x64", "--steps", "2", "--context-frames", "4", "--context-overlap", "2",
             "--no-progress"]  # fmt: skip
     rc = main(args + [str(video), "-o", str(tmp_path / "a.mp4"), "--control", "pose",
@@ -47,7 +47,7 @@ def test_animate_with_pose_control_from_video_and_json(tmp_path, one_thread):
 def test_animate_pose_control_without_person_is_one_line_error(tmp_path, one_thread, capsys):
     empty = write_video(tmp_path / "empty.mp4", np.full((2, 64, 64, 3), 90, np.uint8), 10)
     ref = write_image(tmp_path / "ref.png", skdata.astronaut())
-    rc = main(["animate", str(ref), str(empty),
+    rc = main(["animate", "--model", "kinemate-tiny", str(ref), str(empty),
                "-o", str(tmp_path / "x.mp4"), "--control", "pose", "--size", "64x64", "--steps", "1",
                "--no-progress"])  # fmt: skip
     err = capsys.readouterr().err

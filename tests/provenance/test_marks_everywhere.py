@@ -75,7 +75,8 @@ def test_grid_result_panel_carries_the_outputs_mark(demo_inputs, tmp_path, capsy
     """This photo and clip gave a grid whose whole-frame mark H.264 erased (sync 4.7 sigma,
     chance level); the result panel now carries the output's own mark."""
     out, grid = tmp_path / "out.mp4", tmp_path / "grid.mp4"
-    assert main(["animate", str(demo_inputs / "monalisa.png"), str(demo_inputs / "running.mp4"),
+    assert main(["animate", "--model", "kinemate-tiny", str(demo_inputs / "monalisa.png"),
+                 str(demo_inputs / "running.mp4"),
                  "-o", str(out), "--grid", str(grid), "--max-frames", "24",
                  "--no-progress"]) == 0
     result = _assert_marked(out, "kinemate-tiny")

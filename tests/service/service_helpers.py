@@ -33,7 +33,7 @@ def prepare_model(tmp_dir: Path) -> Path | None:
     """The tiny model the test server runs: the golden MagicAnimate-layout weights with the
     golden text embeddings stored beside them (the golden set ships no CLIP), saved in
     kinemate format and declaring :data:`MODEL_OPTIONS`; without the golden set, the bundled
-    kinemate-tiny model (None = the server's default)."""
+    kinemate-tiny model (None: :class:`Server` then runs ``--model kinemate-tiny``)."""
     if not GOLDEN_WEIGHTS.is_dir():
         return None
     from safetensors.torch import load_file, save_file
@@ -186,6 +186,8 @@ class Server:
                "--port", str(self.port), "--data-dir", str(self.data_dir)]
         if self.weights is not None:
             cmd += ["--weights", str(self.weights)]
+        elif "--model" not in self.extra_args:  # the diffusion engine's bundled model (the
+            cmd += ["--model", "kinemate-tiny"]  # default, kinemate-photo, has its own test)
         cmd += self.extra_args
         env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                    OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **self.env)

@@ -99,8 +99,10 @@ def test_a_job_without_sampling_fields_runs_with_the_models_defaults(client, key
     torch.set_num_threads(1)  # as the server runs (OMP_NUM_THREADS=1)
     try:
         animate_file(tiny_inputs["reference"], tiny_inputs["driving"], tmp_path / "python.mp4",
-                     pipe=load_pipeline(model_dir), size=TINY_SIZE, progress=False)
-        weights = ["--weights", str(model_dir)] if model_dir else []
+                     pipe=load_pipeline(model_dir, model=None if model_dir else "kinemate-tiny"),
+                     size=TINY_SIZE, progress=False)
+        weights = (["--weights", str(model_dir)] if model_dir
+                   else ["--model", "kinemate-tiny"])
         assert main(["animate", *weights, str(tiny_inputs["reference"]),
                      str(tiny_inputs["driving"]), "-o", str(tmp_path / "cli.mp4"),
                      "--size", TINY_SIZE, "--no-watermark", "--no-progress"]) == 0

@@ -28,7 +28,7 @@ def test_bundled_model_animates_a_heldout_clip():
     from kinemate.synth import generate_clip
 
     t0 = time.perf_counter()
-    pipe = kinemate.load_pipeline()  # default: the bundled model, offline
+    pipe = kinemate.load_pipeline(model="kinemate-tiny")  # the bundled model, offline
     t_load = time.perf_counter() - t0
     assert pipe.name == "kinemate-tiny" and pipe.control_kind == "openpose"
     w, h = pipe.default_size
