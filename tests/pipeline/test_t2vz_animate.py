@@ -110,6 +110,9 @@ def test_reference_and_replaced_attention_refused(pipe):
         pipe.sample_latents(photo, _poses(2), prompt="a cat", steps=1, progress=False)
     with pytest.raises(UsageError, match="needs a .?prompt"):
         pipe.sample_latents(None, _poses(2), steps=1, progress=False)
+    with pytest.raises(UsageError, match="not used by text2video-zero"):
+        pipe.sample_latents(None, _poses(2), prompt="a cat", steps=1, context_overlap=1,
+                            progress=False)
     processors = pipe.unet.attn_processors
     pipe.unet.set_attn_processor(AttnProcessor2_0())  # e.g. a "fast attention" switch
     try:

@@ -93,6 +93,9 @@ class T2VZDenoiser:
     accepts_no_controls = True  # text mode
     # the maps OpenPose ControlNet v1.0 was trained on: body only, v1.0 drawing (docs/pose.md)
     pose_render = {"hands": False, "face": False, "style": "v1.0"}
+    # options that change nothing here (chunks are the windows; no reference): refused if set
+    unused_options = ("context_overlap", "closed_loop", "context_stride", "reference_bank_dtype",
+                      "lean")
 
     def __init__(self, unet: nn.Module, controlnet: nn.Module | None, text_encoder: nn.Module,
                  tokenizer, *, prompt_suffix: dict | None = None,
