@@ -139,7 +139,7 @@ def animate_file(reference_path: str | Path | None, driving_path: str | Path | N
                  callback: Any = None, checkpoint: Any = None, prepare_callback: Any = None,
                  window_callback: Any = None, prompt: str | None = None,
                  negative_prompt: str | None = None, frames: int | None = None,
-                 inputs: dict | None = None,
+                 inputs: dict | None = None, parallel: Any = None,
                  **options: Any) -> AnimateResult:
     """Animate the person in ``reference_path`` with the motion of ``driving_path``.
 
@@ -172,7 +172,11 @@ def animate_file(reference_path: str | Path | None, driving_path: str | Path | N
     ``reference_path`` None and a ``prompt`` (``negative_prompt``); the driving pose is used
     as extracted (nothing to retarget to). Such a model that also samples without controls
     takes ``driving_path`` None and ``frames`` (text mode; ``fps`` default 4). ``inputs``:
-    further family inputs (see :meth:`AnimationPipeline.sample_latents`)."""
+    further family inputs (see :meth:`AnimationPipeline.sample_latents`).
+
+    ``parallel`` (:class:`~kinemate.pipeline.parallel.WindowParallel`): every process of a
+    window-parallel job calls this alike; rank 0 writes the output (and keeps the state), the
+    others only sample."""
     from kinemate.io import Framing, VideoWriter, read_image, side_by_side
 
     from kinemate.pose import is_pose_file
@@ -248,13 +252,18 @@ def animate_file(reference_path: str | Path | None, driving_path: str | Path | N
                                 spill / "controls.u8")
         if len(controls) == 0:
             raise InputError(f"{driving_path} has no frames; give a video with at least one frame")
+        if parallel is not None and not parallel.is_main:  # rank 0 writes; this one samples
+            pipe.sample_latents(reference, controls, progress=False, parallel=parallel,
+                                **sampling.to_dict())
+            return AnimateResult(output_path, grid_path, len(controls), float(fps), size,
+                                 control, framing_note=note)
         out = stack.enter_context(VideoWriter(output_path, fps, marker=marker))
         # the grid's result panel carries the output's own mark, which verify reads there
         grid = stack.enter_context(VideoWriter(grid_path, fps, marker=_FinalizeOnly(marker)
                                                if marker is not None else None)) if grid_path else None
         frames_out = pipe.stream(reference, controls, progress=progress, callback=callback,
                                  checkpoint=checkpoint, window_callback=window_callback,
-                                 **family_kwargs, **sampling.to_dict())
+                                 parallel=parallel, **family_kwargs, **sampling.to_dict())
         for i, frame in enumerate(frames_out):
             out.write(frame)
             if grid is not None:

@@ -33,9 +33,12 @@ from einops import rearrange
 
 from kinemate.errors import InputError, NumericsError, UsageError
 from kinemate.models.guidance import GuidanceRows
-from kinemate.pipeline.context import (FrameCache, accumulate, context_windows, fuse, guide,
-                                       window_groups)
+from kinemate.models.frames import take_frames
+from kinemate.pipeline.context import (FrameCache, accumulate, context_windows, covers, fuse,
+                                       guide, window_groups)
 from kinemate.pipeline.options import FAMILY_OPTIONS, OPTION_NAMES, SamplingOptions
+from kinemate.pipeline.parallel import (WindowParallel, inputs_digest, saved_from_bytes,
+                                        saved_to_bytes)
 from kinemate.pipeline.resume import SamplerCheckpoint, job_fingerprint, restore_scheduler
 
 log = logging.getLogger(__name__)
@@ -334,31 +337,57 @@ class AnimationPipeline:
     @torch.no_grad()
     def predict_noise(self, latents: torch.Tensor, t, video, windows: list[list[int]], *,
                       guidance: float, scheduler=None, window_batch: int = 1,
-                      on_window: Callable | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                      on_window: Callable | None = None,
+                      parallel: WindowParallel | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """One step's noise prediction for the whole video latent ``(1, C, N, h, w)``.
 
         Returns ``(guided (1,C,N,h,w), raw (B,C,N,h,w))``; ``raw`` is the window-averaged
         denoiser output, rows ``[uncond, cond]`` with CFG (``guidance > 1``) or ``[cond]``.
-        ``window_batch`` windows of equal length go through the denoiser together."""
+        ``window_batch`` windows of equal length go through the denoiser together.
+        ``parallel``: this process runs only its share of the window groups, and the sums
+        and counts of all processes are added up (one all-reduce) before fusing; ``on_window``
+        is called for this process's windows."""
         # a denoiser that combines its guidance branches itself gets one row per window
         self_guided = getattr(self.denoiser, "guides_itself", False)
         rows = GuidanceRows(cfg=False) if self_guided else GuidanceRows.for_scale(guidance)
         model_input = scheduler.scale_model_input(latents, t) if scheduler is not None else latents
         step = self.denoiser.start_step(video, model_input, t, rows)
-        features = FrameCache(windows, lambda frames: self.denoiser.frame_features(step, frames))
-        total = torch.zeros((rows.halves, *latents.shape[1:]), device=latents.device,
-                            dtype=latents.dtype)
-        counts = torch.zeros(latents.shape[2], device=latents.device, dtype=latents.dtype)
-        for group in window_groups(windows, window_batch):
-            batch = torch.cat([model_input[:, :, windows[i]] for i in group])
-            pred = self.denoiser.predict(step, [features.take(i, windows[i]) for i in group],
-                                         batch)
-            call_rows = rows.with_videos(len(group))
-            for j, i in enumerate(group):
-                accumulate(total, counts, windows[i], call_rows.of_video(pred, j))
-                if on_window is not None:
-                    on_window(i, windows[i])
-        raw = fuse(total, counts)
+        groups = window_groups(windows, window_batch)
+        mine = [i for group in (groups if parallel is None else parallel.mine(groups))
+                for i in group]
+        # the frames this process needs, cached while its later windows need them
+        features = FrameCache([windows[i] for i in mine],
+                              lambda frames: self.denoiser.frame_features(step, frames))
+        local = {i: j for j, i in enumerate(mine)}
+        # one buffer [sum | counts | failures]: a single all-reduce when windows are split
+        n, frames = rows.halves * latents[0].numel(), latents.shape[2]
+        buffer = torch.zeros(n + frames + 1, device=latents.device, dtype=latents.dtype)
+        total = buffer[:n].view(rows.halves, *latents.shape[1:])
+        counts = buffer[n:n + frames]
+        error = None
+        try:
+            for group in groups:
+                if group[0] not in local:
+                    continue
+                batch = torch.cat([take_frames(model_input, windows[i]) for i in group])
+                pred = self.denoiser.predict(
+                    step, [features.take(local[i], windows[i]) for i in group], batch)
+                call_rows = rows.with_videos(len(group))
+                for j, i in enumerate(group):
+                    accumulate(total, counts, windows[i], call_rows.of_video(pred, j))
+                    if on_window is not None:
+                        on_window(i, windows[i])
+        except BaseException as exc:
+            if parallel is None:
+                raise
+            error = exc  # the others must not wait for this process: vote in the reduction
+        if parallel is not None:
+            buffer[-1] = 0.0 if error is None else 1.0
+            parallel.sum_(buffer)
+            parallel.raise_if(error, float(buffer[-1]))
+        if not covers(windows, frames):
+            raise ValueError("some frames are in no context window")
+        raw = fuse(total, counts, checked=True, inplace=True)
         guided = guide(raw[:1], raw[1:], guidance) if rows.cfg else raw
         return guided, raw
 
@@ -425,7 +454,8 @@ class AnimationPipeline:
                        window_callback: Callable[[int, int], None] | None = None,
                        prompt: str | None = None, negative_prompt: str | None = None,
                        num_frames: int | None = None, size: tuple[int, int] | None = None,
-                       inputs: dict | None = None, **options) -> torch.Tensor:
+                       inputs: dict | None = None, parallel: WindowParallel | None = None,
+                       **options) -> torch.Tensor:
         """Run the sampler; returns the final latents ``(1, C, N, H/f, W/f)``.
 
         ``controls``: any sequence of N uint8 ``(H, W, 3)`` frames (an array or a lazy
@@ -448,7 +478,16 @@ class AnimationPipeline:
         ``controls`` None with ``num_frames`` and ``size`` (W, H), and may start from latents
         of its own (``denoiser.initial_latents``: Text2Video-Zero's motion dynamics).
         ``inputs``: further family inputs by name (keywords of the family's ``start_video``,
-        e.g. Text2Video-Zero's ``t0``, ``t1``, ``motion_field``); others are refused."""
+        e.g. Text2Video-Zero's ``t0``, ``t1``, ``motion_field``); others are refused.
+        ``parallel`` (:class:`~kinemate.pipeline.parallel.WindowParallel`, every process of a
+        ``torch.distributed`` job calling with the same inputs): each process runs its share
+        of every step's windows and all return the same latents. Rank 0 decides: only it shows
+        progress, calls ``window_callback`` (for every window), reads and saves ``checkpoint``;
+        when it stops (a callback raises) or any process fails, all stop at that step."""
+        if parallel is not None and parallel.world_size < 2:
+            parallel = None
+        if parallel is not None and not parallel.is_main:
+            progress, window_callback = False, None
         o = self.resolve(text_only=controls is None, **options)             # 1. options
         plan = self.plan(reference, controls, o, num_frames=num_frames,      # 2. inputs, windows
                          size=size)
@@ -484,14 +523,26 @@ class AnimationPipeline:
                 if not bool(torch.isfinite(latents).all()):
                     raise NumericsError(_overflow_message(self.dtype, 0))
         start = 0
-        if checkpoint is not None:                                           # 5. resume
-            saved = checkpoint.load(self._fingerprint(reference, plan, o, latents, extra))
-            if saved is not None:
-                latents = saved.latents.to(self.device, self.dtype)
-                restore_scheduler(scheduler, saved, self.device)
-                if saved.generator is not None:
-                    generator.set_state(saved.generator)
-                start = saved.step + 1
+        if parallel is not None:                     # every process holds the same job
+            parallel.check_same(inputs_digest(reference, plan.controls, latents, {
+                "options": o.to_dict(), "weights": self.weights_digest(),
+                "dtype": str(self.dtype), "given": sorted(extra)}), "inputs, options or weights")
+        saved = None
+        if checkpoint is not None and (parallel is None or parallel.is_main):   # 5. resume
+            load = lambda: checkpoint.load(  # noqa: E731
+                self._fingerprint(reference, plan, o, latents, extra))
+            saved = load() if parallel is None else parallel.agree(lambda: saved_to_bytes(load()))
+        elif parallel is not None:
+            parallel.agree(None)
+        if parallel is not None:  # rank 0's saved state, if any, on every process
+            saved = saved_from_bytes(parallel.broadcast_bytes(saved))
+        if saved is not None:
+            latents = saved.latents.to(self.device, self.dtype)
+            restore_scheduler(scheduler, saved, self.device)
+            if saved.generator is not None:
+                generator.set_state(saved.generator)
+            start = saved.step + 1
+        groups = window_groups(plan.windows, o.window_batch)
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(timesteps) * len(plan.windows), disable=not progress,
@@ -503,17 +554,27 @@ class AnimationPipeline:
                     continue
                 noise_pred, _ = self.predict_noise(
                     latents, t, video, plan.windows, guidance=o.guidance, scheduler=scheduler,
-                    window_batch=o.window_batch,
+                    window_batch=o.window_batch, parallel=parallel,
                     on_window=lambda w, _frames, i=i: _window_done(bar, window_callback, i, w))
                 latents = scheduler.step(noise_pred, t, latents, **step_kwargs).prev_sample
                 if not bool(torch.isfinite(latents).all()):
                     raise NumericsError(_overflow_message(self.dtype, i + 1))
-                if checkpoint is not None:
-                    checkpoint.save(i, latents, scheduler, generator,
-                                    force=i == len(timesteps) - 1)
-                if callback is not None:
-                    callback(i, t, {"noise_pred": noise_pred, "latents": latents,
-                                    "ref_latents": ref_latents, "windows": plan.windows})
+
+                def after_step(i=i, t=t, noise_pred=noise_pred, latents=latents):
+                    if parallel is not None and parallel.is_main:  # the others' windows
+                        for w in parallel.others(groups):
+                            _window_done(bar, window_callback, i, w)
+                    if checkpoint is not None and (parallel is None or parallel.is_main):
+                        checkpoint.save(i, latents, scheduler, generator,
+                                        force=i == len(timesteps) - 1)
+                    if callback is not None:
+                        callback(i, t, {"noise_pred": noise_pred, "latents": latents,
+                                        "ref_latents": ref_latents, "windows": plan.windows})
+
+                if parallel is None:
+                    after_step()
+                else:  # rank 0 decides whether the job goes on
+                    parallel.agree(after_step)
         finally:
             bar.close()
             self.denoiser.end_video(video)
@@ -537,21 +598,28 @@ class AnimationPipeline:
 
     def stream(self, reference: np.ndarray | None, controls: Sequence[np.ndarray] | None,
                **kwargs) -> Iterator[np.ndarray]:
-        """Like ``__call__`` but yields the frames one by one as they are decoded."""
+        """Like ``__call__`` but yields the frames one by one as they are decoded (nothing on
+        the ranks other than 0 of a window-parallel job: they only sample)."""
         stretch = self.resolve(**{k: kwargs.get(k) for k in ("stretch",)}).stretch
         latents = self.sample_latents(reference, controls, **kwargs)
+        parallel = kwargs.get("parallel")
+        if parallel is not None and not parallel.is_main:
+            return
         yield from self.decode(latents, stretch=stretch)
 
     def __call__(self, reference: np.ndarray | None, controls: Sequence[np.ndarray] | None,
-                 **kwargs) -> np.ndarray:
+                 **kwargs) -> np.ndarray | None:
         """Animate: uint8 reference ``(H, W, 3)`` + control frames ``(F, H, W, 3)`` (same size,
         multiples of 8) -> uint8 frames ``(F, H, W, 3)``. Keywords: see
         :meth:`sample_latents` (steps, guidance, seed, context_frames, ..., progress,
-        checkpoint)."""
-        frames = np.stack(list(self.stream(reference, controls, **kwargs)))
+        checkpoint, parallel). Ranks other than 0 of a window-parallel job return None."""
+        parallel = kwargs.get("parallel")
+        frames = list(self.stream(reference, controls, **kwargs))
+        if parallel is not None and not parallel.is_main:
+            return None
         if kwargs.get("checkpoint") is not None:
             kwargs["checkpoint"].clear()
-        return frames
+        return np.stack(frames)
 
     # -- saving ------------------------------------------------------------------------
     def save_pretrained(self, folder: str | Path) -> Path:

@@ -57,6 +57,13 @@ class ServiceConfig:
     poll_seconds: float = 0.5  # how often an idle worker looks for queued jobs
     watermark_default: bool = True
     start_worker: bool = True
+    # -- several workers on several hosts (docs/service.md, "Deployment") ----------------
+    db_url: str | None = None  # postgresql://... or a SQLite path; None: data_dir/kinemate.db
+    media_url: str | None = None  # a shared folder or s3://bucket/prefix; None: data_dir/jobs
+    models: tuple[tuple[str, str | None], ...] = ()  # (name, weights folder) a worker serves
+    model_cache_bytes: int = 8 * 2**30  # loaded models a worker keeps, by their weights' size
+    job_time_limit: float | None = None  # seconds one run of a job may take (None: no limit)
+    worker_seen_seconds: float = 10.0  # how often a worker refreshes its row in `workers`
 
     @property
     def db_path(self) -> Path:
@@ -64,4 +71,12 @@ class ServiceConfig:
 
     @property
     def jobs_dir(self) -> Path:
+        """Job folders: the ``media_url`` folder, else ``data_dir/jobs`` (with an object
+        store, the local cache of what the API reads as files)."""
+        if self.media_url and "://" not in self.media_url:
+            return Path(self.media_url)
         return Path(self.data_dir) / "jobs"
+
+    @property
+    def db(self) -> str:
+        return self.db_url or str(self.db_path)
