@@ -4,6 +4,7 @@ behind ``kinemate animate`` and the service)."""
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -214,11 +215,12 @@ def animate_file(reference_path: str | Path | None, driving_path: str | Path | N
         raise UsageError("`init` warp warps the photo to the driving poses, which a DensePose "
                          "video does not give; use `control` pose (a video of a person or a "
                          "pose file), or `init` reference")
-    size = parse_size(size)
+    asked_size = size = parse_size(size)
     fps = check_fps(fps, driving_path)
     reference_raw = read_image(reference_path) if reference_path is not None else None
     if reference_raw is None:
         retarget = False  # nothing to retarget to: the driving pose as extracted
+        size = size or pipe.default_size
     else:
         size = size or pipe.size_for((reference_raw.shape[1], reference_raw.shape[0]))
 
@@ -233,6 +235,10 @@ def animate_file(reference_path: str | Path | None, driving_path: str | Path | N
                                                      select=person,
                                                      callback=_stage(prepare_callback, "pose"),
                                                      **pose_render_kwargs(pipe))
+        rule = pipe.index.get("driving")  # a preset's own input rule (text2video-zero official)
+        if rule and reference_raw is None:
+            frames, fps, size = _apply_driving_rule(rule, tracks["controls"], frames, fps,
+                                                    asked_size, fit, pose_render_kwargs(pipe))
     else:
         from kinemate.pose.control import densepose_frames
 
@@ -288,6 +294,43 @@ def animate_file(reference_path: str | Path | None, driving_path: str | Path | N
         checkpoint.clear()
     return AnimateResult(output_path, grid_path, len(controls), float(fps), size, control,
                          framing_note=note)
+
+
+class _Picked(Sequence):
+    """The frames of ``frames`` at ``indices`` (lazy)."""
+
+    def __init__(self, frames, indices: list[int]):
+        self.frames, self.indices = frames, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i):
+        return self.frames[self.indices[i]]
+
+
+def _apply_driving_rule(rule: dict, track, frames, fps: float, asked_size, fit: str,
+                        render: dict):
+    """A preset's input rule (Text2Video-Zero's official ``prepare_video``): the size from the
+    driving input's, longest side ``longest_side``, both sides rounded to ``multiple`` (unless a
+    size was asked), and the frames resampled to ``fps`` (``linspace(0, n, int(n / fps *
+    rule_fps), endpoint=False)``, truncated)."""
+    from kinemate.pose.render import ControlFrames
+
+    if asked_size is None and rule.get("longest_side"):
+        w, h = track.size
+        k = float(rule["longest_side"]) / max(w, h)
+        m = int(rule.get("multiple", 64))
+        size = (max(m, int(np.round(w * k / m)) * m), max(m, int(np.round(h * k / m)) * m))
+        frames = ControlFrames(track, size, fit=fit, **render)
+    else:
+        size = asked_size or frames.size_wh
+    if rule.get("fps") and fps and float(fps) > float(rule["fps"]):
+        n = len(frames)
+        count = max(1, int(n / float(fps) * float(rule["fps"])))
+        frames = _Picked(frames, [int(i) for i in np.linspace(0, n, count, endpoint=False)])
+        fps = float(rule["fps"])
+    return frames, fps, size
 
 
 TEXT_ONLY_FPS = 4.0  # the reference code's README example (process_text2video's default: 2)

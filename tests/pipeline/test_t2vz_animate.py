@@ -46,8 +46,9 @@ def _poses(n: int, size: int = 32, seed: int = 0) -> np.ndarray:
 
 
 def test_cli_pose_mode_from_a_dance_video(weights, tmp_path, capsys, one_thread):
-    """Prompt + dance video (no photo) -> pose extracted and drawn -> video; the manifest
-    names the prompt and the preset."""
+    """Prompt + dance video (no photo) -> pose extracted and drawn -> video; the official
+    preset resamples the driving frames to 4 fps (``int(n / fps * 4)`` frames, as the
+    reference's prepare_video); the manifest names the prompt and the preset."""
     from kinemate.cli import main
     from kinemate.cli.animate import example_inputs
     from kinemate.io import probe_video
@@ -57,10 +58,11 @@ def test_cli_pose_mode_from_a_dance_video(weights, tmp_path, capsys, one_thread)
     out = tmp_path / "out.mp4"
     rc = main(["animate", "--model", "text2video-zero", "--weights", str(weights),
                "--prompt", "a cat dancing", str(dance), "-o", str(out), "--size", "32x32",
-               "--max-frames", "3", "--steps", "1", "--context-frames", "2", "--no-progress"])
+               "--max-frames", "8", "--steps", "1", "--context-frames", "2", "--no-progress"])
     assert rc == 0, capsys.readouterr().err
-    info = probe_video(out)
-    assert (info.num_frames, info.width, info.height) == (3, 32, 32)
+    info, source = probe_video(out), probe_video(dance)
+    assert (info.num_frames, info.width, info.height) == (int(8 / source.fps * 4), 32, 32)
+    assert abs(info.fps - 4) < 1e-6
     report = read_manifest(out)
     settings = json.dumps(report.kinemate)
     assert '"preset": "official"' in settings and "a cat dancing" in settings
@@ -108,6 +110,9 @@ def test_reference_and_replaced_attention_refused(pipe):
         pipe.sample_latents(photo, _poses(2), prompt="a cat", steps=1, progress=False)
     with pytest.raises(UsageError, match="needs a .?prompt"):
         pipe.sample_latents(None, _poses(2), steps=1, progress=False)
+    with pytest.raises(UsageError, match="not used by text2video-zero"):
+        pipe.sample_latents(None, _poses(2), prompt="a cat", steps=1, context_overlap=1,
+                            progress=False)
     processors = pipe.unet.attn_processors
     pipe.unet.set_attn_processor(AttnProcessor2_0())  # e.g. a "fast attention" switch
     try:
@@ -198,3 +203,26 @@ def test_weight_set_shares_sd15_with_magicanimate():
     weights = [f for f in others if f.filename.startswith("diffusion_pytorch_model")]
     assert len(weights) == 1 and weights[0].min_size and weights[0].target.startswith(
         "sd-controlnet-openpose/")
+
+
+def test_official_preset_prepares_the_driving_input(pipe, tmp_path):
+    """The official preset's input rule on a pose file: size from the input's (longest side
+    512, sides rounded to multiples of 64), frames resampled to 4 fps; diffusers-docs keeps
+    the frames and the model's 512x512."""
+    from kinemate.pipeline.animate import _apply_driving_rule
+    from kinemate.pose import PoseTrack
+    from kinemate.pose.render import ControlFrames
+
+    track = PoseTrack.empty(20, 640, 360, fps=10)
+    frames = ControlFrames(track, (512, 512))
+    got, fps, size = _apply_driving_rule(pipe.index["driving"], track, frames, 10.0, None,
+                                         "crop", {})
+    # 360 * 512 / 640 = 288 = 4.5 x 64, rounded half to even as numpy does: 256
+    assert size == (512, 256) and fps == 4.0 and len(got) == 8  # int(20 / 10 * 4)
+    assert got[0].shape == (256, 512, 3)
+    got, fps, size = _apply_driving_rule(pipe.index["driving"], track, frames, 10.0, (64, 64),
+                                         "crop", {})
+    assert size == (64, 64) and len(got) == 8
+    from kinemate.models.text2video_zero import PRESETS
+
+    assert PRESETS["diffusers-docs"].driving == {}

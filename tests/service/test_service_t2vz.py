@@ -54,8 +54,10 @@ def test_prompt_job_without_a_photo(t2vz_server, tmp_path):
     health = client.get("/api/v1/health").json()["worker"]
     assert health["model"] == "text2video-zero" and health["uses_reference"] is False, health
     assert health["preset"] == "official", health
+    # 5 frames at 10 fps: the official preset resamples to 4 fps, int(5 / 10 * 4) = 2 frames
     res = client.post("/api/v1/jobs", key=key, fields=_fields(
-        _track(tmp_path / "moves.pose.json"), prompt="a cat dancing", context_frames="2"))
+        _track(tmp_path / "moves.pose.json", frames=5), prompt="a cat dancing",
+        context_frames="2"))
     assert res.status == 201, res.body
     job = client.wait(key, res.json()["id"], timeout=300)
     assert job["state"] == "succeeded", (job, t2vz_server.log())

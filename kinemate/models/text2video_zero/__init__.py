@@ -45,6 +45,8 @@ class Preset:
     text_options: dict
     prompt_suffix: dict = field(default_factory=dict)  # mode -> text appended to the prompt
     negative_prompt: dict = field(default_factory=dict)  # mode -> default negative prompt
+    # how the driving input is prepared (animate_file): fps, longest_side, multiple
+    driving: dict = field(default_factory=dict)
 
 
 _SHARED = {"eta": 0.0, "seed": 42, "noise_tiling": 1, "context_overlap": 0,
@@ -66,7 +68,9 @@ PRESETS = {
         negative_prompt={
             "pose": "longbody, lowres, bad anatomy, bad hands, missing fingers, extra digit, "
                     "fewer difits, cropped, worst quality, low quality, deformed body, "
-                    "bloated, ugly, unrealistic"}),
+                    "bloated, ugly, unrealistic"},
+        # utils.prepare_video(resolution=512, output_fps=4)
+        driving={"fps": 4.0, "longest_side": 512, "multiple": 64}),
     "diffusers-docs": Preset(
         "diffusers-docs",
         "diffusers docs (text_to_video_zero.md): SD1.5's PNDM scheduler, 50 steps, guidance "
@@ -93,7 +97,9 @@ def apply_preset(loaded: LoadedModel, name: str | None) -> LoadedModel:
     loaded.denoiser.prompt_suffix = dict(preset.prompt_suffix)
     loaded.denoiser.negative_prompt = dict(preset.negative_prompt)
     loaded.denoiser.preset = name
-    loaded.index = {**loaded.index, "preset": name}
+    loaded.index = {k: v for k, v in loaded.index.items() if k != "driving"}
+    loaded.index.update(preset=name, **({"driving": dict(preset.driving)} if preset.driving
+                                        else {}))
     return loaded
 
 

@@ -84,11 +84,18 @@ class T2VZDenoiser:
 
     ``prompt_suffix`` / ``negative_prompt``: per mode (``"pose"``, ``"text"``), what the preset
     adds to every prompt and uses when the call gives no negative prompt (``official``: the
-    reference code's; the ``diffusers-docs`` recipe: none). ``cross_frame=False`` puts plain attention back (an
-    ablation, as the reference code's ``use_cf_attn``)."""
+    reference code's; the ``diffusers-docs`` recipe: none). ``cross_frame=False`` puts plain
+    attention back (an ablation, as the reference code's ``use_cf_attn``)."""
 
     component_names = ("unet", "controlnet", "text_encoder")
     latent_factor = 8  # pixels per latent; the family sets it from the VAE (SD's VAE: 8)
+    uses_reference = False  # appearance comes from the text prompt
+    accepts_no_controls = True  # text mode
+    # the maps OpenPose ControlNet v1.0 was trained on: body only, v1.0 drawing (docs/pose.md)
+    pose_render = {"hands": False, "face": False, "style": "v1.0"}
+    # options that change nothing here (chunks are the windows; no reference): refused if set
+    unused_options = ("context_overlap", "closed_loop", "context_stride", "reference_bank_dtype",
+                      "lean")
 
     def __init__(self, unet: nn.Module, controlnet: nn.Module | None, text_encoder: nn.Module,
                  tokenizer, *, prompt_suffix: dict | None = None,
@@ -103,11 +110,6 @@ class T2VZDenoiser:
         self.motion_field = tuple(motion_field)
         for model in self._attention_models():
             install(model, cross_frame)
-
-    uses_reference = False  # appearance comes from the text prompt
-    # the maps OpenPose ControlNet v1.0 was trained on: body only, v1.0 drawing (docs/pose.md)
-    pose_render = {"hands": False, "face": False, "style": "v1.0"}
-    accepts_no_controls = True  # text mode
 
     def _attention_models(self):
         return [m for m in (self.unet, self.controlnet) if m is not None]
