@@ -238,6 +238,14 @@ def part_speed(cfg: dict, smoke: bool, out: Path) -> dict:
         torch.cuda.set_sync_debug_mode("default")
         syncs = [str(w.message).splitlines()[0] for w in caught if "synchroniz" in str(w.message)]
         result["host_syncs_one_step"] = {"count": len(syncs), "first": syncs[:5]}
+    # where one step of the first length goes (per network, top operators)
+    from profile_engine_step import profile_pipe
+
+    try:
+        result["profile_one_step"] = profile_pipe(pipe, cfg["size"], cfg["frames"][0])
+    except Exception as exc:  # a profiler failure must not cost the rest of the part
+        result["profile_one_step"] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
+    (out / "part-speed.partial.json").write_text(json.dumps(result, indent=1))
     # the long video: one step (25-step time estimated), every frame decoded
     run = animate(pipe, clock, cfg["long"], cfg, steps=1)
     run["estimated_all_steps_s"] = round(run["sample_s"] * cfg["steps"] + run["decode_s"], 1)
