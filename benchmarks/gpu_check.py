@@ -300,9 +300,14 @@ def part_compile(cfg: dict, smoke: bool, out: Path) -> dict:
              backend="eager" if smoke else "inductor")
     first = animate(pipe, clock, frames, cfg)
     again = animate(pipe, clock, frames, cfg)
+    from torch._dynamo.utils import counters  # graphs, graph breaks, recompilations
+
+    dynamo = {group: {str(k): int(v) for k, v in list(values.items())[:20]}
+              for group, values in counters.items() if group in ("stats", "graph_break",
+                                                                  "recompiles", "frames")}
     return {"frames": frames, "compiled": list(parts), "plain_s": plain["total_s"],
             "first_call_s": first["total_s"], "compiled_s": again["total_s"],
-            "compiled_vs_plain": difference(again, plain)}
+            "compiled_vs_plain": difference(again, plain), "dynamo_counters": dynamo}
 
 
 def part_multigpu(cfg: dict, smoke: bool, out: Path) -> dict:
