@@ -46,7 +46,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-SHARED = REPO.parent / "shared" / "reference"
+SHARED = Path(os.environ.get("KINEMATE_SHARED_REFERENCE", REPO.parent / "shared" / "reference"))
 CONFIGS = SHARED / "magicanimate" / "configs"
 # (part, its own limit in seconds on a GPU)
 PARTS = [("official", 30), ("tests", 110), ("speed", 200), ("numerics", 130), ("multigpu", 150),
