@@ -29,10 +29,19 @@ while [ $# -gt 0 ]; do
 done
 
 # the reference data beside the checkout (../shared), as the tests and benchmarks expect it
-if [ -n "$SHARED" ] && [ ! -e ../shared ]; then ln -s "$(cd "$SHARED" && pwd)" ../shared
-elif [ ! -d ../shared/reference ] && [ -d shared/reference ]; then ln -s "$PWD/shared" ../shared
+if [ -n "$SHARED" ] && [ ! -e ../shared ]; then ln -s "$(cd "$SHARED" && pwd)" ../shared 2>/dev/null
+elif [ ! -d ../shared/reference ] && [ -d shared/reference ]; then ln -s "$PWD/shared" ../shared 2>/dev/null
 fi
-[ -d ../shared/reference ] || echo "gpu_check.sh: no reference data at ../shared/reference (give --shared DIR)" >&2
+if [ -d ../shared/reference ]; then REF=../shared/reference
+elif [ -n "$SHARED" ] && [ -d "$SHARED/reference" ]; then REF=$SHARED/reference
+elif [ -d shared/reference ]; then REF=shared/reference  # ../ not writable: point at ./shared
+else REF=; echo "gpu_check.sh: no reference data at ../shared/reference (give --shared DIR)" >&2
+fi
+if [ -n "$REF" ]; then
+  export KINEMATE_SHARED_REFERENCE="$(cd "$REF" && pwd)"
+  export KINEMATE_GOLDEN_DIR="$KINEMATE_SHARED_REFERENCE/magicanimate/golden"
+  export KINEMATE_AA_GOLDEN_DIR="$KINEMATE_SHARED_REFERENCE/animate-anyone/golden"
+fi
 
 # pinned packages the check imports whose installed version differs (torch and numpy: the
 # machine's own, reported)

@@ -23,12 +23,19 @@ from bench_engine_speed import CONFIGS  # noqa: E402
 
 
 def profile(device: str, dtype_name: str, size: int, frames: int, repeat: int) -> dict:
+    import torch
+
+    return profile_pipe(build(CONFIGS, device, getattr(torch, dtype_name)), size, frames, repeat)
+
+
+def profile_pipe(pipe, size: int, frames: int, repeat: int = 1) -> dict:
+    """The profile of one step of ``pipe`` (any MagicAnimate-design pipeline) at ``size``."""
     import numpy as np
     import torch
     from torch.profiler import ProfilerActivity, profile as torch_profile
 
-    dtype = getattr(torch, dtype_name)
-    pipe = build(CONFIGS, device, dtype)
+    device, dtype = str(pipe.device), pipe.dtype
+    dtype_name = str(dtype).split(".")[-1]
     cuda = device.startswith("cuda")
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     rng = np.random.default_rng(0)
@@ -36,7 +43,9 @@ def profile(device: str, dtype_name: str, size: int, frames: int, repeat: int) -
     controls = rng.integers(0, 256, (frames, size, size, 3), dtype=np.uint8)
     o = pipe.resolve(guidance=7.5)
     plan = pipe.plan(reference, controls, o)
-    scheduler = pipe.scheduler
+    import copy
+
+    scheduler = copy.deepcopy(pipe.scheduler)
     scheduler.set_timesteps(25, device=pipe.device)
     latents = pipe.initial_noise(frames, size, size, 1).to(pipe.device, dtype)
     video = pipe.start_video(reference, controls, o)
@@ -75,6 +84,7 @@ def profile(device: str, dtype_name: str, size: int, frames: int, repeat: int) -
         step()
         sync()
     key = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+    pipe.denoiser.end_video(video)
     events = sorted(prof.key_averages(), key=lambda e: getattr(e, key), reverse=True)
     whole = sum(getattr(e, key) for e in events) or 1
     top = [{"op": e.key, "share": round(getattr(e, key) / whole, 3), "calls": e.count}
