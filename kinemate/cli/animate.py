@@ -28,8 +28,9 @@ def register(subparsers) -> None:
                         " (default: kinemate-tiny, bundled; or what --weights holds)")
     p.add_argument("--weights", default=None,
                    help="weights folder: a published release layout or a kinemate model folder")
-    p.add_argument("--control", choices=["auto", "densepose", "pose"], default="auto",
-                   help="what the driving video is turned into (default: what the model uses)")
+    p.add_argument("--control", choices=["auto", "densepose", "pose", "uv"], default="auto",
+                   help="what the driving video is turned into (default: what the model uses; "
+                        "uv: a folder of DensePose UV .npy fields, for dreampose)")
     p.add_argument("--no-retarget", action="store_true",
                    help="--control pose: keep the driving person's proportions and position")
     p.add_argument("--person", default="largest",

@@ -60,14 +60,17 @@ def _scheduler_state(scheduler) -> tuple[dict[str, torch.Tensor], dict]:
         if name in ("_internal_dict", "config"):
             continue
         if torch.is_tensor(value):
-            tensors[f"scheduler.{name}"] = value.detach().cpu().contiguous()
+            tensors[f"scheduler.{name}"] = value.detach().cpu().clone().contiguous()
         elif isinstance(value, list) and all(v is None or torch.is_tensor(v) for v in value):
             plain[name] = {"list": [v is not None for v in value]}
             for i, v in enumerate(value):
                 if v is not None:
-                    tensors[f"scheduler.{name}.{i}"] = v.detach().cpu().contiguous()
+                    tensors[f"scheduler.{name}.{i}"] = v.detach().cpu().clone().contiguous()
         elif value is None or isinstance(value, (bool, int, float, str)):
             plain[name] = {"value": value}
+        elif isinstance(value, np.ndarray) and value.dtype.kind in "biuf":  # PNDM's timesteps
+            plain[name] = {"ndarray": value.dtype.str}
+            tensors[f"scheduler.{name}"] = torch.from_numpy(np.array(value, copy=True))
         else:
             raise UsageError(f"the scheduler {type(scheduler).__name__} keeps state kinemate "
                              f"cannot save ({name}: {type(value).__name__}); run without "
@@ -82,12 +85,14 @@ def restore_scheduler(scheduler, saved: SavedStep, device) -> None:
         if "list" in spec:
             value = [tensors[f"scheduler.{name}.{i}"].to(device) if present else None
                      for i, present in enumerate(spec["list"])]
+        elif "ndarray" in spec:
+            value = tensors[f"scheduler.{name}"].numpy().astype(spec["ndarray"])
         else:
             value = spec["value"]
         setattr(scheduler, name, value)
     for key, tensor in tensors.items():
         name = key.split(".")[1]
-        if key.count(".") == 1:
+        if key.count(".") == 1 and "ndarray" not in saved.scheduler["plain"].get(name, {}):
             old = getattr(scheduler, name, None)
             setattr(scheduler, name, tensor.to(old.device if torch.is_tensor(old) else device))
 
