@@ -186,6 +186,7 @@ def animate_file(reference_path: str | Path, driving_path: str | Path, output_pa
     if fit not in ("crop", "letterbox"):
         raise UsageError(f"unknown `fit` {fit!r}; use crop or letterbox")
     sampling = pipe.resolve(**options)  # bad options fail before any file is read
+    pipe.check_unused(sampling)
     size = parse_size(size) or pipe.default_size
     fps = check_fps(fps, driving_path)
     reference_raw = read_image(reference_path)

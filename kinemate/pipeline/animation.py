@@ -288,7 +288,8 @@ class AnimationPipeline:
         changed = [k for k in unused if getattr(o, k) != getattr(self.options, k)]
         if changed:
             names = ", ".join(f"`{k}`" for k in changed)
-            raise UsageError(f"{names}: not used by {self.family} models (they would change "
+            model = self.name if self.name == self.family else f"{self.name} ({self.family})"
+            raise UsageError(f"{names}: not used by {model} models (they would change "
                              "nothing); leave it out")
 
     @torch.no_grad()
@@ -402,6 +403,7 @@ class AnimationPipeline:
         ``window_callback(step, window)`` is called after every window (a long step can be
         stopped between windows by raising there)."""
         o = self.resolve(**options)                                          # 1. options
+        self.check_unused(o)
         plan = self.plan(reference, controls, o)                             # 2. inputs, windows
         scheduler = (copy.deepcopy(self.scheduler) if o.sampler == "model"    # 3. latents
                      else make_scheduler(dict(self.scheduler.config), o.sampler))
