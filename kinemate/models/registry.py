@@ -69,6 +69,9 @@ class Family:
     weight_sets: tuple = ()
     weights_hint: str = ""
     scheduler: dict | None = None  # the family's default scheduler config
+    # import_files(files, dest, echo=) -> record: checks and lays out files a user downloaded
+    # by hand (``kinemate weights import NAME``; DreamPose's Google Drive checkpoints)
+    import_files: Callable[..., Any] | None = None
 
     @property
     def needs_weights(self) -> bool:
