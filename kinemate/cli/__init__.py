@@ -22,7 +22,8 @@ from kinemate import __version__
 from kinemate.errors import KinemateError
 
 # Module names under kinemate.cli, in the order they appear in --help.
-SUBCOMMANDS: list[str] = ["animate", "pose", "verify", "synth", "eval", "train", "weights", "serve"]
+SUBCOMMANDS: list[str] = ["animate", "pose", "verify", "synth", "eval", "train", "finetune",
+                          "weights", "serve"]
 
 log = logging.getLogger("kinemate")
 
