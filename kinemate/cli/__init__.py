@@ -23,7 +23,7 @@ from kinemate.errors import KinemateError
 
 # Module names under kinemate.cli, in the order they appear in --help.
 SUBCOMMANDS: list[str] = ["animate", "pose", "verify", "synth", "eval", "train", "finetune",
-                          "weights", "serve"]
+                          "weights", "serve", "worker"]
 
 log = logging.getLogger("kinemate")
 

@@ -13,9 +13,13 @@ def register(subparsers) -> None:
         "animate",
         help="animate a reference photo with a driving video",
         description="Animate the person in REFERENCE with the motion of DRIVING (a DensePose "
-                    "render for --control densepose, or any video of a person for --control pose).",
+                    "render for --control densepose, or any video of a person for --control pose). "
+                    "--model text2video-zero takes no reference photo: appearance comes from the "
+                    "text (--prompt); give only DRIVING, or no video and --frames N for a video "
+                    "from the text alone.",
     )
-    p.add_argument("reference", nargs="?", help="reference photo (png/jpg/...)")
+    p.add_argument("reference", nargs="?", help="reference photo (png/jpg/...); text2video-zero: "
+                   "none (its only positional argument is DRIVING)")
     p.add_argument("driving", nargs="?",
                    help="driving video (or folder of frames), or a pose JSON file/folder "
                         "(kinemate or OpenPose, see 'kinemate pose')")
@@ -28,6 +32,14 @@ def register(subparsers) -> None:
                         " (default: kinemate-tiny, bundled; or what --weights holds)")
     p.add_argument("--weights", default=None,
                    help="weights folder: a published release layout or a kinemate model folder")
+    p.add_argument("--prompt", default=None,
+                   help="text2video-zero: the text the appearance and scene come from")
+    p.add_argument("--negative-prompt", default=None,
+                   help="text2video-zero: what to avoid (default: the preset's)")
+    p.add_argument("--preset", default=None,
+                   help="model preset (text2video-zero: official (default) or diffusers-docs)")
+    p.add_argument("--frames", type=int, default=None,
+                   help="text2video-zero without a driving video: number of frames to make")
     p.add_argument("--control", choices=["auto", "densepose", "pose", "uv"], default="auto",
                    help="what the driving video is turned into (default: what the model uses; "
                         "uv: a folder of DensePose UV .npy fields, for dreampose)")
@@ -43,7 +55,9 @@ def register(subparsers) -> None:
     p.add_argument("--fps", type=float, default=None,
                    help="frame rate of a driving folder of frames or pose file (default 25 for "
                         "a folder and OpenPose JSON); a video file keeps its own")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--device", default="cpu",
+                   help="cpu or cuda (default cpu); under torchrun or accelerate launch the "
+                        "context windows of each step are split over the processes, one GPU each")
     p.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"],
                    help="compute dtype (default float32 on cpu; on cuda the model's own choice, "
                         "bfloat16 for the bundled model, else float16)")
@@ -74,58 +88,136 @@ def state_path(output):
     return output.parent / f".{output.name}.kinemate-state.safetensors"
 
 
-def run(args: argparse.Namespace) -> int:
-    import sys
-    from pathlib import Path
+NEEDS_BOTH = ("give a reference photo and a driving video (or pose JSON), e.g. 'kinemate "
+              "animate ref.png dance.mp4 -o out.mp4', or try --example")
 
+
+def run(args: argparse.Namespace) -> int:
     from kinemate.errors import UsageError
-    from kinemate.pipeline import animate_file, default_dtype, load_pipeline, parse_size
+    from kinemate.pipeline import default_dtype, parse_size
     from kinemate.pipeline.options import options_from_namespace
-    from kinemate.pipeline.resume import SamplerCheckpoint
-    from kinemate.pose.people import parse_select
-    from kinemate.provenance import make_marker
+    from kinemate.pipeline.parallel import close, init_from_env
 
     if args.example:
         if args.reference or args.driving:
             raise UsageError("--example brings its own photo and video; give either --example "
                              "or REFERENCE and DRIVING")
         args.reference, args.driving = (str(p) for p in example_inputs())
-    elif not (args.reference and args.driving):
-        raise UsageError("give a reference photo and a driving video (or pose JSON), e.g. "
-                         "'kinemate animate ref.png dance.mp4 -o out.mp4', or try --example")
     size = parse_size(args.size)
     options = options_from_namespace(args)
     dtype = args.dtype or default_dtype(args.weights, args.device, args.model)
-    pipe = load_pipeline(args.weights, model=args.model, device=args.device, dtype=dtype)
+    if args.model is not None:
+        from kinemate.models.registry import get_family
+
+        get_family(args.model)  # an unknown name fails before any weights are read
+    text_family = args.model == "text2video-zero"
+    if text_family:
+        _text_inputs(args)
+    elif (args.model is not None or args.weights is None) and not (args.reference and args.driving):
+        raise UsageError(NEEDS_BOTH)  # the family is known to take a photo: fail before loading
+    parallel, device = init_from_env(args.device)  # a launcher's processes split the windows
+    try:
+        return _run(args, size, options, dtype, parallel, device, text_family)
+    finally:
+        close()
+
+
+def _run(args, size, options, dtype, parallel, device, text_family) -> int:
+    import sys
+    from pathlib import Path
+
+    from kinemate.errors import UsageError
+    from kinemate.pipeline import animate_file, load_pipeline
+    from kinemate.pipeline.resume import SamplerCheckpoint
+    from kinemate.pose.people import parse_select
+    from kinemate.provenance import make_marker
+
+    main = parallel is None or parallel.is_main  # rank 0 speaks and writes
+    say = print if main else (lambda *a, **k: None)
+    pipe = load_pipeline(args.weights, model=args.model, device=device, dtype=dtype,
+                         preset=args.preset)
+    if not pipe.uses_reference and not text_family:  # such a model found through --weights
+        _text_inputs(args)
+    elif pipe.uses_reference and not (args.reference and args.driving):
+        raise UsageError(NEEDS_BOTH)
+    if pipe.uses_reference:
+        for flag, value in (("--prompt", args.prompt), ("--negative-prompt", args.negative_prompt),
+                            ("--frames", args.frames)):
+            if value is not None:
+                raise UsageError(f"{flag} is for models without a reference photo "
+                                 f"(text2video-zero); {pipe.name} takes its appearance from "
+                                 "the photo")
     origin = args.weights or "bundled with kinemate"
-    print(f"model: {pipe.name} ({pipe.family} family, {origin}; {pipe.control_kind} control, "
-          f"native size {pipe.default_size[0]}x{pipe.default_size[1]})")
+    say(f"model: {pipe.name} ({pipe.family} family, {origin}; {pipe.control_kind} control, "
+        f"native size {pipe.default_size[0]}x{pipe.default_size[1]})")
     if pipe.index.get("notice"):
-        print(f"note: {pipe.index['notice']}")
-    effective = pipe.resolve(**options)
-    settings = {"reference": Path(args.reference).name, "driving": Path(args.driving).name,
+        say(f"note: {pipe.index['notice']}")
+    effective = pipe.resolve(text_only=args.driving is None, **options)
+    settings = {"reference": Path(args.reference).name if args.reference else None,
+                "driving": Path(args.driving).name if args.driving else None,
                 "control": args.control, "size": args.size, "fit": args.fit,
                 **effective.to_dict(), "max_frames": args.max_frames, "fps": args.fps,
                 "retarget": not args.no_retarget, "person": args.person, "device": args.device,
                 "dtype": dtype}
-    marker = make_marker(pipe.name, settings, watermark=not args.no_watermark)
+    if not pipe.uses_reference:
+        settings.update(prompt=args.prompt, negative_prompt=args.negative_prompt,
+                        preset=pipe.index.get("preset"), frames=args.frames)
+    if parallel is not None:
+        say(f"window-parallel: {parallel.world_size} processes share each step's windows")
+    marker = make_marker(pipe.name, settings, watermark=not args.no_watermark) if main else None
     checkpoint = SamplerCheckpoint(state_path(args.output), resume=args.resume)
     try:
         result = animate_file(
             args.reference, args.driving, args.output, pipe=pipe, control=args.control,
             size=size, fit=args.fit, marker=marker, grid_path=args.grid,
-            max_frames=args.max_frames, progress=not args.no_progress,
+            max_frames=args.max_frames, progress=main and not args.no_progress,
             retarget=not args.no_retarget, person=parse_select(args.person), fps=args.fps,
-            checkpoint=checkpoint, **options)
+            checkpoint=checkpoint if main else None, parallel=parallel,
+            **_family_kwargs(args, pipe), **options)
     except KeyboardInterrupt:
-        if checkpoint.path.is_file():
-            print("kinemate: the sampler's state is saved; run the same command with --resume "
-                  "to continue", file=sys.stderr)
+        if main and checkpoint.path.is_file():
+            say("kinemate: the sampler's state is saved; run the same command with --resume "
+                "to continue", file=sys.stderr)
         raise
     if result.framing_note:
-        print(f"note: {result.framing_note}")
-    print(f"wrote {result.output_path} ({result.num_frames} frames, {result.fps:g} fps, "
-          f"{result.size[0]}x{result.size[1]})")
+        say(f"note: {result.framing_note}")
+    say(f"wrote {result.output_path} ({result.num_frames} frames, {result.fps:g} fps, "
+        f"{result.size[0]}x{result.size[1]})")
     if result.grid_path:
-        print(f"wrote {result.grid_path}")
+        say(f"wrote {result.grid_path}")
     return 0
+
+
+def _text_inputs(args) -> None:
+    """A model without a reference photo: the one positional is the driving video (or none:
+    text only, with --frames); a photo is refused, not silently used as motion."""
+    from pathlib import Path
+
+    from kinemate.errors import UsageError
+    from kinemate.io.image import IMAGE_SUFFIXES
+
+    if args.example:
+        raise UsageError("--example brings a reference photo; text2video-zero takes none: give "
+                         "a driving video (or --frames N) and --prompt")
+    if args.reference and args.driving:
+        raise UsageError("text2video-zero takes no reference photo: appearance comes from the "
+                         f"text (--prompt). Drop {Path(args.reference).name} and give only the "
+                         "driving video")
+    args.driving, args.reference = args.reference or args.driving, None
+    if args.driving and Path(args.driving).suffix.lower() in IMAGE_SUFFIXES:
+        raise UsageError(f"{Path(args.driving).name} is a photo; text2video-zero takes no "
+                         "reference photo (appearance comes from --prompt). Give a driving "
+                         "video or pose JSON, or --frames N for a video from the text alone")
+    if not args.prompt:
+        raise UsageError('text2video-zero needs --prompt "...": the text describes the person '
+                         "and the scene")
+    if args.driving is None and not args.frames:
+        raise UsageError("give a driving video (or pose JSON), or --frames N to make a video "
+                         "from the text alone")
+
+
+def _family_kwargs(args, pipe) -> dict:
+    if pipe.uses_reference:
+        return {}
+    return {k: v for k, v in (("prompt", args.prompt), ("negative_prompt", args.negative_prompt),
+                              ("frames", args.frames)) if v is not None}

@@ -56,4 +56,4 @@ class GuidanceRows:
 
     def of_video(self, pred: torch.Tensor, j: int) -> torch.Tensor:
         """The rows of video ``j`` in order ``[uncond, cond]`` (or ``[cond]``)."""
-        return pred[[j, self.videos + j]] if self.cfg else pred[j:j + 1]
+        return pred[j::self.videos] if self.cfg else pred[j:j + 1]  # rows j and videos + j

@@ -26,6 +26,7 @@ FAMILY_MODULES: dict[str, str] = {
     "dreampose": "kinemate.models.dreampose",
     "kinemate-tiny": "kinemate.models.magicanimate",
     "magicanimate": "kinemate.models.magicanimate",
+    "text2video-zero": "kinemate.models.text2video_zero",
 }
 DEFAULT_FAMILY = "kinemate-tiny"
 _REGISTERED: dict[str, "Family"] = {}
@@ -45,6 +46,8 @@ class LoadedModel:
     vae_scaling_factor: float = 0.18215
     options: dict = field(default_factory=dict)  # the model's sampling options (kinemate.json)
     index: dict = field(default_factory=dict)  # the kinemate.json it came from, if any
+    # options of a model that can also sample without controls (text only), for such calls
+    text_options: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,10 @@ class Family:
     weight_sets: tuple = ()
     weights_hint: str = ""
     scheduler: dict | None = None  # the family's default scheduler config
+    # named parameter sets (e.g. Text2Video-Zero's "official", "diffusers-docs"):
+    # ``apply_preset(loaded, name)`` returns the LoadedModel set up for preset ``name``
+    presets: tuple[str, ...] = ()
+    apply_preset: Callable[..., LoadedModel] | None = None
     # import_files(files, dest, echo=) -> record: checks and lays out files a user downloaded
     # by hand (``kinemate weights import NAME``; DreamPose's Google Drive checkpoints)
     import_files: Callable[..., Any] | None = None

@@ -1,7 +1,8 @@
 """The engine: context windows, fusion, guidance, schedulers, loading — shared by every family.
 
 Public API: :func:`load_pipeline`, :class:`AnimationPipeline`, :class:`SamplingOptions`,
-:func:`animate_file`, :func:`parse_size`, :func:`default_dtype`, and the window functions in
+:func:`animate_file`, :func:`parse_size`, :func:`default_dtype`, :class:`WindowParallel`
+(windows split over processes), and the window functions in
 :mod:`kinemate.pipeline.context`. Model families are found through
 :mod:`kinemate.models.registry`. Names are imported on first use (``kinemate --help`` and
 ``kinemate.pipeline.options`` need no torch).
@@ -15,6 +16,7 @@ _LAZY = {
     "AnimateResult": "kinemate.pipeline.animate",
     "AnimationPipeline": "kinemate.pipeline.animation",
     "SamplingOptions": "kinemate.pipeline.options",
+    "WindowParallel": "kinemate.pipeline.parallel",
     "animate_file": "kinemate.pipeline.animate",
     "closed_loop_windows": "kinemate.pipeline.context",
     "context_windows": "kinemate.pipeline.context",

@@ -77,6 +77,12 @@ def choose_control(control: str, control_kind: str | None, *, pose_input: bool =
 CONTROL_KIND_OF = {"densepose": "densepose", "pose": "openpose", "uv": "densepose_uv"}
 
 
+def pose_render_kwargs(pipe: AnimationPipeline) -> dict:
+    """How a model's skeleton maps are drawn when it says (``denoiser.pose_render``: e.g.
+    Text2Video-Zero's ControlNet v1.0 — body only, v1.0 drawing order); {} for the default."""
+    return dict(getattr(pipe.denoiser, "pose_render", None) or {})
+
+
 def framing_note(framing: Any, name: str) -> str | None:
     """What to tell when a crop that keeps the whole person had to show black bars."""
     if not framing.letterboxed:
@@ -142,14 +148,17 @@ def spill_frames(frames, path: Path, dtype=np.uint8) -> np.ndarray:
     return np.memmap(path, dtype=dtype, mode="r", shape=(count, *shape))
 
 
-def animate_file(reference_path: str | Path, driving_path: str | Path, output_path: str | Path, *,
+def animate_file(reference_path: str | Path | None, driving_path: str | Path | None,
+                 output_path: str | Path, *,
                  pipe: AnimationPipeline, control: str = "auto",
                  size: str | tuple[int, int] | None = None, fit: str = "crop", marker: Any = None,
                  grid_path: str | Path | None = None, max_frames: int | None = None,
                  fps: float | None = None,
                  progress: bool = True, retarget: bool = True, person: str | int = "largest",
                  callback: Any = None, checkpoint: Any = None, prepare_callback: Any = None,
-                 window_callback: Any = None,
+                 window_callback: Any = None, prompt: str | None = None,
+                 negative_prompt: str | None = None, frames: int | None = None,
+                 inputs: dict | None = None, parallel: Any = None,
                  **options: Any) -> AnimateResult:
     """Animate the person in ``reference_path`` with the motion of ``driving_path``.
 
@@ -176,10 +185,39 @@ def animate_file(reference_path: str | Path, driving_path: str | Path, output_pa
     raise (e.g. to cancel the job): nothing is written and the temporary files are removed.
     ``window_callback(step, window)`` is called after every context window of every step.
     ``checkpoint`` (:class:`~kinemate.pipeline.resume.SamplerCheckpoint`) keeps the sampler's
-    state so that an interrupted run can resume; it is removed once the output is complete."""
+    state so that an interrupted run can resume; it is removed once the output is complete.
+
+    A model without a reference photo (``pipe.uses_reference`` False: Text2Video-Zero) takes
+    ``reference_path`` None and a ``prompt`` (``negative_prompt``); the driving pose is used
+    as extracted (nothing to retarget to). Such a model that also samples without controls
+    takes ``driving_path`` None and ``frames`` (text mode; ``fps`` default 4). ``inputs``:
+    further family inputs (see :meth:`AnimationPipeline.sample_latents`).
+
+    ``parallel`` (:class:`~kinemate.pipeline.parallel.WindowParallel`): every process of a
+    window-parallel job calls this alike; rank 0 writes the output (and keeps the state), the
+    others only sample."""
     from kinemate.io import Framing, VideoWriter, read_image, side_by_side
 
     from kinemate.pose import is_pose_file
+
+    family_kwargs = {k: v for k, v in (("prompt", prompt), ("negative_prompt", negative_prompt),
+                                       ("inputs", inputs)) if v is not None}
+    if not pipe.uses_reference:
+        if reference_path is not None:
+            raise UsageError(f"{pipe.family} takes no reference photo: appearance comes from "
+                             "the text `prompt`; leave the photo out")
+        if driving_path is None:
+            return _text_only_file(output_path, pipe=pipe, frames=frames, size=size, fps=fps,
+                                   marker=marker, progress=progress, callback=callback,
+                                   checkpoint=checkpoint, window_callback=window_callback,
+                                   **family_kwargs, **options)
+    elif reference_path is None:
+        raise UsageError("give a reference photo of the person to animate")
+    if driving_path is None:
+        raise UsageError("give a driving video (or pose JSON)")
+    if frames is not None:
+        raise UsageError("`frames` is for text-only generation (no driving video); to shorten "
+                         "a driving video use `max_frames`")
 
     control = choose_control(control, pipe.control_kind, pose_input=is_pose_file(driving_path),
                              model=f"the model {pipe.name}")
@@ -189,8 +227,9 @@ def animate_file(reference_path: str | Path, driving_path: str | Path, output_pa
     pipe.check_unused(sampling)
     size = parse_size(size) or pipe.default_size
     fps = check_fps(fps, driving_path)
-    reference_raw = read_image(reference_path)
-    ref_wh = (reference_raw.shape[1], reference_raw.shape[0])
+    reference_raw = read_image(reference_path) if reference_path is not None else None
+    if reference_raw is None:
+        retarget = False  # nothing to retarget to: the driving pose as extracted
 
     if control == "pose":
         from kinemate.pose import control_frames_from_driving
@@ -201,7 +240,8 @@ def animate_file(reference_path: str | Path, driving_path: str | Path, output_pa
                                                      max_frames=max_frames,
                                                      progress=progress, retarget=retarget,
                                                      select=person,
-                                                     callback=_stage(prepare_callback, "pose"))
+                                                     callback=_stage(prepare_callback, "pose"),
+                                                     **pose_render_kwargs(pipe))
     elif control == "uv":
         from kinemate.pose.uv import uv_frames
 
@@ -212,12 +252,15 @@ def animate_file(reference_path: str | Path, driving_path: str | Path, output_pa
 
         frames, fps, total = densepose_frames(driving_path, size, fit=fit, fps=fps,
                                                   max_frames=max_frames)
-    if control == "pose" and (retarget or tracks["controls"].meta.get("retargeted")):
-        framing = frames.framing  # the maps are drawn in the photo's pixels: frame it alike
-    else:
-        framing = Framing.compute(ref_wh, size, fit)
-    reference = framing.apply(reference_raw)
-    note = framing_note(framing, Path(reference_path).name) if fit == "crop" else None
+    note = reference = None
+    if reference_raw is not None:
+        ref_wh = (reference_raw.shape[1], reference_raw.shape[0])
+        if control == "pose" and (retarget or tracks["controls"].meta.get("retargeted")):
+            framing = frames.framing  # the maps are drawn in the photo's pixels: frame it alike
+        else:
+            framing = Framing.compute(ref_wh, size, fit)
+        reference = framing.apply(reference_raw)
+        note = framing_note(framing, Path(reference_path).name) if fit == "crop" else None
     if note:
         log.info(note)
     output_path = Path(output_path)
@@ -230,23 +273,61 @@ def animate_file(reference_path: str | Path, driving_path: str | Path, output_pa
                                 dtype=np.float32 if control == "uv" else np.uint8)
         if len(controls) == 0:
             raise InputError(f"{driving_path} has no frames; give a video with at least one frame")
+        if parallel is not None and not parallel.is_main:  # rank 0 writes; this one samples
+            pipe.sample_latents(reference, controls, progress=False, parallel=parallel,
+                                **sampling.to_dict())
+            return AnimateResult(output_path, grid_path, len(controls), float(fps), size,
+                                 control, framing_note=note)
         out = stack.enter_context(VideoWriter(output_path, fps, marker=marker))
         # the grid's result panel carries the output's own mark, which verify reads there
         grid = stack.enter_context(VideoWriter(grid_path, fps, marker=_FinalizeOnly(marker)
                                                if marker is not None else None)) if grid_path else None
         frames_out = pipe.stream(reference, controls, progress=progress, callback=callback,
                                  checkpoint=checkpoint, window_callback=window_callback,
-                                 **sampling.to_dict())
+                                 parallel=parallel, **family_kwargs, **sampling.to_dict())
         for i, frame in enumerate(frames_out):
             out.write(frame)
             if grid is not None:
                 shown = controls[i] if control != "uv" else _uv_preview(controls[i])
-                grid.write(side_by_side([reference, shown, frame if marker is None
-                                         else marker.mark(frame)]))
+                panels = [shown, frame if marker is None else marker.mark(frame)]
+                grid.write(side_by_side(([] if reference is None else [reference]) + panels))
     if checkpoint is not None:  # the output is complete: nothing left to resume
         checkpoint.clear()
     return AnimateResult(output_path, grid_path, len(controls), float(fps), size, control,
                          framing_note=note)
+
+
+TEXT_ONLY_FPS = 4.0  # the reference code's README example (process_text2video's default: 2)
+
+
+def _text_only_file(output_path, *, pipe: AnimationPipeline, frames: int | None, size, fps,
+                    marker, progress, callback, checkpoint, window_callback,
+                    **kwargs) -> AnimateResult:
+    """A video from the text alone (no reference, no driving video): Text2Video-Zero's text
+    mode, written frame by frame as :func:`animate_file` writes."""
+    if not getattr(pipe.denoiser, "accepts_no_controls", False):
+        raise UsageError(f"{pipe.family} needs a driving video (or pose JSON)")
+    if not frames or int(frames) < 1:
+        raise UsageError("without a driving video, say how many `frames` to make (--frames N)")
+    if fps is not None and not (0 < float(fps) <= 240):
+        raise UsageError(f"`fps` must be in (0, 240]; got {fps}")
+    options = {k: v for k, v in kwargs.items() if k not in ("prompt", "negative_prompt", "inputs")}
+    family = {k: v for k, v in kwargs.items() if k in ("prompt", "negative_prompt", "inputs")}
+    sampling = pipe.resolve(text_only=True, **options)
+    size = parse_size(size) or pipe.default_size
+    fps = float(fps or TEXT_ONLY_FPS)
+    from kinemate.io import VideoWriter
+
+    output_path = Path(output_path)
+    with VideoWriter(output_path, fps, marker=marker) as out:
+        for frame in pipe.stream(None, None, num_frames=int(frames), size=size,
+                                 progress=progress, callback=callback, checkpoint=checkpoint,
+                                 window_callback=window_callback, **family,
+                                 **sampling.to_dict()):
+            out.write(frame)
+    if checkpoint is not None:
+        checkpoint.clear()
+    return AnimateResult(output_path, None, int(frames), fps, size, "text")
 
 
 class _FinalizeOnly:

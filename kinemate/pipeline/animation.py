@@ -33,9 +33,12 @@ from einops import rearrange
 
 from kinemate.errors import InputError, NumericsError, UsageError
 from kinemate.models.guidance import GuidanceRows
-from kinemate.pipeline.context import (FrameCache, accumulate, context_windows, fuse, guide,
-                                       window_groups)
+from kinemate.models.frames import take_frames
+from kinemate.pipeline.context import (FrameCache, accumulate, context_windows, covers, fuse,
+                                       guide, window_groups)
 from kinemate.pipeline.options import FAMILY_OPTIONS, OPTION_NAMES, SamplingOptions
+from kinemate.pipeline.parallel import (WindowParallel, inputs_digest, saved_from_bytes,
+                                        saved_to_bytes)
 from kinemate.pipeline.resume import SamplerCheckpoint, job_fingerprint, restore_scheduler
 
 log = logging.getLogger(__name__)
@@ -129,7 +132,8 @@ class AnimationPipeline:
     def __init__(self, denoiser, vae, scheduler=None, *, name: str = "magicanimate",
                  family: str | None = None, control_kind: str = "densepose",
                  default_size: tuple[int, int] = (512, 512), vae_scaling_factor: float = 0.18215,
-                 options: SamplingOptions | None = None, index: dict | None = None):
+                 options: SamplingOptions | None = None, index: dict | None = None,
+                 text_options: SamplingOptions | None = None):
         self.denoiser, self.vae = denoiser, vae
         self.name = name
         self.family = family or name
@@ -142,6 +146,7 @@ class AnimationPipeline:
         self.default_size = tuple(default_size)
         self.vae_scaling_factor = vae_scaling_factor
         self.options = options or SamplingOptions()
+        self.text_options = text_options  # calls without controls (text only), if it differs
         self.index = dict(index or {})
 
     # -- components and placement ------------------------------------------------------
@@ -192,9 +197,17 @@ class AnimationPipeline:
         return latent_downsample(self.vae)
 
     # -- building blocks (each usable alone) ------------------------------------------
-    def resolve(self, **options) -> SamplingOptions:
-        """The options of one call: the model's, with those set here (not None) over them."""
-        return self.options.merged(options)
+    def resolve(self, *, text_only: bool = False, **options) -> SamplingOptions:
+        """The options of one call: the model's, with those set here (not None) over them.
+        ``text_only``: a call without controls, which takes the model's ``text_options``
+        when it declares them (Text2Video-Zero's text mode)."""
+        base = self.text_options if text_only and self.text_options is not None else self.options
+        return base.merged(options)
+
+    @property
+    def uses_reference(self) -> bool:
+        """False for a family whose appearance comes from elsewhere (text): it refuses one."""
+        return getattr(self.denoiser, "uses_reference", True)
 
     @torch.no_grad()
     def encode_reference(self, image: np.ndarray) -> torch.Tensor:
@@ -225,22 +238,47 @@ class AnimationPipeline:
             noise = noise.repeat(1, 1, -(-num_frames // tiling), 1, 1)[:, :, :num_frames]
         return noise
 
-    def plan(self, reference: np.ndarray, controls: Sequence[np.ndarray],
-             o: SamplingOptions) -> Plan:
-        """Check the inputs against the model and the options; choose the windows."""
-        ref = np.asarray(reference)
-        if len(controls) == 0:
-            raise InputError("no control frames; the driving video is empty")
-        first = np.asarray(controls[0])
-        if first.shape[:2] != ref.shape[:2]:
-            raise InputError(f"control frames {first.shape} and reference {ref.shape} must have "
-                             "the same size; frame both with the same Framing")
-        h, w = ref.shape[:2]
+    def plan(self, reference: np.ndarray | None, controls: Sequence[np.ndarray] | None,
+             o: SamplingOptions, *, num_frames: int | None = None,
+             size: tuple[int, int] | None = None) -> Plan:
+        """Check the inputs against the model and the options; choose the windows.
+
+        A family without a reference (``denoiser.uses_reference`` False) takes ``reference``
+        None and refuses one; one that samples without controls (``denoiser.
+        accepts_no_controls``) takes ``controls`` None with ``num_frames`` and ``size``
+        (W, H; default the model's)."""
+        if self.uses_reference and reference is None:
+            raise InputError(f"{self.family} models animate a reference photo: pass `reference`")
+        if not self.uses_reference and reference is not None:
+            raise UsageError(f"{self.family} models take no reference photo (appearance comes "
+                             "from the text prompt); leave the reference out")
+        if controls is None:
+            if not getattr(self.denoiser, "accepts_no_controls", False):
+                raise InputError("no control frames; pass the driving video's controls")
+            if not num_frames or num_frames < 1:
+                raise UsageError("without a driving video, say how many `frames` to make")
+            w, h = size or self.default_size
+            ref_shape = (h, w, 3)
+        else:
+            if len(controls) == 0:
+                raise InputError("no control frames; the driving video is empty")
+            first = np.asarray(controls[0])
+            ref_shape = first.shape if reference is None else np.asarray(reference).shape
+            if first.shape[:2] != ref_shape[:2]:
+                raise InputError(f"control frames {first.shape} and reference {ref_shape} must "
+                                 "have the same size; frame both with the same Framing")
+        h, w = ref_shape[:2]
         f = self.latent_factor
         if h % f or w % f:
             raise InputError(f"size {w}x{h} is not a multiple of {f}; choose `size` as "
                              f"multiples of {f}")
-        out_frames = num_frames = len(controls)
+        out_frames = num_frames = len(controls) if controls is not None else int(num_frames)
+        if o.pad_to and controls is None:
+            raise UsageError("`pad_to` repeats the last control frame; without a driving video "
+                             "leave it at 0")
+        if o.init_strength < 1.0 and reference is None:
+            raise UsageError("`init_strength` below 1 starts from the noised reference photo; "
+                             "this call has none, leave it at 1")
         if o.pad_to and num_frames % o.pad_to:
             num_frames += o.pad_to - num_frames % o.pad_to
             controls = _EdgePadded(controls, num_frames)
@@ -248,20 +286,25 @@ class AnimationPipeline:
         if max_len and min(o.context_frames, num_frames) > max_len:
             raise UsageError(f"`context_frames` {o.context_frames} exceeds what the motion "
                              f"modules support ({max_len} frames); use {min(16, max_len)}")
+        schedule = getattr(self.denoiser, "window_schedule", None)
         try:
-            windows = context_windows(num_frames, o.context_frames, o.context_overlap,
-                                      closed_loop=o.closed_loop, context_stride=o.context_stride)
+            if schedule is not None:  # a family that chooses its own windows (chunks)
+                windows = schedule(num_frames, o)
+            else:
+                windows = context_windows(num_frames, o.context_frames, o.context_overlap,
+                                          closed_loop=o.closed_loop,
+                                          context_stride=o.context_stride)
         except ValueError as exc:
             raise UsageError(f"{exc}; adjust `context_frames`/`context_overlap`") from None
         return Plan(controls, num_frames, out_frames, h, w, windows)
 
-    def start_video(self, reference: np.ndarray, controls: Sequence[np.ndarray],
+    def start_video(self, reference: np.ndarray | None, controls: Sequence[np.ndarray] | None,
                     o: SamplingOptions, ref_latents: torch.Tensor | None = None, **extra):
         """The family's once-per-video state. The denoiser gets the reference latent, the
         controls, the reference image itself (uint8 ``(H, W, 3)``, for families that encode it
         otherwise too, e.g. Animate Anyone's CLIP) and ``extra``: family inputs such as
         MagicAnimate's ``text_embeds_cond`` or Animate Anyone's ``image_embeds``."""
-        if ref_latents is None:
+        if ref_latents is None and reference is not None:
             ref_latents = self.encode_reference(reference)
         params = inspect.signature(self.denoiser.start_video).parameters
         if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
@@ -295,44 +338,67 @@ class AnimationPipeline:
     @torch.no_grad()
     def predict_noise(self, latents: torch.Tensor, t, video, windows: list[list[int]], *,
                       guidance: float, scheduler=None, window_batch: int = 1,
-                      on_window: Callable | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                      on_window: Callable | None = None,
+                      parallel: WindowParallel | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """One step's noise prediction for the whole video latent ``(1, C, N, h, w)``.
 
         Returns ``(guided (1,C,N,h,w), raw (B,C,N,h,w))``; ``raw`` is the window-averaged
         denoiser output, rows ``[uncond, cond]`` with CFG (``guidance > 1``) or ``[cond]``.
-        ``window_batch`` windows of equal length go through the denoiser together."""
+        ``window_batch`` windows of equal length go through the denoiser together.
+        ``parallel``: this process runs only its share of the window groups, and the sums
+        and counts of all processes are added up (one all-reduce) before fusing; ``on_window``
+        is called for this process's windows."""
         # a denoiser that combines its guidance branches itself gets one row per window
         self_guided = getattr(self.denoiser, "guides_itself", False)
         rows = GuidanceRows(cfg=False) if self_guided else GuidanceRows.for_scale(guidance)
         model_input = scheduler.scale_model_input(latents, t) if scheduler is not None else latents
         step = self.denoiser.start_step(video, model_input, t, rows)
-        features = FrameCache(windows, lambda frames: self.denoiser.frame_features(step, frames))
-        total = torch.zeros((rows.halves, *latents.shape[1:]), device=latents.device,
-                            dtype=latents.dtype)
-        counts = torch.zeros(latents.shape[2], device=latents.device, dtype=latents.dtype)
-        for group in window_groups(windows, window_batch):
-            batch = torch.cat([model_input[:, :, windows[i]] for i in group])
-            pred = self.denoiser.predict(step, [features.take(i, windows[i]) for i in group],
-                                         batch)
-            call_rows = rows.with_videos(len(group))
-            for j, i in enumerate(group):
-                accumulate(total, counts, windows[i], call_rows.of_video(pred, j))
-                if on_window is not None:
-                    on_window(i, windows[i])
-        raw = fuse(total, counts)
+        groups = window_groups(windows, window_batch)
+        mine = [i for group in (groups if parallel is None else parallel.mine(groups))
+                for i in group]
+        # the frames this process needs, cached while its later windows need them
+        features = FrameCache([windows[i] for i in mine],
+                              lambda frames: self.denoiser.frame_features(step, frames))
+        local = {i: j for j, i in enumerate(mine)}
+        # one buffer [sum | counts | failures]: a single all-reduce when windows are split
+        n, frames = rows.halves * latents[0].numel(), latents.shape[2]
+        buffer = torch.zeros(n + frames + 1, device=latents.device, dtype=latents.dtype)
+        total = buffer[:n].view(rows.halves, *latents.shape[1:])
+        counts = buffer[n:n + frames]
+        error = None
+        try:
+            for group in groups:
+                if group[0] not in local:
+                    continue
+                batch = torch.cat([take_frames(model_input, windows[i]) for i in group])
+                pred = self.denoiser.predict(
+                    step, [features.take(local[i], windows[i]) for i in group], batch)
+                call_rows = rows.with_videos(len(group))
+                for j, i in enumerate(group):
+                    accumulate(total, counts, windows[i], call_rows.of_video(pred, j))
+                    if on_window is not None:
+                        on_window(i, windows[i])
+        except BaseException as exc:
+            if parallel is None:
+                raise
+            error = exc  # the others must not wait for this process: vote in the reduction
+        if parallel is not None:
+            buffer[-1] = 0.0 if error is None else 1.0
+            parallel.sum_(buffer)
+            parallel.raise_if(error, float(buffer[-1]))
+        if not covers(windows, frames):
+            raise ValueError("some frames are in no context window")
+        raw = fuse(total, counts, checked=True, inplace=True)
         guided = guide(raw[:1], raw[1:], guidance) if rows.cfg else raw
         return guided, raw
 
     def _initial_latents(self, plan: Plan, o: SamplingOptions, scheduler, ref_latents,
-                         latents: torch.Tensor | None, video=None) -> tuple[torch.Tensor, torch.Tensor]:
+                         latents: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """The starting latents and the timesteps to run (all of them, or the last
-        ``init_strength`` share when starting from the noised reference). A denoiser with
-        an ``initial_latents(video, scheduler, steps, strength)`` hook makes its own start
-        (DreamPose: per-frame VAE samples of the photo noised with one shared noise)."""
+        ``init_strength`` share when starting from the noised reference). A denoiser's
+        ``initial_latents`` hook may replace them once the video has started (see
+        :meth:`sample_latents`)."""
         timesteps = scheduler.timesteps
-        hook = getattr(self.denoiser, "initial_latents", None)
-        if latents is None and hook is not None:
-            return hook(video, scheduler, o.steps, o.init_strength)
         if latents is not None:
             if latents.shape[2] != plan.num_frames:
                 padded = (f", the {plan.out_frames} controls padded to a multiple of "
@@ -369,15 +435,17 @@ class AnimationPipeline:
 
     def _fingerprint(self, reference, plan: Plan, o: SamplingOptions, latents, extra) -> str:
         given = {k: hashlib.sha256(v.detach().float().cpu().numpy().tobytes()).hexdigest()
+                 if torch.is_tensor(v) else repr(v)
                  for k, v in {**extra, "latents": latents}.items() if v is not None}
         facts = {"model": self.name, "family": self.family, "weights": self.weights_digest(),
                  "scheduler": dict(self.scheduler.config), "device": str(self.device),
                  "dtype": str(self.dtype), "options": o.to_dict(), "given": given}
-        return job_fingerprint(facts, reference, plan.controls)
+        return job_fingerprint(facts, np.zeros(0) if reference is None else reference,
+                               () if plan.controls is None else plan.controls)
 
     # -- sampling ----------------------------------------------------------------------
     @torch.no_grad()
-    def sample_latents(self, reference: np.ndarray, controls: Sequence[np.ndarray], *,
+    def sample_latents(self, reference: np.ndarray | None, controls: Sequence[np.ndarray] | None, *,
                        latents: torch.Tensor | None = None, progress: bool = True,
                        callback: Callable[[int, torch.Tensor, dict], None] | None = None,
                        text_embeds_uncond: torch.Tensor | None = None,
@@ -385,6 +453,9 @@ class AnimationPipeline:
                        image_embeds: torch.Tensor | None = None,
                        checkpoint: SamplerCheckpoint | None = None,
                        window_callback: Callable[[int, int], None] | None = None,
+                       prompt: str | None = None, negative_prompt: str | None = None,
+                       num_frames: int | None = None, size: tuple[int, int] | None = None,
+                       inputs: dict | None = None, parallel: WindowParallel | None = None,
                        **options) -> torch.Tensor:
         """Run the sampler; returns the final latents ``(1, C, N, H/f, W/f)``.
 
@@ -401,37 +472,79 @@ class AnimationPipeline:
         result is the same as an uninterrupted run's; the state of the last step stays on disk
         until the caller has the output (:meth:`__call__` and ``animate_file`` remove it).
         ``window_callback(step, window)`` is called after every window (a long step can be
-        stopped between windows by raising there)."""
-        o = self.resolve(**options)                                          # 1. options
+        stopped between windows by raising there).
+
+        Families without a reference photo (Text2Video-Zero) take ``reference`` None and a
+        ``prompt`` (``negative_prompt``); one that also samples without controls takes
+        ``controls`` None with ``num_frames`` and ``size`` (W, H), and may start from latents
+        of its own (``denoiser.initial_latents``: Text2Video-Zero's motion dynamics).
+        ``inputs``: further family inputs by name (keywords of the family's ``start_video``,
+        e.g. Text2Video-Zero's ``t0``, ``t1``, ``motion_field``); others are refused.
+        ``parallel`` (:class:`~kinemate.pipeline.parallel.WindowParallel`, every process of a
+        ``torch.distributed`` job calling with the same inputs): each process runs its share
+        of every step's windows and all return the same latents. Rank 0 decides: only it shows
+        progress, calls ``window_callback`` (for every window), reads and saves ``checkpoint``;
+        when it stops (a callback raises) or any process fails, all stop at that step."""
+        if parallel is not None and parallel.world_size < 2:
+            parallel = None
+        if parallel is not None and not parallel.is_main:
+            progress, window_callback = False, None
+        o = self.resolve(text_only=controls is None, **options)             # 1. options
         self.check_unused(o)
-        plan = self.plan(reference, controls, o)                             # 2. inputs, windows
+        plan = self.plan(reference, controls, o, num_frames=num_frames,      # 2. inputs, windows
+                         size=size)
         scheduler = (copy.deepcopy(self.scheduler) if o.sampler == "model"    # 3. latents
                      else make_scheduler(dict(self.scheduler.config), o.sampler))
         scheduler.set_timesteps(o.steps, device=self.device)
-        ref_latents = self.encode_reference(reference)
+        ref_latents = None if reference is None else self.encode_reference(reference)
+        given_latents = latents
+        latents, timesteps = self._initial_latents(plan, o, scheduler, ref_latents, latents)
         extra = {k: v for k, v in (("text_embeds_uncond", text_embeds_uncond),
                                    ("text_embeds_cond", text_embeds_cond),
-                                   ("image_embeds", image_embeds)) if v is not None}
+                                   ("image_embeds", image_embeds), ("prompt", prompt),
+                                   ("negative_prompt", negative_prompt)) if v is not None}
+        extra.update(inputs or {})  # further family inputs (Text2Video-Zero: t0, t1, ...)
+        if controls is None:
+            extra.update(num_frames=plan.num_frames, size=(plan.width, plan.height))
         video = self.start_video(reference, plan.controls, o, ref_latents, **extra)  # 4.
-        try:
-            latents, timesteps = self._initial_latents(plan, o, scheduler, ref_latents,
-                                                       latents, video)
-        except BaseException:
-            self.denoiser.end_video(video)
-            raise
         generator = torch.Generator("cpu").manual_seed((o.seed + STEP_NOISE_SEED) % 2**63)
         step_kwargs = {"eta": o.eta, "generator": generator}
         accepted = inspect.signature(scheduler.step).parameters
         step_kwargs = {k: v for k, v in step_kwargs.items() if k in accepted}
+        own_start = getattr(self.denoiser, "initial_latents", None)
+        if own_start is not None and given_latents is None:                  # family's start
+            try:
+                started = own_start(video, scheduler, timesteps, seed=o.seed,
+                                    guidance=o.guidance, step_kwargs=step_kwargs,
+                                    steps=o.steps, init_strength=o.init_strength)
+            except BaseException:
+                self.denoiser.end_video(video)
+                raise
+            if started is not None:
+                latents, timesteps = started
+                if not bool(torch.isfinite(latents).all()):
+                    raise NumericsError(_overflow_message(self.dtype, 0))
         start = 0
-        if checkpoint is not None:                                           # 5. resume
-            saved = checkpoint.load(self._fingerprint(reference, plan, o, latents, extra))
-            if saved is not None:
-                latents = saved.latents.to(self.device, self.dtype)
-                restore_scheduler(scheduler, saved, self.device)
-                if saved.generator is not None:
-                    generator.set_state(saved.generator)
-                start = saved.step + 1
+        if parallel is not None:                     # every process holds the same job
+            parallel.check_same(inputs_digest(reference, plan.controls, latents, {
+                "options": o.to_dict(), "weights": self.weights_digest(),
+                "dtype": str(self.dtype), "given": sorted(extra)}), "inputs, options or weights")
+        saved = None
+        if checkpoint is not None and (parallel is None or parallel.is_main):   # 5. resume
+            load = lambda: checkpoint.load(  # noqa: E731
+                self._fingerprint(reference, plan, o, latents, extra))
+            saved = load() if parallel is None else parallel.agree(lambda: saved_to_bytes(load()))
+        elif parallel is not None:
+            parallel.agree(None)
+        if parallel is not None:  # rank 0's saved state, if any, on every process
+            saved = saved_from_bytes(parallel.broadcast_bytes(saved))
+        if saved is not None:
+            latents = saved.latents.to(self.device, self.dtype)
+            restore_scheduler(scheduler, saved, self.device)
+            if saved.generator is not None:
+                generator.set_state(saved.generator)
+            start = saved.step + 1
+        groups = window_groups(plan.windows, o.window_batch)
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(timesteps) * len(plan.windows), disable=not progress,
@@ -443,17 +556,27 @@ class AnimationPipeline:
                     continue
                 noise_pred, _ = self.predict_noise(
                     latents, t, video, plan.windows, guidance=o.guidance, scheduler=scheduler,
-                    window_batch=o.window_batch,
+                    window_batch=o.window_batch, parallel=parallel,
                     on_window=lambda w, _frames, i=i: _window_done(bar, window_callback, i, w))
                 latents = scheduler.step(noise_pred, t, latents, **step_kwargs).prev_sample
                 if not bool(torch.isfinite(latents).all()):
                     raise NumericsError(_overflow_message(self.dtype, i + 1))
-                if checkpoint is not None:
-                    checkpoint.save(i, latents, scheduler, generator,
-                                    force=i == len(timesteps) - 1)
-                if callback is not None:
-                    callback(i, t, {"noise_pred": noise_pred, "latents": latents,
-                                    "ref_latents": ref_latents, "windows": plan.windows})
+
+                def after_step(i=i, t=t, noise_pred=noise_pred, latents=latents):
+                    if parallel is not None and parallel.is_main:  # the others' windows
+                        for w in parallel.others(groups):
+                            _window_done(bar, window_callback, i, w)
+                    if checkpoint is not None and (parallel is None or parallel.is_main):
+                        checkpoint.save(i, latents, scheduler, generator,
+                                        force=i == len(timesteps) - 1)
+                    if callback is not None:
+                        callback(i, t, {"noise_pred": noise_pred, "latents": latents,
+                                        "ref_latents": ref_latents, "windows": plan.windows})
+
+                if parallel is None:
+                    after_step()
+                else:  # rank 0 decides whether the job goes on
+                    parallel.agree(after_step)
         finally:
             bar.close()
             self.denoiser.end_video(video)
@@ -475,21 +598,30 @@ class AnimationPipeline:
             frame = (image.permute(1, 2, 0).float().cpu().numpy() * 255).round().astype(np.uint8)
             yield stretch_frame(frame) if stretch else frame
 
-    def stream(self, reference: np.ndarray, controls: Sequence[np.ndarray], **kwargs) -> Iterator[np.ndarray]:
-        """Like ``__call__`` but yields the frames one by one as they are decoded."""
+    def stream(self, reference: np.ndarray | None, controls: Sequence[np.ndarray] | None,
+               **kwargs) -> Iterator[np.ndarray]:
+        """Like ``__call__`` but yields the frames one by one as they are decoded (nothing on
+        the ranks other than 0 of a window-parallel job: they only sample)."""
         stretch = self.resolve(**{k: kwargs.get(k) for k in ("stretch",)}).stretch
         latents = self.sample_latents(reference, controls, **kwargs)
+        parallel = kwargs.get("parallel")
+        if parallel is not None and not parallel.is_main:
+            return
         yield from self.decode(latents, stretch=stretch)
 
-    def __call__(self, reference: np.ndarray, controls: Sequence[np.ndarray], **kwargs) -> np.ndarray:
+    def __call__(self, reference: np.ndarray | None, controls: Sequence[np.ndarray] | None,
+                 **kwargs) -> np.ndarray | None:
         """Animate: uint8 reference ``(H, W, 3)`` + control frames ``(F, H, W, 3)`` (same size,
         multiples of 8) -> uint8 frames ``(F, H, W, 3)``. Keywords: see
         :meth:`sample_latents` (steps, guidance, seed, context_frames, ..., progress,
-        checkpoint)."""
-        frames = np.stack(list(self.stream(reference, controls, **kwargs)))
+        checkpoint, parallel). Ranks other than 0 of a window-parallel job return None."""
+        parallel = kwargs.get("parallel")
+        frames = list(self.stream(reference, controls, **kwargs))
+        if parallel is not None and not parallel.is_main:
+            return None
         if kwargs.get("checkpoint") is not None:
             kwargs["checkpoint"].clear()
-        return frames
+        return np.stack(frames)
 
     # -- saving ------------------------------------------------------------------------
     def save_pretrained(self, folder: str | Path) -> Path:

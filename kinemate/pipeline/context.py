@@ -13,6 +13,8 @@ import math
 
 import torch
 
+from kinemate.models.frames import add_frames_
+
 
 def closed_loop_windows(num_frames: int, context_frames: int, context_overlap: int,
                         context_stride: int = 1, closed_loop: bool = True) -> list[list[int]]:
@@ -112,17 +114,28 @@ class FrameCache:
 def accumulate(total: torch.Tensor, counts: torch.Tensor, window: list[int],
                prediction: torch.Tensor) -> None:
     """Add a window's prediction ``(B, C, f, h, w)`` into ``total`` ``(B, C, N, h, w)`` at the
-    window's frames and count them in ``counts`` ``(N,)`` (in place)."""
-    index = torch.as_tensor(window, device=total.device)
-    total.index_add_(2, index, prediction.to(total.dtype))
-    counts.index_add_(0, index, torch.ones(len(window), dtype=counts.dtype, device=counts.device))
+    window's frames and count them in ``counts`` ``(N,)`` (in place; the additions
+    ``index_add_`` makes, without an index tensor, so nothing waits for the GPU)."""
+    add_frames_(total, window, prediction.to(total.dtype))
+    add_frames_(counts, window, torch.ones(1, dtype=counts.dtype, device=counts.device)
+                .expand(len(window)), dim=0)
 
 
-def fuse(total: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-    """Plain average of the overlapping window predictions, ``total / counts`` per frame."""
-    if bool((counts == 0).any()):
+def fuse(total: torch.Tensor, counts: torch.Tensor, *, checked: bool = False,
+         inplace: bool = False) -> torch.Tensor:
+    """Plain average of the overlapping window predictions, ``total / counts`` per frame.
+    ``checked``: the caller knows every frame is in a window (no device-to-host check);
+    ``inplace``: divide ``total`` itself (no second video-sized buffer)."""
+    if not checked and bool((counts == 0).any()):
         raise ValueError("some frames are in no context window")
+    if inplace:
+        return total.div_(counts.view(1, 1, -1, 1, 1))
     return total / counts.view(1, 1, -1, 1, 1)
+
+
+def covers(windows: list[list[int]], num_frames: int) -> bool:
+    """Whether every frame ``0..num_frames-1`` is in some window."""
+    return len({f for window in windows for f in window}) == num_frames
 
 
 def guide(uncond: torch.Tensor, cond: torch.Tensor, scale: float) -> torch.Tensor:

@@ -101,7 +101,8 @@ def _release_families():
 
 
 def load_pipeline(weights: str | Path | None = None, *, model: str | None = None,
-                  device: str | torch.device = "cpu", dtype=torch.float32) -> AnimationPipeline:
+                  device: str | torch.device = "cpu", dtype=torch.float32,
+                  preset: str | None = None) -> AnimationPipeline:
     """Load an :class:`AnimationPipeline` from a folder.
 
     ``weights``: a published layout a family knows (e.g. MagicAnimate's release:
@@ -109,13 +110,21 @@ def load_pipeline(weights: str | Path | None = None, *, model: str | None = None
     folder (``kinemate.json``). Without it, the bundled model of ``model`` (default
     kinemate-tiny). ``model`` names a family of the registry and is checked against what the
     folder holds. CPU float32 always works; use ``device="cuda", dtype=torch.float16`` (or the
-    model's ``gpu_dtype``) for speed."""
+    model's ``gpu_dtype``) for speed. ``preset`` names one of the family's parameter sets
+    (Text2Video-Zero: ``official``, ``diffusers-docs``); the preset is in ``pipe.index``."""
     loaded = load_model(weights, model=model, device=device, dtype=dtype)
+    if preset is not None:
+        family = get_family(loaded.family)
+        if family.apply_preset is None:
+            raise UsageError(f"{loaded.family} models have no presets; leave `preset` out")
+        loaded = family.apply_preset(loaded, preset)
     return AnimationPipeline(
         loaded.denoiser, loaded.vae, make_scheduler(loaded.scheduler), name=loaded.name,
         family=loaded.family, control_kind=loaded.control_kind,
         default_size=loaded.default_size, vae_scaling_factor=loaded.vae_scaling_factor,
-        options=SamplingOptions.from_model(loaded.options), index=loaded.index)
+        options=SamplingOptions.from_model(loaded.options), index=loaded.index,
+        text_options=None if loaded.text_options is None
+        else SamplingOptions.from_model(loaded.text_options))
 
 
 __all__ = ["DEFAULT_MODEL", "bundled_model_dir", "default_dtype", "has_bundled_model",

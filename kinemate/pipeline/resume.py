@@ -60,17 +60,19 @@ def _scheduler_state(scheduler) -> tuple[dict[str, torch.Tensor], dict]:
         if name in ("_internal_dict", "config"):
             continue
         if torch.is_tensor(value):
-            tensors[f"scheduler.{name}"] = value.detach().cpu().clone().contiguous()
+            # cloned: a scheduler may keep views of one tensor (DDIM with set_alpha_to_one
+            # off: final_alpha_cumprod is alphas_cumprod[0]), which safetensors refuses
+            tensors[f"scheduler.{name}"] = value.detach().cpu().clone()
         elif isinstance(value, list) and all(v is None or torch.is_tensor(v) for v in value):
             plain[name] = {"list": [v is not None for v in value]}
             for i, v in enumerate(value):
                 if v is not None:
-                    tensors[f"scheduler.{name}.{i}"] = v.detach().cpu().clone().contiguous()
+                    tensors[f"scheduler.{name}.{i}"] = v.detach().cpu().clone()
         elif value is None or isinstance(value, (bool, int, float, str)):
             plain[name] = {"value": value}
-        elif isinstance(value, np.ndarray) and value.dtype.kind in "biuf":  # PNDM's timesteps
-            plain[name] = {"ndarray": value.dtype.str}
-            tensors[f"scheduler.{name}"] = torch.from_numpy(np.array(value, copy=True))
+        elif isinstance(value, np.ndarray) and value.dtype.kind in "biuf":  # PNDM's _timesteps
+            plain[name] = {"ndarray": True}
+            tensors[f"scheduler.{name}"] = torch.from_numpy(np.array(value))
         else:
             raise UsageError(f"the scheduler {type(scheduler).__name__} keeps state kinemate "
                              f"cannot save ({name}: {type(value).__name__}); run without "
@@ -86,7 +88,7 @@ def restore_scheduler(scheduler, saved: SavedStep, device) -> None:
             value = [tensors[f"scheduler.{name}.{i}"].to(device) if present else None
                      for i, present in enumerate(spec["list"])]
         elif "ndarray" in spec:
-            value = tensors[f"scheduler.{name}"].numpy().astype(spec["ndarray"])
+            value = tensors[f"scheduler.{name}"].numpy().copy()
         else:
             value = spec["value"]
         setattr(scheduler, name, value)

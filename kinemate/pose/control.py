@@ -136,6 +136,7 @@ def control_frames_from_driving(
     min_conf: float = DEFAULT_MIN_CONF,
     track_out: dict[str, PoseTrack] | None = None,
     callback: Callable[[int, int | None], None] | None = None,
+    style: str = "v1.1",
 ) -> tuple[Iterator[np.ndarray], float, int]:
     """Control maps for animating ``reference_rgb`` (uint8 (H, W, 3)) with a driving input.
 
@@ -179,7 +180,9 @@ def control_frames_from_driving(
         track_out["driving"] = track
         track_out["controls"] = controls
     dst = (int(dst_wh[0]), int(dst_wh[1]))
-    in_reference_space = retarget or bool(controls.meta.get("retargeted"))
+    # without a reference photo (a text-conditioned model) the pose stays in its own frame
+    in_reference_space = reference_rgb is not None and (
+        retarget or bool(controls.meta.get("retargeted")))
     if in_reference_space:
         ref_wh = (reference_rgb.shape[1], reference_rgb.shape[0])
         if (controls.width, controls.height) != ref_wh:  # a retargeted JSON made for another photo
@@ -191,7 +194,8 @@ def control_frames_from_driving(
             framing = reference_framing(ref_wh, dst, fit, reference_pose)
     else:
         framing = Framing.compute(controls.size, dst, fit)  # type: ignore[arg-type]
-    frames = ControlFrames(controls, dst, framing=framing, hands=hands, face=face, min_conf=min_conf)
+    frames = ControlFrames(controls, dst, framing=framing, hands=hands, face=face,
+                           min_conf=min_conf, style=style)
     return frames, controls.fps, len(controls)
 
 

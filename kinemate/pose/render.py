@@ -13,6 +13,12 @@ Animate Anyone's DWPose maps, on a black canvas:
 At 512 px (the shorter side) the sizes are exactly the annotator's; at other resolutions they
 scale with the shorter side (``scale``), so a map at 1024 looks like a 512 map upsampled.
 No anti-aliasing: every pixel is either black or one of the standard colours.
+
+``style="v1.0"`` draws the body as ControlNet **v1.0**'s annotator did (the maps
+``control_sd15_openpose`` / ``lllyasviel/sd-controlnet-openpose`` was trained on): keypoints
+first, then each limb blended over the canvas (``0.4 * canvas + 0.6 * limb colour``, so a limb
+on black has the same 60 % colour, but limbs over joints and over each other mix). That
+ControlNet saw bodies only: its family renders without hands and face (docs/pose.md).
 """
 
 from __future__ import annotations
@@ -44,11 +50,21 @@ def _finite(p: np.ndarray) -> bool:
     return bool(np.isfinite(p[:2]).all()) and abs(p[0]) < 1e6 and abs(p[1]) < 1e6
 
 
-def draw_body(canvas: np.ndarray, body: np.ndarray, *, min_conf: float = DEFAULT_MIN_CONF, scale: float = 1.0) -> None:
-    """Draw an (18, 3) body in place on a uint8 (H, W, 3) RGB canvas."""
+STYLES = ("v1.1", "v1.0")
+
+
+def draw_body(canvas: np.ndarray, body: np.ndarray, *, min_conf: float = DEFAULT_MIN_CONF,
+              scale: float = 1.0, style: str = "v1.1") -> None:
+    """Draw an (18, 3) body in place on a uint8 (H, W, 3) RGB canvas (``style``: see the
+    module docstring)."""
+    if style not in STYLES:
+        raise ValueError(f"unknown OpenPose drawing style {style!r}; use one of {STYLES}")
     stick = max(1, int(round(4 * scale)))
     radius = max(1, int(round(4 * scale)))
     ok = (body[:, 2] >= min_conf) & np.array([_finite(p) for p in body])
+    if style == "v1.0":
+        _draw_body_v10(canvas, body, ok, stick, radius)
+        return
     for i, (a, b) in enumerate(BODY_LIMBS):
         if not (ok[a] and ok[b]):
             continue
@@ -62,6 +78,31 @@ def draw_body(canvas: np.ndarray, body: np.ndarray, *, min_conf: float = DEFAULT
     for k in range(len(body)):
         if ok[k]:
             cv2.circle(canvas, _pt(*body[k, :2]), radius, BODY_COLORS[k], thickness=-1)
+
+
+def _limb_polygon(body: np.ndarray, a: int, b: int, stick: int) -> np.ndarray:
+    """The v1.0 annotator's ellipse: its angle measured from the second joint to the first
+    (``int()`` of it, so where truncation toward zero falls on the other side the ellipse
+    turns by 1° against the v1.1 drawing above)."""
+    (xa, ya), (xb, yb) = body[a, :2], body[b, :2]
+    length = math.hypot(xa - xb, ya - yb)
+    angle = math.degrees(math.atan2(ya - yb, xa - xb))
+    return cv2.ellipse2Poly(_pt((xa + xb) / 2, (ya + yb) / 2), (int(length / 2), stick),
+                            int(angle), 0, 360, 1)
+
+
+def _draw_body_v10(canvas: np.ndarray, body: np.ndarray, ok: np.ndarray, stick: int,
+                   radius: int) -> None:
+    """ControlNet v1.0's order: keypoints, then every limb blended 0.4 / 0.6 over them."""
+    for k in range(len(body)):
+        if ok[k]:
+            cv2.circle(canvas, _pt(*body[k, :2]), radius, BODY_COLORS[k], thickness=-1)
+    for i, (a, b) in enumerate(BODY_LIMBS):
+        if not (ok[a] and ok[b]):
+            continue
+        limb = canvas.copy()
+        cv2.fillConvexPoly(limb, _limb_polygon(body, a, b, stick), BODY_COLORS[i])
+        cv2.addWeighted(canvas, 0.4, limb, 0.6, 0, dst=canvas)
 
 
 def draw_hand(canvas: np.ndarray, hand: np.ndarray, *, min_conf: float = DEFAULT_MIN_CONF, scale: float = 1.0) -> None:
@@ -95,13 +136,15 @@ def draw_pose(
     face: bool = True,
     min_conf: float = DEFAULT_MIN_CONF,
     scale: float | None = None,
+    style: str = "v1.1",
 ) -> np.ndarray:
     """Draw one frame's parts (``body``, ``hand_left``, ``hand_right``, ``face``; pixel
-    coordinates of ``canvas``) in place on a uint8 (H, W, 3) RGB canvas; returns the canvas."""
+    coordinates of ``canvas``) in place on a uint8 (H, W, 3) RGB canvas; returns the canvas.
+    ``style``: "v1.1" (ControlNet 1.1 / DWPose) or "v1.0" (ControlNet 1.0's body drawing)."""
     if scale is None:
         scale = min(canvas.shape[:2]) / 512.0
     if "body" in parts:
-        draw_body(canvas, parts["body"], min_conf=min_conf, scale=scale)
+        draw_body(canvas, parts["body"], min_conf=min_conf, scale=scale, style=style)
     if hands:
         for name in ("hand_left", "hand_right"):
             if name in parts:

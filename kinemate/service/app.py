@@ -15,6 +15,8 @@ do>"}`` with a 4xx status):
 * ``GET /api/v1/jobs/{id}/result`` and ``/grid`` — the MP4s once the job succeeded.
 * ``GET /api/v1/jobs/{id}/preview`` — PNG of the first frame's control map.
 * ``GET /api/v1/health``, ``GET /api/v1/limits`` — no key needed.
+* ``GET /metrics`` — Prometheus text format (queue depth, jobs by state, workers, step time,
+  GPU memory); no key needed (restrict it at the proxy).
 * ``GET /`` — the web page; ``/reference`` — the OpenAPI description as one static page
   that works offline (``/docs`` and ``/redoc`` redirect there: FastAPI's Swagger UI and ReDoc
   pages load scripts and fonts from a CDN); ``/openapi.json``.
@@ -36,7 +38,7 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -46,25 +48,35 @@ from kinemate.service.config import ServiceConfig
 from kinemate.service.middleware import BodyLimit, BodyTooLarge, security_headers, too_large
 from kinemate.service.params import validation_message
 from kinemate.service.routes import jobs, pages, service
-from kinemate.service.store import JobStore, SQLiteJobStore, owner_only
+from kinemate.service.storage import StorageUnavailable, open_storage
+from kinemate.service.store import JobStore, StoreUnavailable, open_store, owner_only
 from kinemate.service.worker import Runner, Worker
 
 
 def create_app(config: ServiceConfig, *, store: JobStore | None = None,
                runner: Runner | None = None) -> FastAPI:
     """Build the app. ``runner`` defaults to the real pipeline (loaded once, in the worker
-    thread); ``store`` defaults to SQLite under ``config.data_dir``."""
+    thread); ``store`` defaults to ``config.db_url`` (PostgreSQL or SQLite), else SQLite
+    under ``config.data_dir``; the media storage is ``config.media_url``."""
     _make_data_dirs(config)
-    store = store if store is not None else SQLiteJobStore(config.db_path)
+    store = store if store is not None else open_store(config.db)
+    storage = open_storage(config.media_url, default_root=config.jobs_dir,
+                           cache_dir=config.jobs_dir)
     if runner is None:
         from kinemate.service.runner import PipelineRunner
 
         runner = PipelineRunner(config)
-    worker = Worker(store, config, runner, prepare=getattr(runner, "load", None))
+    worker = Worker(store, config, runner, prepare=getattr(runner, "load", None),
+                    storage=storage)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        _clean_orphans(config, store)
+        try:  # (with an object store: the local staging and preview folders)
+            _clean_orphans(config, store)
+        except StoreUnavailable as exc:  # the database comes back later: start anyway
+            import logging
+
+            logging.getLogger("kinemate.service").warning("%s", exc)
         if config.start_worker:
             worker.start()
         try:
@@ -84,6 +96,7 @@ def create_app(config: ServiceConfig, *, store: JobStore | None = None,
                     "with the server's caps).",
     )
     app.state.store, app.state.worker, app.state.config = store, worker, config
+    app.state.storage = storage
     app.state.checks = threading.BoundedSemaphore(config.limits.max_concurrent_checks)
 
     app.add_middleware(BodyLimit, max_bytes=config.limits.max_request_bytes)
@@ -93,6 +106,14 @@ def create_app(config: ServiceConfig, *, store: JobStore | None = None,
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(media.UploadRejected, _rejected)
+    app.add_exception_handler(StoreUnavailable, _store_unavailable)
+    app.add_exception_handler(StorageUnavailable, _storage_unavailable)
+
+    @app.get("/metrics", include_in_schema=False)
+    def prometheus_metrics() -> Response:
+        from kinemate.service.metrics import CONTENT_TYPE, api_metrics
+
+        return Response(api_metrics(store), media_type=CONTENT_TYPE)
 
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=pages.STATIC), name="static")
@@ -134,11 +155,28 @@ async def _rejected(request: Request, exc: media.UploadRejected) -> JSONResponse
     return JSONResponse({"detail": str(exc)}, exc.status)
 
 
+RETRY_AFTER_S = 5
+
+
+async def _store_unavailable(request: Request, exc: StoreUnavailable) -> JSONResponse:
+    """The job database does not answer (a restart): 503 with Retry-After; nothing about a
+    job is decided until it answers again."""
+    return JSONResponse({"detail": f"the service is temporarily unavailable: {exc}"}, 503,
+                        headers={"Retry-After": str(RETRY_AFTER_S)})
+
+
+async def _storage_unavailable(request: Request, exc: StorageUnavailable) -> JSONResponse:
+    return JSONResponse({"detail": f"the service is temporarily unavailable: {exc}"}, 503,
+                        headers={"Retry-After": str(RETRY_AFTER_S)})
+
+
 def _clean_orphans(config: ServiceConfig, store: JobStore, min_age_s: float = 3600.0) -> None:
     """Remove job folders that never became jobs (a request died between upload and
     acceptance). Folders younger than ``min_age_s`` may belong to a request in flight."""
     known = store.all_job_ids()
     now = time.time()
+    if not Path(config.jobs_dir).is_dir():
+        return
     for path in Path(config.jobs_dir).iterdir():
         if path.is_dir() and path.name not in known and now - path.stat().st_mtime > min_age_s:
             shutil.rmtree(path, ignore_errors=True)

@@ -49,6 +49,7 @@ class ServiceConfig:
     weights: Path | None = None  # None: the bundled kinemate-tiny model
     device: str = "cpu"
     dtype: str = "float32"
+    preset: str | None = None  # a family's named parameter set (text2video-zero)
     limits: Limits = dataclasses.field(default_factory=Limits)
     lease_seconds: float = 20.0  # a running job whose worker misses this is requeued
     max_attempts: int = 3  # a job that kills its worker (out of memory) this often fails
@@ -56,6 +57,13 @@ class ServiceConfig:
     poll_seconds: float = 0.5  # how often an idle worker looks for queued jobs
     watermark_default: bool = True
     start_worker: bool = True
+    # -- several workers on several hosts (docs/service.md, "Deployment") ----------------
+    db_url: str | None = None  # postgresql://... or a SQLite path; None: data_dir/kinemate.db
+    media_url: str | None = None  # a shared folder or s3://bucket/prefix; None: data_dir/jobs
+    models: tuple[tuple[str, str | None], ...] = ()  # (name, weights folder) a worker serves
+    model_cache_bytes: int = 8 * 2**30  # loaded models a worker keeps, by their weights' size
+    job_time_limit: float | None = None  # seconds one run of a job may take (None: no limit)
+    worker_seen_seconds: float = 10.0  # how often a worker refreshes its row in `workers`
 
     @property
     def db_path(self) -> Path:
@@ -63,4 +71,12 @@ class ServiceConfig:
 
     @property
     def jobs_dir(self) -> Path:
+        """Job folders: the ``media_url`` folder, else ``data_dir/jobs`` (with an object
+        store, the local cache of what the API reads as files)."""
+        if self.media_url and "://" not in self.media_url:
+            return Path(self.media_url)
         return Path(self.data_dir) / "jobs"
+
+    @property
+    def db(self) -> str:
+        return self.db_url or str(self.db_path)

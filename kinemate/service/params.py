@@ -8,7 +8,8 @@ one job gives the same frames through all three. The operator's caps (``Limits.m
 ``Limits.max_guidance``, the output side limits) apply on top of the options' own bounds.
 
 The other fields (``control``, ``size``, ``fit``, ``watermark``, ``retarget``) say how the
-inputs are framed and the result is marked; they are always stored.
+inputs are framed and the result is marked; they are always stored. ``prompt`` and
+``negative_prompt`` (models without a reference photo: text2video-zero) are stored when sent.
 """
 
 from __future__ import annotations
@@ -24,7 +25,12 @@ from kinemate.pipeline.options import (OPTION_FIELDS, format_size, option_bounds
 from kinemate.service.config import CONTROL_KINDS, FIT_MODES, Limits, ServiceConfig
 
 SAMPLING_FIELDS = tuple(name for name, f in OPTION_FIELDS.items() if f.metadata["service"])
-OTHER_FIELDS = ("control", "size", "fit", "watermark", "retarget")
+TEXT_FIELDS = ("prompt", "negative_prompt")  # models without a reference photo
+OTHER_FIELDS = ("control", "size", "fit", "watermark", "retarget", "priority", "model",
+                *TEXT_FIELDS)
+# stored with the job only when set (a job without them reads as before they existed; models
+# with a reference photo take no prompt)
+_STORED_WHEN_SET = {"priority": 0, "model": None, "prompt": None, "negative_prompt": None}
 FIELDS = SAMPLING_FIELDS + OTHER_FIELDS
 _JSON_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string"}
 
@@ -43,6 +49,16 @@ class _FramingFields(BaseModel):
     watermark: bool = Field(True, description="an invisible watermark in every frame")
     retarget: bool = Field(True, description="pose control: fit the motion to the person in "
                            "the photo (bone lengths, position)")
+    prompt: str | None = Field(None, max_length=2000, description="models without a reference "
+                               "photo (text2video-zero): the text the appearance comes from; "
+                               "then send no 'reference' file")
+    negative_prompt: str | None = Field(None, max_length=2000, description="text2video-zero: "
+                                        "what to avoid (default: the preset's)")
+    priority: int = Field(0, ge=0, le=9, description="scheduling priority, 0-9 (higher runs "
+                          "first); at most the API key's max_priority")
+    model: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+                              description="a model the workers serve by name (GET "
+                              "/api/v1/health lists them; default: the workers' default)")
 
     @field_validator("size")
     @classmethod
@@ -124,6 +140,9 @@ def parse_params(form_fields: dict[str, str], config: ServiceConfig) -> dict[str
     if problems:
         raise HTTPException(422, "; ".join(problems) + " — change these parameters and resend")
     record = params.model_dump(include=set(OTHER_FIELDS))
+    for name, unset in _STORED_WHEN_SET.items():
+        if record.get(name) == unset:
+            record.pop(name)
     record.update(sampling_options(params.model_dump(include=set(SAMPLING_FIELDS))))
     return record
 

@@ -56,11 +56,13 @@ def render_preview(job: Job, job_dir: Path, worker_info: dict) -> np.ndarray:
     if resolve_control(job, worker_info) == "densepose":
         frames, _fps, _n = pose.densepose_frames(driving, size, fit=fit, max_frames=1)
     else:
-        reference = read_image(job_dir / job.inputs["reference"]["file"])
+        ref = job.inputs.get("reference")  # none for a text-conditioned model
+        reference = read_image(job_dir / ref["file"]) if ref else None
         with _lock:
             frames, _fps, _n = pose.control_frames_from_driving(
                 driving, reference, size, fit=fit, max_frames=1, progress=False,
-                retarget=job.params.get("retarget", True))
+                retarget=job.params.get("retarget", True) and reference is not None,
+                **worker_info.get("pose_render", {}))
     for frame in frames:
         return frame
     raise UploadRejected("the driving input has no frame to preview")

@@ -95,7 +95,8 @@ def split_form(form: FormData) -> tuple[dict[str, str], dict[str, UploadFile]]:
                                 "'driving')")
         else:
             fields[name] = value
-    missing = [n for n in FILE_FIELDS if n not in files]
+    # the reference may be left out: whether the model takes one is checked by the route
+    missing = [n for n in FILE_FIELDS if n not in files and n != "reference"]
     if missing:
         raise HTTPException(422, f"missing file field(s): {', '.join(missing)} — send the "
                             "reference photo as 'reference' and the driving video or pose "
@@ -137,9 +138,12 @@ def checked_inputs(files: dict[str, UploadFile], job_dir: Path, limits: Limits,
 
 
 def store_inputs(files: dict[str, UploadFile], job_dir: Path, limits: Limits) -> dict:
-    """Sniff, copy and check both uploads into ``job_dir``; returns the job's ``inputs``."""
-    return {"reference": _store_reference(files["reference"], job_dir, limits),
-            "driving": _store_driving(files["driving"], job_dir, limits)}
+    """Sniff, copy and check the uploads into ``job_dir``; returns the job's ``inputs`` (no
+    ``reference`` for a model without one)."""
+    inputs = {"driving": _store_driving(files["driving"], job_dir, limits)}
+    if "reference" in files:
+        inputs["reference"] = _store_reference(files["reference"], job_dir, limits)
+    return inputs
 
 
 def _store_reference(upload: UploadFile, job_dir: Path, lim: Limits) -> dict:

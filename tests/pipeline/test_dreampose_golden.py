@@ -218,8 +218,10 @@ def test_pipeline_case(dp):
     video = pipe.start_video(_reference(inputs), _controls(inputs),
                              pipe.resolve(seed=case["seed"], image_guidance=case["s1"],
                                           pose_guidance=case["s2"]))
-    start, _ = pipe.denoiser.initial_latents(video, _scheduler(pipe), INDEX["num_inference_steps"],
-                                             INDEX["strength"])
+    scheduler = _scheduler(pipe)
+    start, _ = pipe.denoiser.initial_latents(video, scheduler, scheduler.timesteps,
+                                             steps=INDEX["num_inference_steps"],
+                                             init_strength=INDEX["strength"])
     _close("init_latents", start[0, :, frames].permute(1, 0, 2, 3).unsqueeze(1),
            exp["init_latents"], out["init_latents"])
     k = frames.index(case["stored_frame"])
@@ -275,7 +277,9 @@ def test_planted_mistake_noise_per_frame(dp):
     frames = case["frames"]
     video = pipe.start_video(_reference(inputs), _controls(inputs),
                              pipe.resolve(seed=case["seed"], noise_tiling=0))
-    start, _ = pipe.denoiser.initial_latents(video, _scheduler(pipe), INDEX["num_inference_steps"],
-                                             INDEX["strength"])
+    scheduler = _scheduler(pipe)
+    start, _ = pipe.denoiser.initial_latents(video, scheduler, scheduler.timesteps,
+                                             steps=INDEX["num_inference_steps"],
+                                             init_strength=INDEX["strength"])
     got = start[0, :, frames].permute(1, 0, 2, 3).unsqueeze(1)
     assert _excess(got[1:], exp["init_latents"][1:], case["outputs"]["init_latents"]) > FAR

@@ -66,3 +66,30 @@ def pose_server(tmp_path_factory):
     srv = Server(tmp_path_factory.mktemp("pose-service-data")).start()
     yield srv
     srv.stop()
+
+
+# -- PostgreSQL ------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def postgres():
+    """A throwaway PostgreSQL server on loopback (see pg_helpers). Without the server
+    binaries the tests that need it are skipped, except in CI (``CI`` set), where that fails."""
+    import os
+
+    from pg_helpers import PostgresServer, missing_reason, pg_bin_dir
+
+    bin_dir = pg_bin_dir()
+    if bin_dir is None:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(missing_reason() + " — CI must run the PostgreSQL tests")
+        pytest.skip(missing_reason())
+    server = PostgresServer(bin_dir).start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path) -> str:
+    """A fresh job database: a SQLite file, then a new PostgreSQL database."""
+    if request.param == "sqlite":
+        return str(tmp_path / "kinemate.db")
+    return request.getfixturevalue("postgres").create_database()

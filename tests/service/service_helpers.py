@@ -244,3 +244,108 @@ def artifacts_dir() -> Path:
     path = Path(os.environ.get("KINEMATE_ARTIFACTS", REPO / "tests" / "artifacts"))
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+# -- a pool: `kinemate worker` processes, an S3-compatible server -------------------------
+class WorkerProcess:
+    """A real `kinemate worker` subprocess on a job database and a media storage."""
+
+    def __init__(self, db: str, media: str, weights: Path | None, log_dir: Path,
+                 extra_args: list[str] | None = None, env: dict[str, str] | None = None,
+                 name: str = "worker"):
+        self.db, self.media, self.weights = db, media, weights
+        self.extra_args = extra_args or []
+        self.env = dict(env or {})
+        self.metrics_port = free_port()
+        self.log_path = log_dir / f"{name}-{self.metrics_port}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "WorkerProcess":
+        cmd = [sys.executable, "-m", "kinemate", "worker", "--db", self.db, "--media",
+               self.media, "--device", "cpu", "--poll-seconds", "0.1",
+               "--metrics-port", str(self.metrics_port)]
+        if self.weights is not None:
+            cmd += ["--weights", str(self.weights)]
+        cmd += self.extra_args
+        env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+                   OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **self.env)
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env,
+                                     cwd=REPO, preexec_fn=_die_with_parent)
+        return self
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def wait_ready(self, store, timeout: float = 120.0) -> "WorkerProcess":
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker exited with {self.proc.returncode}:\n{self.log()}")
+            mine = [w for w in store.list_workers() if w.id.split(":")[1] == str(self.pid)]
+            if mine and mine[0].state == "ready":
+                return self
+            time.sleep(0.2)
+        raise AssertionError(f"worker not ready in {timeout} s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-6000:]
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        if getattr(self, "_log", None):
+            self._log.close()
+
+
+class S3Server:
+    """moto's S3-compatible server (``python -m moto.server``) as a real process on loopback;
+    ``env`` is what a boto3 client needs to reach it."""
+
+    def __init__(self, log_dir: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {"AWS_ENDPOINT_URL": self.url, "AWS_ACCESS_KEY_ID": "kinemate-test",
+                    "AWS_SECRET_ACCESS_KEY": "kinemate-test-secret",
+                    "AWS_DEFAULT_REGION": "us-east-1"}
+        self.log_path = log_dir / f"s3-{self.port}.log"
+
+    def start(self, timeout: float = 60.0) -> "S3Server":
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=self._log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
+            env=dict(os.environ, **self.env))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"moto server exited:\n{self.log_path.read_text()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return self
+            except OSError:
+                time.sleep(0.2)
+        raise AssertionError("moto server did not start")
+
+    def client(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.url, region_name="us-east-1",
+                            aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
+                            aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"])
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self._log.close()

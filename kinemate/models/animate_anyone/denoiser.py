@@ -33,6 +33,7 @@ from torch import nn
 from kinemate.errors import InputError, UsageError
 from kinemate.models.animate_anyone.preprocess import clip_pixels
 from kinemate.models.denoiser import VideoUNetDenoiser
+from kinemate.models.frames import to_device
 from kinemate.models.guidance import GuidanceRows
 from kinemate.models.reference import ReferenceBank
 
@@ -136,7 +137,7 @@ class AnimateAnyoneDenoiser(VideoUNetDenoiser):
     def control_tensor(self, controls: Sequence[np.ndarray], frames: list[int]) -> torch.Tensor:
         """Pose frames ``controls[i]`` (uint8 HWC RGB) -> ``(n, 3, H, W)`` in [0, 1]."""
         batch = np.stack([np.asarray(controls[i]) for i in frames])
-        x = torch.from_numpy(batch).to(self.device, self.dtype) / 255.0
+        x = to_device(batch, self.device, self.dtype) / 255.0
         return rearrange(x, "n h w c -> n c h w")
 
     @torch.no_grad()

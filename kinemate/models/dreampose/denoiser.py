@@ -203,11 +203,12 @@ class DreamPoseDenoiser:
             image_guidance=float(image_guidance), pose_guidance=float(pose_guidance),
             pose_downsample=pose_downsample)
 
-    def initial_latents(self, video: DreamPoseVideo, scheduler, steps: int, strength: float):
-        """diffusers img2img: the last ``strength`` share of the timesteps, the start latents
+    def initial_latents(self, video: DreamPoseVideo, scheduler, timesteps: torch.Tensor, *,
+                        steps: int, init_strength: float, **_):
+        """diffusers img2img: the last ``init_strength`` share of the timesteps, the start latents
         noised to the first of them with the video's noise. Returns (latents, timesteps)."""
         timesteps = scheduler.timesteps
-        keep = min(int(steps * strength), steps)
+        keep = min(int(steps * init_strength), steps)
         start = max(steps - keep, 0) * scheduler.order
         timesteps = timesteps[start:]
         if len(timesteps) == 0:

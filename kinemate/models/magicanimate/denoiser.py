@@ -30,6 +30,7 @@ from torch import nn
 
 from kinemate.errors import UsageError, WeightsError
 from kinemate.models.denoiser import VideoUNetDenoiser
+from kinemate.models.frames import take_frames, to_device
 from kinemate.models.guidance import GuidanceRows
 from kinemate.models.reference import ReferenceBank
 
@@ -103,7 +104,7 @@ class MagicAnimateDenoiser(VideoUNetDenoiser):
         """ControlNet residuals of ``frames`` of the step's input, one list of levels per
         frame (the engine caches them while windows need them: each frame once per step)."""
         video = step.video
-        down, mid = self.controlnet_residuals(step.model_input[:, :, frames], step.t,
+        down, mid = self.controlnet_residuals(take_frames(step.model_input, frames), step.t,
                                               self.control_tensor(video.controls, frames),
                                               video.cond)
         return [[r[j] for r in down] + [mid[j]] for j in range(len(frames))]
@@ -144,7 +145,7 @@ class MagicAnimateDenoiser(VideoUNetDenoiser):
     def control_tensor(self, controls: Sequence[np.ndarray], frames: list[int]) -> torch.Tensor:
         """Control frames ``controls[i]`` (uint8 HWC RGB) -> ``(n, 3, H, W)`` in [0, 1]."""
         batch = np.stack([np.asarray(controls[i]) for i in frames])
-        x = torch.from_numpy(batch).to(self.device, self.dtype) / 255.0
+        x = to_device(batch, self.device, self.dtype) / 255.0
         return rearrange(x, "n h w c -> n c h w")
 
     @torch.no_grad()

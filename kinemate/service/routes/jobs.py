@@ -11,14 +11,14 @@ from typing import Annotated
 
 import anyio
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from kinemate.service.config import ServiceConfig
 from kinemate.service.params import FIELDS, form_properties, parse_params
 from kinemate.service.routes.deps import Config, CurrentWorker, Key, Store
-from kinemate.service.store import Job, LimitReached
+from kinemate.service.store import Job, KeyRecord, LimitReached, StoreUnavailable
 from kinemate.service.uploads import checked_inputs, read_form, split_form
 
 log = logging.getLogger("kinemate.service")
@@ -42,6 +42,29 @@ def _check_control(control: str, inputs: dict, worker_info: dict) -> None:
     except UsageError as exc:
         raise HTTPException(422, f"{exc} — change the field 'control' or the driving file and "
                             "resend") from None
+
+
+def _check_reference(files: dict, params: dict, worker_info: dict) -> None:
+    """A model takes a reference photo (then no prompt) or, like text2video-zero, a prompt
+    and no photo; refuse the other at submission. Before the model has loaded, a photo is
+    expected (as for every family but the text-conditioned ones)."""
+    if worker_info.get("uses_reference", True):
+        if "reference" not in files:
+            raise HTTPException(422, "missing file field(s): reference — send the reference "
+                                "photo as 'reference' and the driving video or pose JSON as "
+                                "'driving'")
+        if params.get("prompt") is not None or params.get("negative_prompt") is not None:
+            raise HTTPException(422, f"{worker_info.get('model', 'this model')} takes its "
+                                "appearance from the reference photo; leave out 'prompt' and "
+                                "'negative_prompt'")
+        return
+    model = worker_info.get("model", "this model")
+    if "reference" in files:
+        raise HTTPException(422, f"{model} takes no reference photo: appearance comes from the "
+                            "field 'prompt' — send only 'driving' and 'prompt'")
+    if not (params.get("prompt") or "").strip():
+        raise HTTPException(422, f"{model} needs the field 'prompt': the text describes the "
+                            "person and the scene")
 
 
 class _ClientGone(Exception):
@@ -81,18 +104,20 @@ def owned_job(job_id: str, key: Key, store: Store) -> Job:
 OwnedJob = Annotated[Job, Depends(owned_job)]
 
 
-def limit_message(config: ServiceConfig) -> str:
-    n = config.limits.max_active_jobs_per_key
+def limit_message(config: ServiceConfig, limit: int | None = None) -> str:
+    n = limit or config.limits.max_active_jobs_per_key
     return (f"this API key already has {n} queued or running jobs (the limit) — wait until one "
             "finishes or cancel one, then resend")
 
 
 CREATE_DOC = {
     "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-        "type": "object", "required": ["reference", "driving"],
+        "type": "object", "required": ["driving"],
         "properties": {
             "reference": {"type": "string", "format": "binary",
-                          "description": "reference photo (PNG, JPEG, WebP, BMP, TIFF)"},
+                          "description": "reference photo (PNG, JPEG, WebP, BMP, TIFF); "
+                                         "required, except by models without one "
+                                         "(text2video-zero: send 'prompt' instead)"},
             "driving": {"type": "string", "format": "binary",
                         "description": "driving video (MP4/MOV, WebM/MKV, AVI, GIF) or "
                                        "pose track JSON"},
@@ -128,8 +153,8 @@ async def create_job(request: Request, key: Key, store: Store, config: Config,
             return JSONResponse(job_json(existing), 200)
     # early, before the upload (the insert below checks again, atomically)
     active = await run_in_threadpool(store.count_active_jobs, key.id)
-    if active >= config.limits.max_active_jobs_per_key:
-        raise HTTPException(429, limit_message(config))
+    if active >= (key.max_active or config.limits.max_active_jobs_per_key):
+        raise HTTPException(429, limit_message(config, key.max_active))
     try:
         form = await read_form(request, max_files=2, max_fields=len(FIELDS) + 2,
                                max_part_size=64 * 1024)
@@ -138,15 +163,19 @@ async def create_job(request: Request, key: Key, store: Store, config: Config,
     try:
         fields, files = split_form(form)
         params = parse_params(fields, config)
+        _check_priority(params, key)
+        info = await run_in_threadpool(serving_info, request, params.get("model"))
+        storage = request.app.state.storage
         job_id = secrets.token_hex(16)
-        job_dir = Path(config.jobs_dir) / job_id
+        job_dir = Path(config.jobs_dir) / job_id  # with an object store: staged here
         job_dir.mkdir(parents=True)
         try:
             if await client_gone(request):  # (also has the server watch the connection)
                 raise _ClientGone()
+            _check_reference(files, params, request.app.state.worker.info)
             inputs = await run_in_threadpool(checked_inputs, files, job_dir, config.limits,
                                              request.app.state.checks)
-            _check_control(params["control"], inputs, request.app.state.worker.info)
+            _check_control(params["control"], inputs, info)
             if (inputs["driving"]["kind"] == "pose" and params.get("retarget", True)
                     and not inputs["driving"].get("retargetable", True)):
                 raise HTTPException(422, "no frame of the pose JSON shows the neck with another "
@@ -155,24 +184,82 @@ async def create_job(request: Request, key: Key, store: Store, config: Config,
                                     "motion as it is, or a track that shows the upper body")
             if await client_gone(request):  # it gave up waiting: accept nothing
                 raise _ClientGone()
+            if not storage.in_place:  # every worker must find the files once it is accepted
+                await run_in_threadpool(_store_inputs, storage, job_id, job_dir, inputs)
             job, created = await run_in_threadpool(  # the moment of acceptance
                 lambda: store.create_job(job_id, key.id, params, inputs,
                                          max_active=config.limits.max_active_jobs_per_key,
-                                         idempotency_key=idempotency_key))
-        except BaseException:
-            shutil.rmtree(job_dir, ignore_errors=True)
+                                         idempotency_key=idempotency_key,
+                                         priority=params.get("priority", 0),
+                                         model=params.get("model"),
+                                         time_limit=config.job_time_limit))
+        except BaseException as exc:
+            if not (isinstance(exc, StoreUnavailable) and exc.ambiguous):
+                # (maybe accepted: its files stay; a folder without a job is removed later)
+                await run_in_threadpool(_remove_job_files, storage, job_id, job_dir)
             raise
-        if not created:
+        if not storage.in_place:
             shutil.rmtree(job_dir, ignore_errors=True)
+        if not created:
+            await run_in_threadpool(_remove_job_files, storage, job_id, job_dir)
             return JSONResponse(job_json(job), 200)
-    except LimitReached:
-        raise HTTPException(429, limit_message(config)) from None
+    except LimitReached as exc:
+        raise HTTPException(429, limit_message(config, exc.limit)) from None
     except _ClientGone:
         return _client_gone(key.id, "before its job was accepted")
     finally:
         await form.close()
     log.info("job %s: accepted for key %s", job.id, key.id)
     return JSONResponse(job_json(job), 201, headers={"Location": f"/api/v1/jobs/{job.id}"})
+
+
+def _store_inputs(storage, job_id: str, job_dir: Path, inputs: dict) -> None:
+    for record in inputs.values():
+        if record.get("file"):
+            storage.put(job_id, record["file"], job_dir / record["file"])
+
+
+def _remove_job_files(storage, job_id: str, job_dir: Path) -> None:
+    shutil.rmtree(job_dir, ignore_errors=True)
+    if not storage.in_place:
+        try:
+            storage.delete_job(job_id)
+        except Exception:  # noqa: BLE001 - the storage is down: orphans, removed later
+            log.warning("job %s: could not remove its uploads from the media storage", job_id)
+
+
+def _check_priority(params: dict, key: KeyRecord) -> None:
+    priority = params.get("priority", 0)
+    if priority > key.max_priority:
+        raise HTTPException(403, f"priority: this API key may ask for priority "
+                            f"{key.max_priority} at most (asked {priority}) — send a lower "
+                            "priority, or ask the operator to raise the key's max_priority")
+
+
+SERVING_SEEN_S = 30.0  # workers seen this recently count as serving
+
+
+def serving_info(request: Request, model: str | None) -> dict:
+    """Facts of the model a job would run on: this process's worker when it serves it, else
+    a worker of the pool seen lately that does (its ``info``). A job naming a model no
+    worker serves is refused (422); with no worker registered at all the control check is
+    left to the worker."""
+    worker = request.app.state.worker
+    local = worker.info if worker.state == "ready" else {}
+    if model is None and local:
+        return local
+    if model is not None and model in worker.models:
+        return {}
+    workers = request.app.state.store.list_workers(seen_within=SERVING_SEEN_S)
+    if model is None:
+        ready = [w for w in workers if w.state in ("ready", "busy") and w.info.get("model")]
+        return ready[-1].info if ready else local
+    if any(model in w.info.get("models", ()) for w in workers):
+        return {}
+    served = sorted({m for w in workers for m in w.info.get("models", ())} | set(worker.models))
+    raise HTTPException(422, f"model: no worker serves a model named {model!r} "
+                        f"(served: {', '.join(served) or 'only the default model'}) — "
+                        "leave the field out or name a served model")
 
 
 async def client_gone(request: Request, look_s: float = 0.01) -> bool:
@@ -213,24 +300,36 @@ def cancel_job(job: OwnedJob, key: Key, store: Store):
 
 @router.delete("/{job_id}", status_code=204,
                responses={409: {"description": "the job is still queued or running"}})
-def delete_job(job: OwnedJob, key: Key, store: Store, config: Config):
+def delete_job(request: Request, job: OwnedJob, key: Key, store: Store, config: Config):
     """Delete a finished job with its uploads and results (cancel a running one first)."""
     if not store.delete_job(job.id, key.id):
         raise HTTPException(409, f"job {job.id} is {job.state}; cancel it and wait until it "
                             "is cancelled, then delete it")
+    storage = request.app.state.storage
+    storage.delete_job(job.id)
     shutil.rmtree(Path(config.jobs_dir) / job.id, ignore_errors=True)
     return Response(status_code=204)
 
 
-def _download(job: Job, config: ServiceConfig, which: str) -> FileResponse:
+def _download(request: Request, job: Job, config: ServiceConfig, which: str) -> Response:
     if job.state != "succeeded":
         raise HTTPException(409, f"job {job.id} is {job.state}, there is no result yet — "
                             "poll GET /api/v1/jobs/{id} until its state is 'succeeded'")
     name = job.result.get(which)
+    storage = request.app.state.storage
+    label = "result" if which == "file" else "grid"
+    if not storage.in_place and name:
+        found = storage.stream(job.id, name)
+        if found is None:
+            raise HTTPException(404, f"job {job.id} has no {which} file")
+        chunks, size = found
+        filename = f"kinemate-{job.id[:8]}-{label}{Path(name).suffix}"
+        return StreamingResponse(chunks, media_type=_media_type(Path(name)), headers={
+            "Content-Length": str(size),
+            "Content-Disposition": f'attachment; filename="{filename}"'})
     path = Path(config.jobs_dir) / job.id / name if name else None
     if path is None or not path.is_file():
         raise HTTPException(404, f"job {job.id} has no {which} file")
-    label = "result" if which == "file" else "grid"
     return FileResponse(path, media_type=_media_type(path),
                         filename=f"kinemate-{job.id[:8]}-{label}{path.suffix}")
 
@@ -241,23 +340,30 @@ def _media_type(path: Path) -> str:
 
 
 @router.get("/{job_id}/result", responses={200: {"content": {"video/mp4": {}}}})
-def get_result(job: OwnedJob, config: Config):
+def get_result(request: Request, job: OwnedJob, config: Config):
     """The animated video (MP4)."""
-    return _download(job, config, "file")
+    return _download(request, job, config, "file")
 
 
 @router.get("/{job_id}/grid", responses={200: {"content": {"video/mp4": {}}}})
-def get_grid(job: OwnedJob, config: Config):
+def get_grid(request: Request, job: OwnedJob, config: Config):
     """Side-by-side video: reference | control | result."""
-    return _download(job, config, "grid")
+    return _download(request, job, config, "grid")
 
 
 @router.get("/{job_id}/preview", responses={200: {"content": {"image/png": {}}}})
-def get_preview(job: OwnedJob, config: Config, worker: CurrentWorker):
+def get_preview(request: Request, job: OwnedJob, config: Config, worker: CurrentWorker):
     """PNG of the control map of the first driving frame (the pose the model will see)."""
     from kinemate.service.preview import preview_png, resolve_control
 
-    path = preview_png(job, Path(config.jobs_dir) / job.id, worker.info)
+    job_dir = Path(config.jobs_dir) / job.id
+    storage = request.app.state.storage
+    if not storage.in_place:  # the inputs, cached here from the object store
+        for record in job.inputs.values():
+            name = record.get("file")
+            if name and not (job_dir / name).is_file():
+                storage.fetch(job.id, name, job_dir / name)
+    path = preview_png(job, job_dir, worker.info)
     return FileResponse(path, media_type="image/png", headers={
         "Cache-Control": "private, max-age=3600",
         "X-Kinemate-Control": resolve_control(job, worker.info)})
