@@ -8,7 +8,7 @@ the tiny golden release.
     python benchmarks/bench_dreampose.py --finetune         # fine-tune steps/s (tiny model)
 
 The first run writes seeded random full-size weights in the official release layout to
-``--weights`` (default /tmp/kinemate-bench-dp, ~2.2 GB in float16: SD1.4's UNet with the
+``--weights`` (default /tmp/kinemate-bench-dp, 2.0 GB in float16: SD1.4's UNet with the
 14-channel conv_in, the adapter, CLIP ViT-B/32's vision tower, SD's VAE with the old attention
 names of diffusers 0.15). Both sides load those files, get the same photo and UV field and
 seed, and run the whole per-frame call: CLIP, the VAE encodings, the UNet on the three
