@@ -161,3 +161,21 @@ def test_resume_a_pndm_run(pipe, inputs, tmp_path):
     resumed = pipe.sample_latents(ref, controls, steps=2, progress=False,
                                   checkpoint=SamplerCheckpoint(state, resume=True, every_s=0))
     assert np.array_equal(full.numpy(), resumed.numpy())
+
+
+def test_ddim_or_pndm_on_the_model_schedule(pipe, inputs):
+    """`sampler`: test.py's --sampler DDIM on the same betas; PNDM (default) repeats one
+    timestep (steps + 1 UNet calls)."""
+    from kinemate.pose.uv import uv_frames
+
+    _, uv = inputs
+    controls = list(uv_frames(uv, pipe.default_size)[0])[:1]
+    photo = np.zeros((640, 512, 3), np.uint8)
+    seen = {}
+    for sampler in ("model", "ddim"):
+        ts = []
+        pipe.sample_latents(photo, controls, steps=3, sampler=sampler, progress=False,
+                            callback=lambda i, t, info: ts.append(int(t)))
+        seen[sampler] = ts
+    assert len(seen["model"]) == 4 and len(seen["ddim"]) == 3
+    assert seen["ddim"] == sorted(set(seen["model"]), reverse=True)
