@@ -150,3 +150,16 @@ def test_weights_import_checks_records_and_lays_out(release, tmp_path, capsys):
     assert entry["sha256"] == hashlib.sha256(files["unet"].read_bytes()).hexdigest()
     assert load_pipeline(dest).family == "dreampose"
     assert main(["weights", "import", "dreampose", str(release / "nope.zip"), "--dir", str(dest)]) != 0
+
+
+def test_weights_list_says_where_the_checkpoints_are(capsys):
+    from kinemate.cli import main
+
+    assert main(["weights", "list"]) == 0
+    out = capsys.readouterr().out
+    import re
+
+    block = out[re.search(r"^dreampose ", out, re.M).start():]
+    block = block[:block.index("download: kinemate weights download dreampose")]
+    assert "drive.google.com" in block and "no published hashes" in block
+    assert "kinemate weights import dreampose" in block
