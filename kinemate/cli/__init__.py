@@ -22,8 +22,8 @@ from kinemate import __version__
 from kinemate.errors import KinemateError
 
 # Module names under kinemate.cli, in the order they appear in --help.
-SUBCOMMANDS: list[str] = ["animate", "pose", "verify", "synth", "eval", "train", "weights", "serve",
-                         "worker"]
+SUBCOMMANDS: list[str] = ["animate", "pose", "verify", "synth", "eval", "train", "finetune",
+                          "weights", "serve", "worker"]
 
 log = logging.getLogger("kinemate")
 

@@ -41,8 +41,9 @@ def register(subparsers) -> None:
                    help="model preset (text2video-zero: official (default) or diffusers-docs)")
     p.add_argument("--frames", type=int, default=None,
                    help="text2video-zero without a driving video: number of frames to make")
-    p.add_argument("--control", choices=["auto", "densepose", "pose"], default="auto",
-                   help="what the driving video is turned into (default: what the model uses)")
+    p.add_argument("--control", choices=["auto", "densepose", "pose", "uv"], default="auto",
+                   help="what the driving video is turned into (default: what the model uses; "
+                        "uv: a folder of DensePose UV .npy fields, for dreampose)")
     p.add_argument("--no-retarget", action="store_true",
                    help="--control pose: keep the driving person's proportions and position")
     p.add_argument("--person", default="largest",

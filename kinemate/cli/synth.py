@@ -13,7 +13,7 @@ def register(subparsers) -> None:
         help="write a synthetic training/eval dataset of procedural people",
         description=(
             "Generate N clips of procedural people performing motions, with exact ground "
-            "truth (frames, pose.json, DensePose maps, masks), as a dataset folder in the "
+            "truth (frames, pose.json, DensePose maps and UV fields, masks), as a dataset folder in the "
             "kinemate format (docs/dataset-format.md). Seeds below 1000000 are training "
             "seeds; seeds from 1000000 on are held out for evaluation."
         ),
@@ -28,6 +28,9 @@ def register(subparsers) -> None:
     p.add_argument("--motion", action="append", metavar="NAME",
                    help="only these motions (repeatable; default: all)")
     p.add_argument("--no-densepose", action="store_true", help="skip DensePose maps")
+    p.add_argument("--no-uv", action="store_true",
+                   help="skip the exact DensePose UV fields (uv/frame_<n>_densepose.npy, the "
+                        "pose input of dreampose)")
     p.add_argument("--preview", metavar="PATH",
                    help="also write a preview of the first clips (frames over DensePose maps) "
                         "as .gif, .mp4 or an image folder")
@@ -82,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
                       "motions": motions or list(MOTION_NAMES)},
     }
     out = write_dataset(args.output, clips(), total=args.clips, info=info, force=args.force,
-                        densepose=not args.no_densepose)
+                        densepose=not args.no_densepose, uv=not args.no_uv)
     print(f"wrote {args.clips} {split} clips ({args.frames} frames, {size[0]}x{size[1]}) to {out}")
     if args.preview:
         from kinemate.io import write_video

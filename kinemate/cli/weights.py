@@ -44,6 +44,18 @@ def register(subparsers) -> None:
     dl.add_argument("--force", action="store_true", help="download again even if files are present")
     dl.set_defaults(func=run_download)
 
+    im = sub.add_parser(
+        "import",
+        help="check and lay out weights downloaded by hand (e.g. DreamPose's Google Drive files)",
+        description="Check FILES (tensor names and shapes against the model's networks) and "
+        "copy them into DIR in the layout the model loads, recording each file's sha256 in DIR. "
+        "For checkpoints published outside the hub, without hashes (see 'kinemate weights list').",
+    )
+    im.add_argument("name", metavar="MODEL", help="model family, e.g. dreampose")
+    im.add_argument("files", nargs="+", metavar="FILES", help="the downloaded files/folders")
+    im.add_argument("--dir", required=True, help="destination folder (created if needed)")
+    im.set_defaults(func=run_import)
+
     vf = sub.add_parser("verify", help="check a downloaded folder (sizes and hashes), no download")
     vf.add_argument("name", metavar="NAME")
     vf.add_argument("--dir", help="folder to check (default as for download)")
@@ -115,6 +127,19 @@ def run_download(args: argparse.Namespace) -> int:
     print(f"ready: {dest}")
     if ws.usage:
         print(f"use:   {ws.usage.format(dir=dest)}")
+    return 0
+
+
+def run_import(args: argparse.Namespace) -> int:
+    from kinemate.errors import UsageError
+    from kinemate.models.registry import get_family
+
+    family = get_family(args.name)
+    if family.import_files is None:
+        raise UsageError(f"{family.name} weights are downloaded, not imported: run 'kinemate "
+                         f"weights download {family.name} --dir DIR'")
+    family.import_files(args.files, args.dir, echo=lambda s: print(s, file=sys.stderr))
+    print(f"ready: {args.dir}")
     return 0
 
 

@@ -82,6 +82,9 @@ class Family:
     presets: tuple[str, ...] = ()
     apply_preset: Callable[..., LoadedModel] | None = None
     renderer: Callable[[], Any] | None = None
+    # import_files(files, dest, echo=) -> record: checks and lays out files a user downloaded
+    # by hand (``kinemate weights import NAME``; DreamPose's Google Drive checkpoints)
+    import_files: Callable[..., Any] | None = None
 
     @property
     def needs_weights(self) -> bool:

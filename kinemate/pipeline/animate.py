@@ -20,10 +20,11 @@ from kinemate.pipeline.scratch import spill_folder
 
 log = logging.getLogger(__name__)
 
-CONTROLS = ("auto", "densepose", "pose")
+CONTROLS = ("auto", "densepose", "pose", "uv")
 # the `control` that makes the maps a model of each control kind was trained on
-CONTROL_OF_KIND = {"densepose": "densepose", "openpose": "pose"}
-_KIND_WORDS = {"densepose": "DensePose renders", "openpose": "OpenPose skeleton maps"}
+CONTROL_OF_KIND = {"densepose": "densepose", "openpose": "pose", "densepose_uv": "uv"}
+_KIND_WORDS = {"densepose": "DensePose renders", "openpose": "OpenPose skeleton maps",
+               "densepose_uv": "DensePose UV fields"}
 
 
 def choose_control(control: str, control_kind: str | None, *, pose_input: bool = False,
@@ -50,6 +51,15 @@ def choose_control(control: str, control_kind: str | None, *, pose_input: bool =
         return control
     trained = (f"{model} was trained on {_KIND_WORDS[control_kind]} (control kind "
                f"{control_kind!r})")
+    if wanted == "uv" or control == "uv":
+        given = "a pose file" if pose_input else f"`control={control}`"
+        if wanted == "uv":
+            raise UsageError(
+                f"{trained}; {given} would give it {_KIND_WORDS[CONTROL_KIND_OF[control]]}, "
+                "which are not UV coordinates. Pass a folder with one DensePose UV .npy per "
+                "frame with `control=uv` (or `control=auto`); docs/dreampose.md")
+        raise UsageError(f"{trained}; `control=uv` is for models trained on DensePose UV "
+                         f"fields (dreampose); use `control=auto`")
     if wanted == "densepose":
         given = "a pose file" if pose_input else "`control=pose`"
         raise UsageError(
@@ -63,6 +73,9 @@ def choose_control(control: str, control_kind: str | None, *, pose_input: bool =
         "follow (the result would be a still, blurred photo). Pass `control=pose` (or "
         "`control=auto`) with a video of a person or a pose file; to animate a DensePose "
         "video, use a model trained on DensePose (such as magicanimate)")
+
+
+CONTROL_KIND_OF = {"densepose": "densepose", "pose": "openpose", "uv": "densepose_uv"}
 
 
 def pose_render_kwargs(pipe: AnimationPipeline) -> dict:
@@ -110,14 +123,21 @@ def _reported(frames, callback: Any, total: int | None):
         callback(done, total)
 
 
-def spill_frames(frames, path: Path) -> np.ndarray:
-    """Write a stream of equal-size uint8 frames to ``path`` and return them as a read-only
-    memory map ``(F, H, W, 3)``: random access for the sampler without holding every control
-    frame in RAM (pages are read back as windows need them)."""
+def _uv_preview(field: np.ndarray) -> np.ndarray:
+    from kinemate.pose.uv import render_uv
+
+    return render_uv(field)
+
+
+def spill_frames(frames, path: Path, dtype=np.uint8) -> np.ndarray:
+    """Write a stream of equal-size frames (uint8 images, or float32 fields with
+    ``dtype``) to ``path`` and return them as a read-only memory map ``(F, H, W, C)``:
+    random access for the sampler without holding every control frame in RAM (pages are
+    read back as windows need them)."""
     count, shape = 0, None
     with open(path, "wb") as f:
         for frame in frames:
-            frame = np.ascontiguousarray(frame, dtype=np.uint8)
+            frame = np.ascontiguousarray(frame, dtype=dtype)
             if shape is None:
                 shape = frame.shape
             elif frame.shape != shape:
@@ -125,8 +145,8 @@ def spill_frames(frames, path: Path) -> np.ndarray:
             f.write(frame.tobytes())
             count += 1
     if count == 0:
-        return np.zeros((0, 1, 1, 3), dtype=np.uint8)
-    return np.memmap(path, dtype=np.uint8, mode="r", shape=(count, *shape))
+        return np.zeros((0, 1, 1, 3), dtype=dtype)
+    return np.memmap(path, dtype=dtype, mode="r", shape=(count, *shape))
 
 
 def animate_file(reference_path: str | Path | None, driving_path: str | Path | None,
@@ -211,6 +231,7 @@ def animate_file(reference_path: str | Path | None, driving_path: str | Path | N
     if fit not in ("crop", "letterbox"):
         raise UsageError(f"unknown `fit` {fit!r}; use crop or letterbox")
     sampling = pipe.resolve(**options)  # bad options fail before any file is read
+    pipe.check_unused(sampling)
     if getattr(sampling, "init", None) == "warp" and control != "pose":
         raise UsageError("`init` warp warps the photo to the driving poses, which a DensePose "
                          "video does not give; use `control` pose (a video of a person or a "
@@ -239,6 +260,11 @@ def animate_file(reference_path: str | Path | None, driving_path: str | Path | N
         if rule and reference_raw is None:
             frames, fps, size = _apply_driving_rule(rule, tracks["controls"], frames, fps,
                                                     asked_size, fit, pose_render_kwargs(pipe))
+    elif control == "uv":
+        from kinemate.pose.uv import uv_frames
+
+        frames, fps, total = uv_frames(driving_path, size, fit=fit, fps=fps,
+                                       max_frames=max_frames)
     else:
         from kinemate.pose.control import densepose_frames
 
@@ -269,7 +295,8 @@ def animate_file(reference_path: str | Path | None, driving_path: str | Path | N
         spill = Path(stack.enter_context(spill_folder()))
         controls = spill_frames(_reported(frames, _stage(prepare_callback, "controls"),
                                           len(frames) if control == "pose" else total),
-                                spill / "controls.u8")
+                                spill / "controls.u8",
+                                dtype=np.float32 if control == "uv" else np.uint8)
         if len(controls) == 0:
             raise InputError(f"{driving_path} has no frames; give a video with at least one frame")
         if parallel is not None and not parallel.is_main:  # rank 0 writes; this one samples
@@ -288,7 +315,8 @@ def animate_file(reference_path: str | Path | None, driving_path: str | Path | N
         for i, frame in enumerate(frames_out):
             out.write(frame)
             if grid is not None:
-                panels = [controls[i], frame if marker is None else marker.mark(frame)]
+                shown = controls[i] if control != "uv" else _uv_preview(controls[i])
+                panels = [shown, frame if marker is None else marker.mark(frame)]
                 grid.write(side_by_side(([] if reference is None else [reference]) + panels))
     if checkpoint is not None:  # the output is complete: nothing left to resume
         checkpoint.clear()

@@ -337,7 +337,8 @@ class AnimationPipeline:
         changed = [k for k in unused if getattr(o, k) != getattr(self.options, k)]
         if changed:
             names = ", ".join(f"`{k}`" for k in changed)
-            raise UsageError(f"{names}: not used by {self.family} models (they would change "
+            model = self.name if self.name == self.family else f"{self.name} ({self.family})"
+            raise UsageError(f"{names}: not used by {model} models (they would change "
                              "nothing); leave it out")
 
     @torch.no_grad()
@@ -540,6 +541,7 @@ class AnimationPipeline:
         if parallel is not None and not parallel.is_main:
             progress, window_callback = False, None
         o = self.resolve(text_only=controls is None, **options)             # 1. options
+        self.check_unused(o)
         plan = self.plan(reference, controls, o, num_frames=num_frames,      # 2. inputs, windows
                          size=size)
         scheduler = (copy.deepcopy(self.scheduler) if o.sampler == "model"    # 3. latents

@@ -86,6 +86,9 @@ class RenderPipeline:
                              "(or another diffusion model) to sample with it")
         return merged
 
+    def check_unused(self, options: SamplingOptions) -> None:
+        """Nothing to add: :meth:`resolve` already refuses every option that would change."""
+
     # -- drawing -------------------------------------------------------------------------
     def start(self, reference: np.ndarray, reference_pose=None):
         """The renderer's once-per-video state for ``reference`` (uint8 (H, W, 3)); its pose

@@ -62,6 +62,8 @@ class Clip:
     * ``parts``    uint8 (F, H, W) DensePose part index per pixel: 0 background, 1..24
       (:data:`kinemate.synth.render.PART_NAMES`)
     * ``iuv``      uint8 (F, H, W, 3) DensePose IUV image: (I, U*255, V*255)
+    * ``uv``       float32 (F, 2, H, W) the exact DensePose U, V fields in [0, 1] (0 off the
+      body), one ``(2, H, W)`` array per frame as DreamPose reads them (kinemate.pose.uv)
     * ``densepose`` uint8 (F, H, W, 3) the DensePose control map MagicAnimate uses (part
       index through the viridis colour map, background = viridis(0)); None if not requested
     * ``mask``     bool (F, H, W) person mask
@@ -84,6 +86,7 @@ class Clip:
     hand_left: np.ndarray | None = None
     hand_right: np.ndarray | None = None
     face: np.ndarray | None = None
+    uv: np.ndarray | None = None
 
     @property
     def num_frames(self) -> int:
@@ -267,6 +270,7 @@ def generate_clip(seed: int, num_frames: int = 16, size=(128, 128), motion: str 
     frames = np.empty((num_frames, h, w, 3), np.uint8)
     parts = np.empty((num_frames, h, w), np.uint8)
     iuv = np.empty((num_frames, h, w, 3), np.uint8)
+    uv = np.zeros((num_frames, 2, h, w), np.float32)
     mask = np.empty((num_frames, h, w), bool)
     shadow_strength = 0.15 + 0.25 * float(rng_background.random())
     # lighting of the clip: a key light from the front-left/right and above, ambient share,
@@ -295,6 +299,9 @@ def generate_clip(seed: int, num_frames: int = 16, size=(128, 128), motion: str 
         iuv[f, ..., 0] = canvas.parts
         iuv[f, ..., 1] = (canvas.u * 255.0 + 0.5).astype(np.uint8)
         iuv[f, ..., 2] = (canvas.v * 255.0 + 0.5).astype(np.uint8)
+        body = canvas.parts > 0
+        uv[f, 0][body] = canvas.u[body]
+        uv[f, 1][body] = canvas.v[body]
 
     # --- keypoints (COCO-18)
     kp = np.zeros((num_frames, len(COCO18), 3), np.float32)
@@ -353,6 +360,7 @@ def generate_clip(seed: int, num_frames: int = 16, size=(128, 128), motion: str 
         hand_left=hand_l,
         hand_right=hand_r,
         face=face_kp,
+        uv=uv,
     )
 
 

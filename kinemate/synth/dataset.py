@@ -355,9 +355,10 @@ def clip_name(seed: int) -> str:
 
 
 def write_clip(folder: Path, clip, *, densepose: bool = True, mask: bool = True,
-               parts: bool = True) -> dict:
+               parts: bool = True, uv: bool = True) -> dict:
     """Write one :class:`kinemate.synth.Clip` into ``folder`` (created); returns its index entry
-    (paths relative to ``folder``)."""
+    (paths relative to ``folder``). ``uv``: also the exact DensePose UV fields, one
+    ``uv/frame_<n>_densepose.npy`` (2, H, W) float32 per frame (kinemate.pose.uv's format)."""
     folder.mkdir(parents=True, exist_ok=False)
     streams = {"frames": clip.frames}
     if densepose and clip.densepose is not None:
@@ -370,6 +371,11 @@ def write_clip(folder: Path, clip, *, densepose: bool = True, mask: bool = True,
         (folder / key).mkdir()
         for i, img in enumerate(arr):
             _write_png(folder / key / f"{i:06d}.png", img)
+    has_uv = uv and getattr(clip, "uv", None) is not None
+    if has_uv:
+        (folder / "uv").mkdir()
+        for i, field in enumerate(clip.uv):
+            np.save(folder / "uv" / f"frame_{i}_densepose.npy", np.ascontiguousarray(field))
     clip.pose_track().save(folder / "pose.json")
     meta = {**clip.meta, "num_frames": clip.num_frames}
     (folder / "meta.json").write_text(json.dumps(meta, indent=1))
@@ -378,13 +384,15 @@ def write_clip(folder: Path, clip, *, densepose: bool = True, mask: bool = True,
         "frames": "frames", "num_frames": clip.num_frames, "fps": clip.fps, "width": w,
         "height": h, "pose": "pose.json", "densepose": "densepose" if "densepose" in streams
         else None, "mask": "mask" if mask else None, **({"parts": "parts"} if parts else {}),
+        **({"uv": "uv"} if has_uv else {}),
         "seed": clip.meta["seed"], "motion": clip.meta["motion"],
     }
 
 
 def write_dataset(out_dir: str | os.PathLike, clips: Iterable, *, total: int | None = None,
                   info: dict | None = None, force: bool = False, progress: bool = True,
-                  densepose: bool = True, mask: bool = True, parts: bool = True) -> Path:
+                  densepose: bool = True, mask: bool = True, parts: bool = True,
+                  uv: bool = True) -> Path:
     """Write clips as a dataset folder, atomically: everything goes to a temporary sibling
     folder that is renamed to ``out_dir`` only when complete.
 
@@ -400,7 +408,8 @@ def write_dataset(out_dir: str | os.PathLike, clips: Iterable, *, total: int | N
         videos = []
         for clip in tqdm(clips, total=total, desc="synth", unit="clip", disable=not progress):
             name = clip_name(clip.meta["seed"])
-            entry = write_clip(tmp / name, clip, densepose=densepose, mask=mask, parts=parts)
+            entry = write_clip(tmp / name, clip, densepose=densepose, mask=mask, parts=parts,
+                               uv=uv)
             videos.append({"name": name, "path": name, **entry})
         index = {"format": FORMAT_NAME, "version": FORMAT_VERSION, **(info or {}),
                  "videos": videos}

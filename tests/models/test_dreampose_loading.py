@@ -122,3 +122,44 @@ def test_a_pickle_with_code_is_refused(release):
 
     with pytest.raises(WeightsError, match="cannot read weights file"):
         load_pipeline(release)
+
+
+def test_weights_import_checks_records_and_lays_out(release, tmp_path, capsys):
+    """kinemate weights import dreampose: checked files laid out with their sha256; a file
+    whose tensors do not fit is refused before anything is written."""
+    import hashlib
+
+    from kinemate.cli import main
+    from kinemate.pipeline import load_pipeline
+
+    files = _files(release)
+    dest = tmp_path / "W"
+    bad = tmp_path / "bad" / files["adapter"].name
+    bad.parent.mkdir()
+    shutil.copyfile(files["adapter"], bad)
+    _edit(bad, lambda t: t.update({"vae2clip.bias": torch.zeros(7)}))
+    rc = main(["weights", "import", "dreampose", str(files["unet"]), str(bad),
+               str(files["pipeline"]), "--dir", str(dest)])
+    assert rc != 0 and not dest.exists()
+    assert "vae2clip.bias" in capsys.readouterr().err
+    rc = main(["weights", "import", "dreampose", str(files["unet"]), str(files["adapter"]),
+               str(files["vae"]), str(files["pipeline"]), str(files["clip"]), "--dir", str(dest)])
+    assert rc == 0, capsys.readouterr().err
+    record = json.loads((dest / "dreampose-import.json").read_text())
+    entry = next(e for e in record["imported"] if e["file"] == files["unet"].name)
+    assert entry["sha256"] == hashlib.sha256(files["unet"].read_bytes()).hexdigest()
+    assert load_pipeline(dest).family == "dreampose"
+    assert main(["weights", "import", "dreampose", str(release / "nope.zip"), "--dir", str(dest)]) != 0
+
+
+def test_weights_list_says_where_the_checkpoints_are(capsys):
+    from kinemate.cli import main
+
+    assert main(["weights", "list"]) == 0
+    out = capsys.readouterr().out
+    import re
+
+    block = out[re.search(r"^dreampose ", out, re.M).start():]
+    block = block[:block.index("download: kinemate weights download dreampose")]
+    assert "drive.google.com" in block and "no published hashes" in block
+    assert "kinemate weights import dreampose" in block

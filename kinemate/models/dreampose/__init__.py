@@ -78,6 +78,12 @@ def _weights():
     return (DREAMPOSE_CLIP,)
 
 
+def _import_files(files, dest, *, echo=print):
+    from kinemate.models.dreampose.weights import import_files
+
+    return import_files(files, dest, echo=echo)
+
+
 FAMILIES = (
     Family(
         name="dreampose",
@@ -95,6 +101,7 @@ FAMILIES = (
                      "--dir DIR', then 'kinemate weights download dreampose --dir DIR' for CLIP, "
                      "and pass `weights` DIR (see 'kinemate weights list')",
         scheduler=DREAMPOSE_SCHEDULER,
+        import_files=_import_files,
     ),
 )
 

@@ -21,8 +21,10 @@ from kinemate.models.animate_anyone.preprocess import CLIP_MEAN, CLIP_STD, pil_r
 CLIP_SIZE = 224
 
 
-def clip_pixels(image: np.ndarray, size: int = CLIP_SIZE) -> torch.Tensor:
-    """uint8 ``(H, W, 3)`` RGB -> ``(1, 3, size, size)`` float32, as CLIPProcessor does."""
+def clip_pixels(image: np.ndarray, size: int = CLIP_SIZE, *, rescaled_twice: bool = False) -> torch.Tensor:
+    """uint8 ``(H, W, 3)`` RGB -> ``(1, 3, size, size)`` float32, as CLIPProcessor does.
+    ``rescaled_twice``: the official training scripts give the processor [0, 1] tensors,
+    which transformers 4.28 divides by 255 once more (SPEC Q3: an almost black input)."""
     image = np.asarray(image)
     h, w = image.shape[:2]
     if w <= h:
@@ -33,6 +35,8 @@ def clip_pixels(image: np.ndarray, size: int = CLIP_SIZE) -> torch.Tensor:
     top, left = (new_h - size) // 2, (new_w - size) // 2
     pixels = pixels[top:top + size, left:left + size]
     x = (pixels * (1 / 255)).astype(np.float32)
+    if rescaled_twice:
+        x = (x * (1 / 255)).astype(np.float32)
     x = (x - np.asarray(CLIP_MEAN, np.float32)) / np.asarray(CLIP_STD, np.float32)
     return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None]
 
