@@ -5,22 +5,32 @@ reference-photo pixels), :func:`retarget` returns a track in reference-photo pix
 bones have the reference person's lengths, positioned where that person stands. The algorithm
 (docs/pose.md has the details):
 
-1. Bone lengths. Driving: per bone, the 90th percentile of its length over the frames where
-   both ends are seen (foreshortening only ever shortens a bone). Reference: measured on R.
+1. Bone lengths, compared like with like. The reference is seen once, each bone foreshortened
+   as it happens to be, so each driving bone is measured where the driving person holds the
+   reference's pose: the median of its length over the quarter of the frames (at least 3)
+   closest to the reference's pose (:func:`pose_distance`: bone vectors normalised by the
+   pose's total length). The same person driving themselves thus gives scale 1 and factors 1
+   up to detection noise; a different body is compared under the same foreshortening. A bone
+   the reference does not show gets its unforeshortened driving length (:func:`rest_lengths`:
+   the 90th percentile less what detection noise adds to it). Reference: measured on R.
 2. Global scale ``s`` = total length of the bones seen in both / the same bones in the driving
    track; per-bone factor ``k_b = L_ref / (s * L_drv)`` (1 where the reference does not show
    the bone, clamped to [0.25, 4]).
 3. Per frame, walk the kinematic tree from the neck: the neck moves like the driving neck
-   (scaled by ``s``, starting on the reference neck in the first frame); each child is
+   (scaled by ``s``), on the reference neck in the frame closest to the reference's pose
+   (:func:`matched_frame`), so that frame maps onto the reference; each child is
    ``parent' + s * k_b * (child - parent)`` — direction and foreshortening from the driving
    frame, length from the reference. A joint whose parent is missing hangs from its nearest
    seen ancestor. Hands hang from the wrists (forearm factor), the face from the nose (face
    width ratio).
 4. Feet on the ground. If the reference shows an ankle, its lowest ankle defines the ground
-   line. The driving ground is the 95th percentile of the per-frame lowest ankle; each frame is
-   shifted vertically so that its lowest ankle sits as far above the reference ground as the
-   driving one is above the driving ground (times ``s``): standing feet stay on the line, jumps
-   stay jumps. Frames without a visible ankle keep the previous frame's shift.
+   line. The driving ground is the 95th percentile of the per-frame lowest ankle (less what
+   noise adds); each frame is shifted vertically so that its lowest ankle sits as far above
+   the reference ground as the driving one is above the driving ground (times ``s``):
+   standing feet stay on the line, jumps stay jumps. The shifts are taken relative to the
+   matched frame's (it stays on the reference), so the rule corrects how the body moves
+   rather than moving the whole track. Frames without a visible ankle keep the previous
+   frame's shift.
 5. Per-frame confidence: the mean over the 17 bones of min(end confidences) (0 for bones not
    seen), scaled by (1 + share of those bones with a measured reference length) / 2.
 """
@@ -72,6 +82,101 @@ def _nanpercentile(x: np.ndarray, q: float, axis: int = 0) -> np.ndarray:
     return np.where(allnan, np.nan, out)
 
 
+def _noise_sd(x: np.ndarray) -> np.ndarray:
+    """(F, B) series with NaN gaps -> (B,) the standard deviation of their frame-to-frame
+    noise, from the median absolute second difference over runs of seen frames (white noise
+    of sd σ gives second differences of sd σ√6; smooth motion hardly adds to them). NaN
+    where fewer than three consecutive frames are seen."""
+    d2 = x[2:] - 2 * x[1:-1] + x[:-2] if len(x) >= 3 else np.full((0,) + x.shape[1:], np.nan)
+    with np.errstate(all="ignore"):
+        allnan = np.isnan(d2).all(axis=0) if len(d2) else np.ones(x.shape[1:], bool)
+        med = np.nanmedian(np.where(allnan, 0.0, np.abs(d2)), axis=0) if len(d2) else 0.0
+    return np.where(allnan, np.nan, 1.4826 * med / np.sqrt(6.0))
+
+
+def rest_lengths(lengths: np.ndarray, q: float = 90.0) -> np.ndarray:
+    """(F, B) per-frame lengths (NaN = unseen) -> (B,) each one's unforeshortened length.
+
+    Foreshortening only shortens a bone, so its full length is near the top of its lengths
+    over the video (the ``q``-th percentile). Detection noise, though, makes that percentile
+    too long: for a bone seen at full length in every frame with noise of sd σ, it is the
+    length plus z_q·σ. So σ is estimated from the frame-to-frame noise (:func:`_noise_sd`)
+    and z_q·σ is taken off, never going below the median: a still bone gets its median, a
+    bone that is often foreshortened its longest seen length, the same person measured in
+    one of its own frames scale ~1 rather than a few percent short.
+    """
+    from statistics import NormalDist
+
+    top = _nanpercentile(lengths, q, axis=0)
+    mid = _nanpercentile(lengths, 50, axis=0)
+    sd = np.nan_to_num(_noise_sd(lengths), nan=0.0)
+    z = NormalDist().inv_cdf(q / 100.0)
+    return np.where(np.isfinite(top), np.maximum(top - z * sd, mid), np.nan)
+
+
+def _bone_vectors(body: np.ndarray, min_conf: float) -> np.ndarray:
+    """(..., 18, 3) -> (..., 17, 2) vectors parent -> child (NaN where an end is missing)."""
+    a = body[..., [p for p, _ in BODY_LIMBS], :]
+    b = body[..., [c for _, c in BODY_LIMBS], :]
+    ok = (a[..., 2] >= min_conf) & (b[..., 2] >= min_conf)
+    return np.where(ok[..., None], (b[..., :2] - a[..., :2]).astype(np.float64), np.nan)
+
+
+def pose_distance(drv: np.ndarray, ref: np.ndarray, min_conf: float) -> np.ndarray:
+    """(F, 18, 3) driving, (18, 3) reference -> (F,) how far each frame's pose is from the
+    reference's, whatever the size and place of the person: over the bones both show, the
+    mean distance between their vectors, each pose's divided by its total length of those
+    bones (so a bone turned, or foreshortened against the others, counts). +inf for a frame
+    sharing no bone with the reference."""
+    v_d = _bone_vectors(drv, min_conf)  # (F, 17, 2)
+    v_r = _bone_vectors(ref, min_conf)[None]  # (1, 17, 2)
+    both = np.isfinite(v_d).all(-1) & np.isfinite(v_r).all(-1)  # (F, 17)
+    v_d = np.where(both[..., None], v_d, 0.0)
+    v_r = np.where(both[..., None], v_r, 0.0)
+    with np.errstate(all="ignore"):
+        n_d = np.linalg.norm(v_d, axis=-1).sum(-1, keepdims=True)[..., None]
+        n_r = np.linalg.norm(v_r, axis=-1).sum(-1, keepdims=True)[..., None]
+        dist = np.linalg.norm(v_d / n_d - v_r / n_r, axis=-1).sum(-1) / both.sum(-1)
+    ok = both.any(-1) & (n_d[:, 0, 0] > 1e-6) & (n_r[:, 0, 0] > 1e-6)
+    return np.where(ok, np.nan_to_num(dist, nan=np.inf), np.inf)
+
+
+def matched_lengths(drv: np.ndarray, ref: np.ndarray, min_conf: float,
+                    share: float = 0.25) -> np.ndarray:
+    """(F, 18, 3) driving, (18, 3) reference -> (17,) each driving bone's length in the
+    frames whose pose is closest to the reference's.
+
+    A 2-D length mixes the bone's true length with its foreshortening, and the reference is
+    seen once, foreshortened as it happens to be. So each driving bone is measured where the
+    driving person holds the reference's pose (:func:`pose_distance`; the median over the
+    closest ``share`` of the frames showing the bone, at least 3): the same person gives
+    back the reference's lengths (scale 1, up to detection noise), a different body is
+    compared under the same foreshortening. Bones the reference does not show get their
+    unforeshortened length (:func:`rest_lengths`).
+    """
+    lengths = bone_lengths(drv, min_conf)  # (F, 17)
+    out = rest_lengths(lengths)
+    dist = pose_distance(drv, ref, min_conf)
+    l_ref = bone_lengths(ref, min_conf)
+    for b in range(lengths.shape[1]):
+        seen = np.flatnonzero(np.isfinite(lengths[:, b]) & np.isfinite(dist))
+        if len(seen) == 0 or not np.isfinite(l_ref[b]):
+            continue
+        n = min(len(seen), max(3, int(round(share * len(seen)))))
+        nearest = seen[np.argsort(dist[seen], kind="stable")[:n]]
+        out[b] = float(np.median(lengths[nearest, b]))
+    return out
+
+
+def matched_frame(drv: np.ndarray, ref: np.ndarray, usable: np.ndarray, min_conf: float) -> int:
+    """The usable driving frame whose pose is closest to the reference's
+    (:func:`pose_distance`; the first on ties, the first usable frame if none compares)."""
+    dist = np.where(usable, pose_distance(drv, ref, min_conf), np.inf)
+    if not np.isfinite(dist).any():
+        return int(np.flatnonzero(usable)[0])
+    return int(np.argmin(dist))
+
+
 def _lowest_ankle(body: np.ndarray, min_conf: float) -> np.ndarray:
     """(F, 18, 3) -> (F,) the largest y of the seen ankles (NaN if none)."""
     ys = np.stack([body[:, R_ANKLE, 1], body[:, L_ANKLE, 1]], axis=1)
@@ -113,7 +218,7 @@ def retarget(
         )
 
     # 1-2. lengths, global scale, per-bone factors
-    l_drv = _nanpercentile(bone_lengths(drv, min_conf), 90, axis=0)  # (17,)
+    l_drv = matched_lengths(drv, ref, min_conf)  # (17,)
     l_ref = bone_lengths(ref, min_conf)  # (17,)
     common = np.isfinite(l_drv) & np.isfinite(l_ref) & (l_drv > 1e-6)
     if common.any():
@@ -126,14 +231,14 @@ def retarget(
     k_of = {child: float(k[_LIMB_INDEX[(parent, child)]]) for child, parent in BODY_PARENT.items()}
 
     fw_ref = float(_face_width(reference_pose.face[0], min_conf))
-    fw_drv = float(_nanpercentile(_face_width(track.face, min_conf)[:, None], 90, axis=0)[0])
+    fw_drv = float(rest_lengths(_face_width(track.face, min_conf)[:, None])[0])
     if np.isfinite(fw_ref) and np.isfinite(fw_drv) and fw_drv > 1e-6:
         k_face = float(np.clip(fw_ref / (s * fw_drv), K_MIN, K_MAX))
     else:
         k_face = float(np.mean([k_of[c] for c in (NOSE, 14, 15, 16, 17)]))
 
     out = PoseTrack.empty(len(track), reference_pose.width, reference_pose.height, track.fps)
-    first = int(np.flatnonzero(usable)[0])
+    first = matched_frame(drv, ref, usable, min_conf)
     neck0 = drv[first, NECK, :2]
     order = tree_order()
 
@@ -176,12 +281,14 @@ def retarget(
     if ground and np.isfinite(ref_ground):
         low_drv = _lowest_ankle(drv, min_conf)
         if np.isfinite(low_drv).any():
-            drv_ground = float(np.nanpercentile(low_drv, 95))
+            drv_ground = float(rest_lengths(low_drv[:, None], 95)[0])  # noise taken off
             low_out = _lowest_ankle(out.body, min_conf)
             have = np.isfinite(low_drv) & np.isfinite(low_out) & usable
             target = ref_ground - s * (drv_ground - low_drv)
             raw = np.where(have, target - low_out, np.nan)
             shifts = _hold_fill(raw)
+            if have[first]:  # the frame matching the reference stays where it was anchored
+                shifts = shifts - shifts[first]
             for name in ("body", "hand_left", "hand_right", "face"):
                 getattr(out, name)[:, :, 1] += shifts[:, None].astype(np.float32)
 

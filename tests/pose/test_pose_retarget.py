@@ -110,3 +110,52 @@ def test_no_person_errors():
         retarget(drv, empty_ref)
     with pytest.raises(NoPersonError, match="driving"):
         retarget(track_of([np.zeros((18, 3), np.float32)] * 3), track_of([skeleton(lengths())]))
+
+
+def _noisy(body: np.ndarray, sd: float, seed: int) -> np.ndarray:
+    out = body.astype(np.float32).copy()
+    rng = np.random.default_rng(seed)
+    out[..., :2] += rng.normal(0.0, sd, out[..., :2].shape).astype(np.float32)
+    return out
+
+
+@pytest.mark.parametrize("seed", [1_000_101, 1_000_103, 1_000_106])
+def test_the_reference_person_driving_themselves_is_left_as_is(seed):
+    """A synthetic clip (exact poses: kinemate.synth) whose reference is its own frame 0,
+    both seen through detection noise (2 px, a different draw for the photo): retargeting
+    must give back frame 0's pose for frame 0 and the person's own bone lengths, not a
+    shorter, lower body (the 90th-percentile estimator did: noise made the driving bones
+    long, so every bone was scaled down and the feet rule pulled the body down)."""
+    from kinemate.synth import generate_clip
+
+    clip = generate_clip(seed, num_frames=16, size=(256, 256), skeleton=False, densepose=False)
+    exact = clip.pose.astype(np.float32)
+    drv = track_of(list(_noisy(exact, 2.0, 1)), 256, 256, clip.fps)
+    ref_body = _noisy(exact[0], 2.0, 2)
+    out = retarget(drv, track_of([ref_body], 256, 256))
+    seen = exact[0, :, 2] > 0
+    err0 = np.linalg.norm(out.body[0, seen, :2] - exact[0, seen, :2], axis=-1)
+    # the noise alone (reference neck + driving offsets) puts a keypoint ~3 px off
+    assert err0.mean() < 4.5 and abs(float(np.mean(out.body[0, seen, 1] - exact[0, seen, 1]))) < 1.5
+    err = np.linalg.norm(out.body[..., :2] - exact[..., :2], axis=-1)
+    assert err[exact[..., 2] > 0].mean() < 5.0
+    assert out.meta["retargeted"]["scale"] == pytest.approx(1.0, abs=0.03)
+    ratio = bone_lengths(out.body) / bone_lengths(exact, 0.01)  # (F, 17)
+    per_bone = [np.median(r[np.isfinite(r)]) for r in ratio.T if np.isfinite(r).any()]
+    assert np.median(per_bone) == pytest.approx(1.0, abs=0.03)  # not biased short
+
+
+def test_a_bone_foreshortened_in_the_reference_is_not_shrunk_in_every_frame():
+    """The reference photo is frame 0 of the driving video, in which the left forearm points
+    at the camera (half its length on screen); later it swings out to full length. The same
+    person: every frame keeps the driving lengths (scale 1, factors 1), frame 0 maps onto
+    the reference."""
+    bodies = _dance(10, lengths(1.0))
+    for t in range(3):  # frames 0-2: forearm foreshortened to half
+        b = bodies[t]
+        b[L_WRIST, :2] = b[6, :2] + 0.5 * (b[L_WRIST, :2] - b[6, :2])
+    drv = track_of(bodies, 640, 480)
+    out = retarget(drv, track_of([bodies[0].copy()], 640, 480))
+    assert out.meta["retargeted"]["scale"] == pytest.approx(1.0, abs=1e-3)
+    np.testing.assert_allclose(out.meta["retargeted"]["bone_factors"], 1.0, atol=1e-3)
+    np.testing.assert_allclose(out.body[:, :, :2], drv.body[:, :, :2], atol=1e-2)
