@@ -307,6 +307,7 @@ def retarget(
         "scale": round(s, 5),
         "bone_factors": [round(float(v), 4) for v in k],
         "grounded": bool(ground and np.isfinite(ref_ground)),
+        "anchor_frame": first,  # the frame closest to the reference's pose, put on it
         "reference_size": [reference_pose.width, reference_pose.height],
     }
     return out
