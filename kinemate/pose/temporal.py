@@ -19,7 +19,10 @@ when its confidence is at least ``min_conf``.
 * :func:`one_euro` — the One-Euro filter (Casiez, Roussel, Vogel, CHI 2012): a low-pass filter
   whose cut-off frequency rises with speed, removing jitter at rest without lag in fast motion.
   Coordinates are filtered in units of the image height, so the parameters do not depend on
-  resolution. The filter restarts after a keypoint has been missing.
+  resolution. The filter restarts after a keypoint has been missing. :func:`smooth_track` runs
+  it forwards, then backwards over the result (``zero_phase``): the whole video is at hand, and
+  the backward pass cancels the forward pass's lag and halves the jitter left (measured in
+  docs/pose.md).
 """
 
 from __future__ import annotations
@@ -318,16 +321,25 @@ def smooth_track(
     smooth: bool = True,
     min_cutoff: float = 2.0,
     beta: float = 20.0,
+    zero_phase: bool = True,
 ) -> PoseTrack:
     """The default clean-up: gate low confidences, undo left/right swaps, fill short gaps, then
-    One-Euro smoothing."""
+    One-Euro smoothing — forwards, then (``zero_phase``) backwards over the result, which
+    cancels the lag of the forward pass (a filter run both ways delays nothing)."""
     out = fix_left_right_swaps(gate_confidence(track, min_conf), min_conf)
     out = fill_gaps(out, max_gap, min_conf)
     if smooth and len(out) > 1:
         out = one_euro(out, min_cutoff=min_cutoff, beta=beta, min_conf=min_conf)
+        if zero_phase:
+            back = list(range(len(out) - 1, -1, -1))
+            meta = out.meta
+            out = one_euro(out.subset(back), min_cutoff=min_cutoff, beta=beta,
+                           min_conf=min_conf).subset(back)
+            out.meta = meta
     out.meta["processing"] = {
         "min_conf": min_conf,
         "max_gap": max_gap,
-        "one_euro": {"min_cutoff": min_cutoff, "beta": beta} if smooth else None,
+        "one_euro": ({"min_cutoff": min_cutoff, "beta": beta, "zero_phase": zero_phase}
+                     if smooth else None),
     }
     return out
