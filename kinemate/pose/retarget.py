@@ -127,7 +127,8 @@ def pose_distance(drv: np.ndarray, ref: np.ndarray, min_conf: float) -> np.ndarr
     reference's, whatever the size and place of the person: over the bones both show, the
     mean distance between their vectors, each pose's divided by its total length of those
     bones (so a bone turned, or foreshortened against the others, counts). +inf for a frame
-    sharing no bone with the reference."""
+    sharing no bone with the reference or fewer than 3/4 of the most any frame shares (a
+    frame showing one bone would match anything)."""
     v_d = _bone_vectors(drv, min_conf)  # (F, 17, 2)
     v_r = _bone_vectors(ref, min_conf)[None]  # (1, 17, 2)
     both = np.isfinite(v_d).all(-1) & np.isfinite(v_r).all(-1)  # (F, 17)
@@ -137,7 +138,8 @@ def pose_distance(drv: np.ndarray, ref: np.ndarray, min_conf: float) -> np.ndarr
         n_d = np.linalg.norm(v_d, axis=-1).sum(-1, keepdims=True)[..., None]
         n_r = np.linalg.norm(v_r, axis=-1).sum(-1, keepdims=True)[..., None]
         dist = np.linalg.norm(v_d / n_d - v_r / n_r, axis=-1).sum(-1) / both.sum(-1)
-    ok = both.any(-1) & (n_d[:, 0, 0] > 1e-6) & (n_r[:, 0, 0] > 1e-6)
+    shared = both.sum(-1)
+    ok = (shared > 0) & (shared >= 0.75 * shared.max()) & (n_d[:, 0, 0] > 1e-6) & (n_r[:, 0, 0] > 1e-6)
     return np.where(ok, np.nan_to_num(dist, nan=np.inf), np.inf)
 
 

@@ -159,3 +159,15 @@ def test_a_bone_foreshortened_in_the_reference_is_not_shrunk_in_every_frame():
     assert out.meta["retargeted"]["scale"] == pytest.approx(1.0, abs=1e-3)
     np.testing.assert_allclose(out.meta["retargeted"]["bone_factors"], 1.0, atol=1e-3)
     np.testing.assert_allclose(out.body[:, :, :2], drv.body[:, :, :2], atol=1e-2)
+
+
+def test_anchor_frame_is_the_one_in_the_reference_pose_not_a_sparse_one():
+    """The reference holds the pose of driving frame 5; frame 1 shows only the shoulders
+    (which match anything): frame 5 is put on the reference."""
+    bodies = _dance(8, lengths(1.0))
+    bodies[1][[0, 3, 4, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17], 2] = 0
+    ref_body = bodies[5].copy()
+    ref_body[:, :2] += (40, -10)
+    out = retarget(track_of(bodies, 640, 480), track_of([ref_body], 640, 480))
+    assert out.meta["retargeted"]["anchor_frame"] == 5
+    np.testing.assert_allclose(out.body[5, :, :2], ref_body[:, :2], atol=1e-3)
